@@ -1,0 +1,39 @@
+"""Motion tokenizers: VQ-VAE (T2M-GPT), RVQ-VAE (MoMask/GestureLSM), FSQ/LFQ variants and a
+multi-part tokenizer, built on vector-quantize-pytorch."""
+
+from .base import MotionTokenizer, TokenizerOutput, pad_to_multiple
+from .encdec import Conv1dDecoder, Conv1dEncoder, ResConv1DBlock, Resnet1D
+from .errors import CheckpointError, TokenizerInputError
+from .losses import acceleration_loss, reconstruction_loss, velocity_loss
+from .multipart import MultiPartTokenizer
+from .quantizers import Quantizer, QuantizerOutput, codebook_perplexity
+from .rvqvae import BEAT2_PART_DIMS, RVQVAE, SEG_PART_DIMS
+from .training import TokenizerTrainConfig, TokenizerTrainer
+from .vqvae import VQVAE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BEAT2_PART_DIMS",
+    "RVQVAE",
+    "SEG_PART_DIMS",
+    "VQVAE",
+    "CheckpointError",
+    "Conv1dDecoder",
+    "Conv1dEncoder",
+    "MotionTokenizer",
+    "MultiPartTokenizer",
+    "Quantizer",
+    "QuantizerOutput",
+    "ResConv1DBlock",
+    "Resnet1D",
+    "TokenizerInputError",
+    "TokenizerOutput",
+    "TokenizerTrainConfig",
+    "TokenizerTrainer",
+    "acceleration_loss",
+    "codebook_perplexity",
+    "pad_to_multiple",
+    "reconstruction_loss",
+    "velocity_loss",
+]

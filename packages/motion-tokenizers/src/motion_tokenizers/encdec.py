@@ -1,0 +1,198 @@
+"""1D convolutional motion encoder and decoder.
+
+The layout of T2M-GPT (Zhang et al., CVPR 2023, https://arxiv.org/abs/2301.06052) and MoMask
+(Guo et al., CVPR 2024, https://arxiv.org/abs/2312.00063), which GestureLSM reuses per body part:
+a strided Conv1d stack with dilated ResNet1D blocks (dilations 9-3-1) that downsamples time by
+``stride_t ** down_t``, and a mirrored nearest-upsampling decoder.
+
+Public tensors are ``(B, T, C)``; the convolutions work on ``(B, C, T)`` internally.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
+NORMS = (None, "LN", "GN", "BN")
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, found {name!r}")
+    return ACTIVATIONS[name]()
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of a ``(B, C, T)`` tensor."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+def make_norm(norm: str | None, channels: int) -> nn.Module:
+    if norm is None:
+        return nn.Identity()
+    if norm == "LN":
+        return ChannelLayerNorm(channels)
+    if norm == "GN":
+        return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+    if norm == "BN":
+        return nn.BatchNorm1d(channels)
+    raise ValueError(f"norm: expected one of {NORMS}, found {norm!r}")
+
+
+class ResConv1DBlock(nn.Module):
+    """norm -> act -> dilated conv(k3) -> norm -> act -> conv(k1) -> dropout, plus the skip."""
+
+    def __init__(
+        self,
+        channels: int,
+        dilation: int = 1,
+        activation: str = "relu",
+        norm: str | None = None,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        self.norm1 = make_norm(norm, channels)
+        self.act1 = make_activation(activation)
+        self.conv1 = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.norm2 = make_norm(norm, channels)
+        self.act2 = make_activation(activation)
+        self.conv2 = nn.Conv1d(channels, channels, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(self.act1(self.norm1(x)))
+        h = self.conv2(self.act2(self.norm2(h)))
+        return x + self.dropout(h)
+
+
+class Resnet1D(nn.Sequential):
+    """``depth`` residual blocks with dilations ``growth**i``; reversed (9, 3, 1) by default."""
+
+    def __init__(
+        self,
+        channels: int,
+        depth: int,
+        dilation_growth_rate: int = 3,
+        reverse_dilation: bool = True,
+        activation: str = "relu",
+        norm: str | None = None,
+        dropout: float = 0.2,
+    ):
+        dilations = [dilation_growth_rate**i for i in range(depth)]
+        if reverse_dilation:
+            dilations = dilations[::-1]
+        super().__init__(
+            *(ResConv1DBlock(channels, d, activation, norm, dropout) for d in dilations)
+        )
+
+
+class Conv1dEncoder(nn.Module):
+    """``(B, T, in_dim)`` -> ``(B, T / stride_t**down_t, code_dim)``."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        code_dim: int,
+        *,
+        down_t: int = 2,
+        stride_t: int = 2,
+        width: int = 512,
+        depth: int = 3,
+        dilation_growth_rate: int = 3,
+        activation: str = "relu",
+        norm: str | None = None,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        # kernel 2*stride with padding stride/2 halves the length exactly for even lengths
+        filter_t, pad_t = stride_t * 2, stride_t // 2
+        layers: list[nn.Module] = [nn.Conv1d(in_dim, width, 3, 1, 1), make_activation(activation)]
+        for _ in range(down_t):
+            layers.append(
+                nn.Sequential(
+                    nn.Conv1d(width, width, filter_t, stride_t, pad_t),
+                    Resnet1D(width, depth, dilation_growth_rate, True, activation, norm, dropout),
+                )
+            )
+        layers.append(nn.Conv1d(width, code_dim, 3, 1, 1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x.transpose(1, 2)).transpose(1, 2)
+
+
+class UpsampleConv1d(nn.Module):
+    """Nearest upsampling by ``scale`` followed by a k3 convolution, computed without upsampling.
+
+    After nearest upsampling every output sample of a k3 conv sees only two distinct input
+    samples, so the pair equals ``scale`` polyphase k2 convolutions at the low rate whose
+    weights are sums of the k3 taps. It keeps the parameters (and state-dict layout) of the
+    plain ``Conv1d`` and does 2/3 of the multiply-adds with no upsampled intermediate.
+    ``polyphase=False`` runs the literal upsample + conv.
+    """
+
+    def __init__(self, channels: int, scale: int = 2, polyphase: bool = True):
+        super().__init__()
+        self.scale = scale
+        self.polyphase = polyphase and scale == 2
+        self.conv = nn.Conv1d(channels, channels, 3, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.polyphase:
+            return self.conv(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
+        w, b = self.conv.weight, self.conv.bias  # w: (C_out, C_in, 3)
+        w0, w1, w2 = w.unbind(-1)
+        # even outputs: w0*x[i-1] + (w1+w2)*x[i]; odd outputs: (w0+w1)*x[i] + w2*x[i+1]
+        w_even = torch.stack([w0, w1 + w2], dim=-1)
+        w_odd = torch.stack([w0 + w1, w2], dim=-1)
+        # one conv with both phases stacked on the output channels
+        y = F.conv1d(F.pad(x, (1, 1)), torch.cat([w_even, w_odd]), torch.cat([b, b]))
+        even, odd = y[..., :-1].chunk(2, dim=1)[0], y[..., 1:].chunk(2, dim=1)[1]
+        B, C, T = even.shape
+        return torch.stack([even, odd], dim=-1).reshape(B, C, 2 * T)
+
+
+class Conv1dDecoder(nn.Module):
+    """``(B, N, code_dim)`` -> ``(B, N * stride_t**down_t, out_dim)``."""
+
+    def __init__(
+        self,
+        out_dim: int,
+        code_dim: int,
+        *,
+        down_t: int = 2,
+        stride_t: int = 2,
+        width: int = 512,
+        depth: int = 3,
+        dilation_growth_rate: int = 3,
+        activation: str = "relu",
+        norm: str | None = None,
+        dropout: float = 0.2,
+        polyphase_upsample: bool = True,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv1d(code_dim, width, 3, 1, 1), make_activation(activation)]
+        for _ in range(down_t):
+            layers.append(
+                nn.Sequential(
+                    Resnet1D(width, depth, dilation_growth_rate, True, activation, norm, dropout),
+                    UpsampleConv1d(width, stride_t, polyphase_upsample),
+                )
+            )
+        layers += [
+            nn.Conv1d(width, width, 3, 1, 1),
+            make_activation(activation),
+            nn.Conv1d(width, out_dim, 3, 1, 1),
+        ]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.model(z.transpose(1, 2)).transpose(1, 2)

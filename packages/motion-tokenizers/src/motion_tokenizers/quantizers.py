@@ -1,0 +1,254 @@
+"""One quantizer interface over vector-quantize-pytorch.
+
+Kinds (all take and return channel-last ``(B, N, D)`` latents):
+
+- ``"vq"``   VQ-VAE codebook with EMA updates, k-means init and dead-code reset
+             (van den Oord et al. 2017; EMA as in T2M-GPT / MoMask).
+- ``"rvq"``  residual VQ (SoundStream, https://arxiv.org/abs/2107.03312) with MoMask's
+             *per-batch* quantize dropout: with probability ``quantize_dropout_prob`` a batch
+             keeps only layers ``0..k`` with ``k ~ U{cutoff, Q-1}``; dropped layers get index -1.
+- ``"fsq"``  finite scalar quantization (https://arxiv.org/abs/2309.15505).
+- ``"rfsq"`` residual FSQ.
+- ``"lfq"``  lookup-free quantization (MAGVIT-v2, https://arxiv.org/abs/2310.05737).
+
+Every kind returns a :class:`QuantizerOutput` with a scalar loss and a codebook perplexity, and
+indices of shape ``(B, N, Q)`` (``Q = 1`` for single-codebook kinds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from vector_quantize_pytorch import FSQ, LFQ, ResidualFSQ, ResidualVQ, VectorQuantize
+
+from .errors import TokenizerInputError
+
+QUANTIZER_KINDS = ("vq", "rvq", "fsq", "rfsq", "lfq")
+
+
+@dataclass(frozen=True)
+class QuantizerOutput:
+    """quantized ``(B, N, D)``, indices ``(B, N, Q)`` int64 (-1 = dropped layer),
+    loss: scalar (commitment for VQ kinds, entropy aux loss for LFQ, 0 for FSQ),
+    perplexity: scalar, mean over active layers of ``exp(H(code histogram))``."""
+
+    quantized: Tensor
+    indices: Tensor
+    loss: Tensor
+    perplexity: Tensor
+
+
+def codebook_perplexity(indices: Tensor, codebook_size: int) -> Tensor:
+    """``exp`` of the entropy of the code histogram of one layer's indices (any shape).
+
+    Equals ``codebook_size`` when every code is used equally and 1 when one code is used.
+    Negative (dropped) indices are ignored.
+    """
+    idx = indices[indices >= 0].reshape(-1)
+    if idx.numel() == 0:
+        return torch.ones((), device=indices.device)
+    counts = torch.bincount(idx, minlength=codebook_size).float()
+    prob = counts / counts.sum()
+    entropy = -(prob * torch.log(prob.clamp_min(1e-12))).sum()
+    return entropy.exp()
+
+
+def _synced_uniform(device: torch.device) -> float:
+    """A U[0,1) draw from torch's RNG that every DDP rank agrees on (sum mod 1 stays uniform)."""
+    m = 1 << 24
+    r = torch.randint(0, m, (), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(r)
+    return float(r.item() % m) / m
+
+
+class Quantizer(nn.Module):
+    """Wraps one vector-quantize-pytorch quantizer behind a single output type.
+
+    Args:
+        kind: one of ``vq, rvq, fsq, rfsq, lfq``.
+        dim: latent channels ``D``.
+        codebook_size: codes per layer (vq/rvq/lfq; a power of two for lfq).
+        num_quantizers: residual layers (rvq/rfsq).
+        decay: EMA decay of the codebook (MoMask/T2M-GPT: 0.99).
+        dead_code_threshold: codes whose EMA count falls below it are re-seeded from the batch.
+        kmeans_init / kmeans_iters: initialise the codebook by k-means on the first batch.
+        quantize_dropout_prob: per-batch probability of residual quantize dropout (rvq/rfsq).
+        quantize_dropout_cutoff_index: the lowest layer that may be the last one kept.
+        stochastic_sample_codes / sample_codebook_temp: Gumbel code choice while training
+            (MoMask samples at temperature 0.5); eval always takes the nearest code.
+        rotation_trick: rotation-trick gradients (https://arxiv.org/abs/2410.06424) instead of the
+            plain straight-through estimator MoMask uses.
+        levels: FSQ levels per channel (fsq/rfsq).
+        entropy_loss_weight: LFQ entropy aux-loss weight.
+    """
+
+    def __init__(
+        self,
+        kind: str = "rvq",
+        dim: int = 128,
+        *,
+        codebook_size: int = 1024,
+        num_quantizers: int = 6,
+        decay: float = 0.99,
+        dead_code_threshold: float = 1.0,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        quantize_dropout_prob: float = 0.2,
+        quantize_dropout_cutoff_index: int = 0,
+        stochastic_sample_codes: bool = False,
+        sample_codebook_temp: float = 0.5,
+        rotation_trick: bool = False,
+        levels: tuple[int, ...] | list[int] = (8, 5, 5, 5),
+        entropy_loss_weight: float = 0.1,
+    ):
+        super().__init__()
+        if kind not in QUANTIZER_KINDS:
+            raise ValueError(f"quantizer kind: expected one of {QUANTIZER_KINDS}, found {kind!r}")
+        if not 0.0 <= quantize_dropout_prob <= 1.0:
+            raise ValueError(f"quantize_dropout_prob must be in [0, 1], found {quantize_dropout_prob}")
+        self.kind, self.dim = kind, dim
+        self.quantize_dropout_prob = quantize_dropout_prob
+        levels = list(levels)
+        vq_kwargs = dict(
+            decay=decay,
+            kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters,
+            threshold_ema_dead_code=dead_code_threshold,
+            commitment_weight=1.0,
+            rotation_trick=rotation_trick,
+            stochastic_sample_codes=stochastic_sample_codes,
+            sample_codebook_temp=sample_codebook_temp,
+        )
+        if kind == "vq":
+            self.codebook_size, self.num_quantizers = codebook_size, 1
+            self.q = VectorQuantize(dim=dim, codebook_size=codebook_size, **vq_kwargs)
+        elif kind == "rvq":
+            self.codebook_size, self.num_quantizers = codebook_size, num_quantizers
+            # quantize_dropout=True at build time is what allows coarse decoding; whether a given
+            # training call drops layers is decided per batch in forward().
+            self.q = ResidualVQ(
+                dim=dim,
+                num_quantizers=num_quantizers,
+                codebook_size=codebook_size,
+                quantize_dropout=num_quantizers > 1,
+                quantize_dropout_cutoff_index=quantize_dropout_cutoff_index,
+                **vq_kwargs,
+            )
+        elif kind == "fsq":
+            self.codebook_size, self.num_quantizers = math.prod(levels), 1
+            self.q = FSQ(levels=levels, dim=dim)
+        elif kind == "rfsq":
+            self.codebook_size, self.num_quantizers = math.prod(levels), num_quantizers
+            self.q = ResidualFSQ(
+                levels=levels,
+                num_quantizers=num_quantizers,
+                dim=dim,
+                quantize_dropout=num_quantizers > 1,
+                quantize_dropout_cutoff_index=quantize_dropout_cutoff_index,
+            )
+        else:  # lfq
+            if codebook_size & (codebook_size - 1):
+                raise ValueError(f"lfq codebook_size must be a power of two, found {codebook_size}")
+            self.codebook_size, self.num_quantizers = codebook_size, 1
+            self.q = LFQ(dim=dim, codebook_size=codebook_size, entropy_loss_weight=entropy_loss_weight)
+
+    @property
+    def residual(self) -> bool:
+        return self.kind in ("rvq", "rfsq")
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        """z: ``(B, N, D)`` -> :class:`QuantizerOutput`."""
+        if z.ndim != 3 or z.shape[-1] != self.dim:
+            raise TokenizerInputError(
+                f"quantizer input: expected (B, N, {self.dim}), found {tuple(z.shape)}"
+            )
+        zero = z.new_zeros(())
+        if self.kind == "vq":
+            quantized, idx, loss = self.q(z)
+            indices, loss = idx.unsqueeze(-1), loss.sum()
+        elif self.kind == "fsq":
+            quantized, idx = self.q(z)
+            indices, loss = idx.long().unsqueeze(-1), zero
+        elif self.kind == "lfq":
+            quantized, idx, loss = self.q(z)
+            indices = idx.long().unsqueeze(-1)
+        else:
+            drop = self.training and self.q.quantize_dropout and self._coin()
+            seed = None
+            if drop:
+                # the layer cut is drawn from torch's RNG so checkpoints resume it exactly
+                seed = int(torch.randint(0, 1 << 30, ()).item())
+            saved = self.q.quantize_dropout
+            self.q.quantize_dropout = drop
+            try:
+                out = self.q(z, rand_quantize_dropout_fixed_seed=seed)
+            finally:
+                self.q.quantize_dropout = saved
+            if self.kind == "rvq":
+                quantized, indices, losses = out
+            else:
+                (quantized, indices), losses = out, None
+            indices = indices.long()
+            active = (indices >= 0).flatten(0, -2).any(0)  # (Q,)
+            # MoMask averages the commitment loss over the layers that ran
+            loss = zero if losses is None else losses[active].sum() / active.sum()
+        perplexity = self._perplexity(indices)
+        return QuantizerOutput(quantized, indices, loss, perplexity)
+
+    def _coin(self) -> bool:
+        p = self.quantize_dropout_prob
+        return p >= 1.0 or (p > 0.0 and _synced_uniform(self._device()) < p)
+
+    def _device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    def _perplexity(self, indices: Tensor) -> Tensor:
+        layers = [indices[..., q] for q in range(indices.shape[-1])]
+        layers = [idx for idx in layers if (idx >= 0).any()]
+        values = [codebook_perplexity(idx, self.codebook_size) for idx in layers]
+        return torch.stack(values).mean()
+
+    def indices_to_latent(self, indices: Tensor, num_layers: int | None = None) -> Tensor:
+        """indices ``(B, N, Q')`` -> quantized latent ``(B, N, D)``.
+
+        Uses the first ``num_layers`` layers (default: all given). Fewer than ``Q`` layers, or
+        -1 entries, decode coarsely: the missing residual layers contribute zero.
+        """
+        if indices.ndim != 3:
+            raise TokenizerInputError(f"indices: expected (B, N, Q), found {tuple(indices.shape)}")
+        if indices.dtype.is_floating_point:
+            raise TokenizerInputError(f"indices: expected an integer tensor, found {indices.dtype}")
+        Q = indices.shape[-1]
+        if self.num_quantizers < Q:
+            raise TokenizerInputError(
+                f"indices: {Q} layers given but the quantizer has {self.num_quantizers}"
+            )
+        if num_layers is not None:
+            if not 1 <= num_layers <= Q:
+                raise TokenizerInputError(f"num_layers must be in [1, {Q}], found {num_layers}")
+            indices = indices[..., :num_layers]
+        if (indices >= self.codebook_size).any() or (indices < -1).any():
+            raise TokenizerInputError(
+                f"indices: values must be in [-1, {self.codebook_size - 1}], found "
+                f"[{int(indices.min())}, {int(indices.max())}]"
+            )
+        indices = indices.long()
+        if self.kind == "vq":
+            return self.q.get_output_from_indices(indices[..., 0])
+        if self.kind == "fsq":
+            return self.q.indices_to_codes(indices[..., 0])
+        if self.kind == "lfq":
+            return self.q.indices_to_codes(indices[..., 0])
+        missing = self.num_quantizers - indices.shape[-1]
+        if missing:
+            indices = nn.functional.pad(indices, (0, missing), value=-1)
+        return self.q.get_output_from_indices(indices)
