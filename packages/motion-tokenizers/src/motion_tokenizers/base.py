@@ -79,7 +79,9 @@ class MotionTokenizer(nn.Module):
         quantizer: Quantizer,
     ) -> None:
         if input_dim < 1 or code_dim < 1:
-            raise ValueError(f"input_dim and code_dim must be positive, found {input_dim}, {code_dim}")
+            raise ValueError(
+                f"input_dim and code_dim must be positive, found {input_dim}, {code_dim}"
+            )
         self.input_dim, self.code_dim = input_dim, code_dim
         self.down_t, self.stride_t = down_t, stride_t
         conv = dict(
@@ -94,7 +96,9 @@ class MotionTokenizer(nn.Module):
         )
         self.encoder = Conv1dEncoder(input_dim, code_dim, **conv)
         self.quantizer = quantizer
-        self.decoder = Conv1dDecoder(input_dim, code_dim, polyphase_upsample=polyphase_upsample, **conv)
+        self.decoder = Conv1dDecoder(
+            input_dim, code_dim, polyphase_upsample=polyphase_upsample, **conv
+        )
 
     # ----- properties ------------------------------------------------------------------
 
@@ -191,7 +195,9 @@ class MotionTokenizer(nn.Module):
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """Write ``config.json`` + ``model.safetensors`` (each file replaced atomically)."""
-        atomic_directory(save_directory, lambda tmp: PyTorchModelHubMixin.save_pretrained(self, tmp, **kwargs))
+        atomic_directory(
+            save_directory, lambda tmp: PyTorchModelHubMixin.save_pretrained(self, tmp, **kwargs)
+        )
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -203,6 +209,8 @@ class MotionTokenizer(nn.Module):
                     raise CheckpointError(f"{path / name}: file not found")
         kwargs.setdefault("strict", True)
         try:
-            return PyTorchModelHubMixin.from_pretrained.__func__(cls, pretrained_model_name_or_path, **kwargs)
+            return PyTorchModelHubMixin.from_pretrained.__func__(
+                cls, pretrained_model_name_or_path, **kwargs
+            )
         except (RuntimeError, OSError) as e:
             raise CheckpointError(f"{path}: cannot load checkpoint ({e})") from e

@@ -103,12 +103,16 @@ class MultiPartTokenizer(nn.Module):
     def decode_indices(
         self, indices: dict[str, Tensor], num_layers: int | None = None
     ) -> dict[str, Tensor]:
-        return {name: tok.decode_indices(indices[name], num_layers) for name, tok in self.parts.items()}
+        return {
+            name: tok.decode_indices(indices[name], num_layers) for name, tok in self.parts.items()
+        }
 
     # ----- presets -----------------------------------------------------------------------
 
     @classmethod
-    def gesturelsm(cls, parts: tuple[str, ...] = tuple(BEAT2_PART_DIMS), **overrides) -> MultiPartTokenizer:
+    def gesturelsm(
+        cls, parts: tuple[str, ...] = tuple(BEAT2_PART_DIMS), **overrides
+    ) -> MultiPartTokenizer:
         """BEAT2 upper 78 / hands 180 / lower+trans 57 / face 100 -> 4 x 128 = 512-d latents."""
         return cls({p: RVQVAE.gesturelsm(p, **overrides) for p in parts}, latent_scale=5.0)
 
@@ -160,4 +164,3 @@ class MultiPartTokenizer(nn.Module):
                 )
             parts[spec["name"]] = kind.from_pretrained(directory / spec["name"])
         return cls(parts, latent_scale=latent_scale)
-

@@ -110,7 +110,9 @@ class Quantizer(nn.Module):
         if kind not in QUANTIZER_KINDS:
             raise ValueError(f"quantizer kind: expected one of {QUANTIZER_KINDS}, found {kind!r}")
         if not 0.0 <= quantize_dropout_prob <= 1.0:
-            raise ValueError(f"quantize_dropout_prob must be in [0, 1], found {quantize_dropout_prob}")
+            raise ValueError(
+                f"quantize_dropout_prob must be in [0, 1], found {quantize_dropout_prob}"
+            )
         self.kind, self.dim = kind, dim
         self.quantize_dropout_prob = quantize_dropout_prob
         levels = list(levels)
@@ -155,7 +157,9 @@ class Quantizer(nn.Module):
             if codebook_size & (codebook_size - 1):
                 raise ValueError(f"lfq codebook_size must be a power of two, found {codebook_size}")
             self.codebook_size, self.num_quantizers = codebook_size, 1
-            self.q = LFQ(dim=dim, codebook_size=codebook_size, entropy_loss_weight=entropy_loss_weight)
+            self.q = LFQ(
+                dim=dim, codebook_size=codebook_size, entropy_loss_weight=entropy_loss_weight
+            )
 
     @property
     def residual(self) -> bool:

@@ -167,7 +167,9 @@ class TokenizerTrainer:
             layer = idx[..., q]
             layer = layer[layer >= 0]
             self._usage[q] += torch.bincount(layer, minlength=self._usage.shape[1])
-        metrics.update(loss=loss.item(), perplexity=out.perplexity.item(), lr=self.scheduler.get_last_lr()[0])
+        metrics.update(
+            loss=loss.item(), perplexity=out.perplexity.item(), lr=self.scheduler.get_last_lr()[0]
+        )
         return metrics
 
     def codebook_usage(self) -> list[float]:
