@@ -1,0 +1,1 @@
+"""Dataset adapters: BEAT2, HumanML3D/KTubeUM, SeG (BVH), synthetic."""

@@ -1,0 +1,170 @@
+"""Windowed torch Dataset over prepared per-clip arrays, and its collate function.
+
+Prepared streams per clip (all frame-aligned at ``fps`` except ``audio``):
+``rot6d (T, J*6)``, ``trans_v (T, 3)``, ``face (T, 100)``, ``words (T,)`` int64, and
+``audio (N, C)`` audio features at the audio sample rate (e.g. onset+amplitude, C = 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..layout import BodyPartLayout, Normalizer, trans_to_velocity
+from ..rotations import axis_angle_to_6d
+from .beat2 import Beat2Clip, Vocabulary, frame_word_indices, window_starts
+
+
+def prepare_clip(
+    clip: Beat2Clip,
+    vocab: Vocabulary | None = None,
+    audio_rep: str = "onset+amplitude",
+) -> dict[str, np.ndarray]:
+    """Beat2Clip -> prepared streams. Motion and audio are trimmed to their common length
+    so that frame i always has audio ``[i*sr/fps, (i+1)*sr/fps)``."""
+    from ..features import audio as fa
+
+    sr, fps = clip.sample_rate, clip.fps
+    t = min(clip.num_frames, int(np.floor(clip.audio.size / sr * fps)))
+    n = round(t * sr / fps)
+    audio = clip.audio[:n]
+    out = {
+        "rot6d": axis_angle_to_6d(torch.from_numpy(clip.poses[:t]).double()).float().numpy(),
+        "trans_v": trans_to_velocity(torch.from_numpy(clip.trans[:t])).numpy(),
+        "face": np.asarray(clip.expressions[:t], np.float32),
+        "words": frame_word_indices(clip.words, t, fps, vocab or Vocabulary.build([clip])),
+    }
+    if audio_rep == "onset+amplitude":
+        out["audio"] = fa.onset_amplitude(audio, sr)
+    elif audio_rep == "mel":
+        out["audio"] = fa.log_mel(audio, sr, fps, n_frames=t)
+    elif audio_rep == "mfcc":
+        out["audio"] = fa.mfcc(audio, sr, fps, n_frames=t)
+    elif audio_rep == "wave":
+        out["audio"] = audio[:, None].astype(np.float32)
+    else:
+        raise ValueError(f"unknown audio_rep {audio_rep!r}")
+    return out
+
+
+class WindowDataset(Dataset):
+    """Fixed-length windows over prepared clips.
+
+    Item: ``{"upper": (L,78), "hands": (L,180), "lower": (L,57), "face": (L,100),
+    "audio": (L_a, C), "words": (L,), "clip": int, "start": int}`` with ``L = pose_length``;
+    ``L_a = round(L * sample_rate / fps)`` for audio at the sample rate (onset+amplitude,
+    wave) or ``L`` for frame-rate features (mel, mfcc). Parts are normalised when a
+    :class:`Normalizer` is given."""
+
+    def __init__(
+        self,
+        clips: Sequence[dict[str, np.ndarray]],
+        pose_length: int = 64,
+        stride: int = 20,
+        *,
+        layout: BodyPartLayout | None = None,
+        normalizer: Normalizer | None = None,
+        fps: float = 30.0,
+        sample_rate: int = 16000,
+    ):
+        self.clips = clips
+        self.pose_length, self.stride = pose_length, stride
+        self.layout = layout or BodyPartLayout.beat2()
+        self.normalizer = normalizer
+        self.fps, self.sample_rate = fps, sample_rate
+        idx = []
+        for ci, c in enumerate(clips):
+            for s in window_starts(len(c["rot6d"]), pose_length, stride):
+                idx.append((ci, int(s)))
+        self.index = np.asarray(idx, np.int64).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        ci, s = (int(v) for v in self.index[i])
+        c = self.clips[ci]
+        e = s + self.pose_length
+        sl = lambda k: torch.from_numpy(np.array(c[k][s:e]))  # noqa: E731 - copy out of mmap
+        parts = self.layout.split(sl("rot6d"), trans_v=sl("trans_v"), face=sl("face"))
+        if self.normalizer is not None:
+            parts = self.normalizer.normalize(parts)
+        a = c["audio"]
+        if len(a) > len(c["rot6d"]) + 1:  # sample-rate features
+            spf = self.sample_rate / self.fps
+            a0, la = round(s * spf), round(self.pose_length * spf)
+            aw = np.zeros((la, a.shape[1]), np.float32)
+            seg = np.asarray(a[a0 : a0 + la])
+            aw[: len(seg)] = seg
+        else:
+            aw = np.asarray(a[s:e], np.float32)
+        return {
+            **parts,
+            "audio": torch.from_numpy(aw),
+            "words": sl("words"),
+            "clip": ci,
+            "start": s,
+        }
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack a list of window items: tensors become ``(B, ...)``, ints become ``(B,)``."""
+    out = {}
+    for k in items[0]:
+        v = [it[k] for it in items]
+        out[k] = torch.stack(v) if isinstance(v[0], torch.Tensor) else torch.as_tensor(v)
+    return out
+
+
+def beat2_windows(
+    root,
+    *,
+    split: str | None = None,
+    speakers: Sequence[int] | None = None,
+    pose_length: int = 64,
+    stride: int = 20,
+    audio_rep: str = "onset+amplitude",
+    normalizer: Normalizer | None = None,
+    cache_dir=None,
+) -> tuple[WindowDataset, Vocabulary]:
+    """BEAT2 folder -> (:class:`WindowDataset`, vocabulary over the selected clips).
+
+    With ``cache_dir`` the prepared streams are stored once as memory-mapped arrays (see
+    :mod:`gesture_data.cache`) and later calls only map them."""
+    from pathlib import Path
+
+    from ..cache import cached
+    from .beat2 import find_root, list_clips, load_clip
+    from .textgrid import read_textgrid
+
+    root = find_root(root)
+    ids = list_clips(root, split=split, speakers=speakers)
+    words = set()
+    for cid in ids:
+        words.update(w for _, _, w in read_textgrid(root / "textgrid" / f"{cid}.TextGrid")["words"])
+    vocab = Vocabulary(sorted(words))
+
+    def produce():
+        for cid in ids:
+            yield cid, prepare_clip(load_clip(root, cid), vocab, audio_rep)
+
+    if cache_dir is None:
+        clips = [arr for _, arr in produce()]
+    else:
+        sources = [
+            Path(root) / sub / f"{cid}{ext}"
+            for cid in ids
+            for sub, ext in (
+                ("smplxflame_30", ".npz"),
+                ("wave16k", ".wav"),
+                ("textgrid", ".TextGrid"),
+            )
+        ]
+        settings = {"ids": ids, "audio_rep": audio_rep, "vocab": vocab.itos}
+        store = cached(cache_dir, "beat2", sources, settings, produce)
+        clips = [store.clip(i) for i in range(len(store.clips))]
+    ds = WindowDataset(clips, pose_length, stride, normalizer=normalizer)
+    return ds, vocab
