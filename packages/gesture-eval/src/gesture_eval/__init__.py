@@ -1,1 +1,35 @@
+"""gesture-eval: co-speech gesture metrics that reproduce the reference implementations.
+
+Every metric takes ``variant="evaltools"`` (PantoMatrix ``emage_evaltools``, 2025; default)
+or ``variant="cvpr24"`` (EMAGE CVPR'24 ``metric.py``, as GestureLSM / MambaTalk / SemTalk use it).
+"""
+
+from gesture_eval.beat import (
+    BC_UPPER_BODY,
+    BeatConsistency,
+    BeatConsistencyResult,
+    audio_onsets,
+    beat_consistency,
+    beat_consistency_detail,
+)
+from gesture_eval.diversity import L1Diversity, l1_diversity
+from gesture_eval.errors import EvalError
+from gesture_eval.fgd import FrechetDistance, frechet_distance, frechet_distance_from_stats
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "BC_UPPER_BODY",
+    "BeatConsistency",
+    "BeatConsistencyResult",
+    "EvalError",
+    "FrechetDistance",
+    "L1Diversity",
+    "__version__",
+    "audio_onsets",
+    "beat_consistency",
+    "beat_consistency_detail",
+    "frechet_distance",
+    "frechet_distance_from_stats",
+    "l1_diversity",
+]

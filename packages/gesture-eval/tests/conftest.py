@@ -1,0 +1,18 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def fixtures_root() -> Path:
+    return Path(os.environ.get("GESTURE_FIXTURES", REPO_ROOT / ".." / "shared" / "fixtures"))
+
+
+@pytest.fixture
+def beat2_root() -> Path:
+    root = fixtures_root() / "beat2"
+    if not (root / "smplxflame_30" / "2_scott_0_1_1.npz").exists():
+        pytest.skip(f"BEAT2 fixtures not found under {root} (set GESTURE_FIXTURES)")
+    return root
