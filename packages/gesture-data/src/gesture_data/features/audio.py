@@ -140,7 +140,7 @@ def onset_times(
 ) -> np.ndarray:
     """Onset times (s) by peak picking the normalised onset strength: a peak is a local max
     over the previous 30 ms, exceeds the local mean (+-100 ms) by ``delta`` and is at least
-    ``wait_s`` after the previous onset (librosa's default rule)."""
+    ``wait_s`` after the previous onset (librosa's default rule, plus a one-hop look-ahead)."""
     env = onset_strength(audio, sample_rate, hop)
     if env.size == 0 or env.max() <= 0:
         return np.zeros(0, np.float32)
@@ -152,7 +152,10 @@ def onset_times(
     mov_max = maximum_filter1d(env, size=pre_max + 1, origin=pre_max // 2, mode="nearest")
     kernel = np.ones(2 * avg + 1) / (2 * avg + 1)
     mov_avg = np.convolve(np.pad(env, avg, mode="edge"), kernel, mode="valid")
-    cand = np.flatnonzero((env >= mov_max) & (env >= mov_avg + delta) & (env > 0))
+    # a peak must also not be lower than its successor, so a rising edge that spans two
+    # hops is reported once, at its top
+    nxt = np.append(env[1:], 0.0)
+    cand = np.flatnonzero((env >= mov_max) & (env >= nxt) & (env >= mov_avg + delta) & (env > 0))
     picked, last = [], -(10**9)
     for i in cand:
         if i - last > wait:
