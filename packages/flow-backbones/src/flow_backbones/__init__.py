@@ -1,1 +1,92 @@
+"""flow-backbones: flow-matching backbones, objectives and samplers for motion generation.
+
+Time convention: ``t`` in [0, 1], ``t = 0`` noise, ``t = 1`` data, ``x_t = t x1 + (1 - t) x0``,
+``v = x1 - x0`` (see :mod:`flow_backbones.flow` for the diffusers conversions).
+"""
+
+from .dit import DiT
+from .embeddings import RotaryEmbedding, TimeEmbedding, grid_positions_3d, sincos_1d
+from .errors import CheckpointError, FlowInputError
+from .flow import (
+    interpolate,
+    loss_weight,
+    sample_t,
+    shift_t,
+    sigma_to_t,
+    t_to_sigma,
+    velocity_from_diffusers,
+    velocity_target,
+    velocity_to_diffusers,
+    x1_to_velocity,
+)
+from .mmdit import MMDiT, StreamSpec
+from .objectives import (
+    FlowLossOutput,
+    FlowMatchingLoss,
+    MeanFlowLoss,
+    MeanFlowLossOutput,
+    ReflowPairs,
+    ShortcutLoss,
+    ShortcutLossOutput,
+    build_reflow_pairs,
+)
+from .samplers import (
+    ConditionalModel,
+    GuidanceSchedule,
+    VelocityFn,
+    cfg_combine,
+    conditioned,
+    diffusers_t_grid,
+    make_noise,
+    sample_diffusers,
+    sample_euler,
+    sample_heun,
+    sample_shortcut,
+    time_grid,
+)
+from .spatial_temporal import SpatialTemporalDenoiser
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConditionalModel",
+    "DiT",
+    "FlowInputError",
+    "FlowLossOutput",
+    "FlowMatchingLoss",
+    "GuidanceSchedule",
+    "MMDiT",
+    "MeanFlowLoss",
+    "MeanFlowLossOutput",
+    "ReflowPairs",
+    "RotaryEmbedding",
+    "ShortcutLoss",
+    "ShortcutLossOutput",
+    "SpatialTemporalDenoiser",
+    "StreamSpec",
+    "TimeEmbedding",
+    "VelocityFn",
+    "build_reflow_pairs",
+    "cfg_combine",
+    "conditioned",
+    "diffusers_t_grid",
+    "grid_positions_3d",
+    "interpolate",
+    "loss_weight",
+    "make_noise",
+    "sample_diffusers",
+    "sample_euler",
+    "sample_heun",
+    "sample_shortcut",
+    "sample_t",
+    "shift_t",
+    "sigma_to_t",
+    "sincos_1d",
+    "t_to_sigma",
+    "time_grid",
+    "velocity_from_diffusers",
+    "velocity_target",
+    "velocity_to_diffusers",
+    "x1_to_velocity",
+]

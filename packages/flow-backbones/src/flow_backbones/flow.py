@@ -195,9 +195,10 @@ def _gamma_sample(
         z = torch.randn(m, generator=generator, device=device)
         u = torch.rand(m, generator=generator, device=device)
         v = (1 + c * z) ** 3
-        ok = (v > 0) & (torch.log(u.clamp_min(1e-30)) < 0.5 * z**2 + d - d * v + d * torch.log(
-            v.clamp_min(1e-30)
-        ))
+        ok = (v > 0) & (
+            torch.log(u.clamp_min(1e-30))
+            < 0.5 * z**2 + d - d * v + d * torch.log(v.clamp_min(1e-30))
+        )
         acc = (d * v)[ok][: n - filled]
         out[filled : filled + acc.numel()] = acc
         filled += acc.numel()

@@ -82,7 +82,10 @@ class StreamBranch(nn.Module):
             self.to_out = nn.Linear(dim, dim)
             self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
             self.ff = FeedForward(
-                dim, mult=int(ff_mult), activation_fn="gelu-approximate", inner_dim=int(dim * ff_mult)
+                dim,
+                mult=int(ff_mult),
+                activation_fn="gelu-approximate",
+                inner_dim=int(dim * ff_mult),
             )
 
 
@@ -111,7 +114,9 @@ class JointBlock(nn.Module):
         self.heads = heads
         self.branches = nn.ModuleDict(
             {
-                n: StreamBranch(dim, heads, ff_mult=ff_mult, qk_norm=qk_norm, pre_only=n in pre_only)
+                n: StreamBranch(
+                    dim, heads, ff_mult=ff_mult, qk_norm=qk_norm, pre_only=n in pre_only
+                )
                 for n in names
             }
         )
@@ -226,10 +231,7 @@ class MMDiT(HubModule):
         names = list(specs)
         self.in_proj = nn.ModuleDict({n: nn.Linear(s.in_dim, dim) for n, s in specs.items()})
         self.time_embed = nn.ModuleDict(
-            {
-                n: TimeEmbedding(dim, step_size_cond=step_size_cond, scale=time_scale)
-                for n in names
-            }
+            {n: TimeEmbedding(dim, step_size_cond=step_size_cond, scale=time_scale) for n in names}
         )
         self.pooled_proj = None
         if pooled_dim is not None:

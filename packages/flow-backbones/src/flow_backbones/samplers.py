@@ -69,7 +69,9 @@ def time_grid(steps: int, *, shift: float = 1.0, device=None) -> Tensor:
 
 def _check_grid(t_grid: Tensor) -> None:
     if t_grid.ndim != 1 or t_grid.numel() < 2:
-        raise FlowInputError(f"t_grid: expected a 1-D grid of >= 2 times, found {tuple(t_grid.shape)}")
+        raise FlowInputError(
+            f"t_grid: expected a 1-D grid of >= 2 times, found {tuple(t_grid.shape)}"
+        )
     if (t_grid < 0).any() or (t_grid > 1).any() or (t_grid.diff() <= 0).any():
         raise FlowInputError("t_grid: expected strictly increasing times in [0, 1]")
 

@@ -84,10 +84,10 @@ class ShortcutLoss:
         generator: torch.Generator | None = None,
         x0: Tensor | None = None,
     ) -> ShortcutLossOutput:
-        """x1 ``(B, ...)``; ``cond`` a tree of ``(B, ...)`` tensors; ``x0`` optional paired noise."""
+        """x1 ``(B, ...)``; ``cond`` a tree of ``(B, ...)`` tensors; ``x0`` optional noise."""
         B, dev = x1.shape[0], x1.device
         x0 = draw_x0(x1, x0, generator)
-        n_c = int(round(B * self.consistency_fraction))
+        n_c = round(B * self.consistency_fraction)
         n_f = B - n_c
         zero = x1.new_zeros(())
 
