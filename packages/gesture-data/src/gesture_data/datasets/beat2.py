@@ -49,6 +49,7 @@ class Beat2Clip:
     speaker: int = 0
     phones: list[tuple[float, float, str]] = field(default_factory=list)
     language: str = "en"
+    meta: dict = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:

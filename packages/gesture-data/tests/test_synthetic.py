@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+
+from gesture_data.datasets import beat2, synthetic
+from gesture_data.datasets.windows import beat2_windows
+from gesture_data.features.audio import onset_times
+from gesture_data.features.tts import synthesize
+from gesture_data.skeleton import SMPLX_PARENTS, smplx_joints_approx
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return synthetic.make_corpus(6, 10.0, seed=3, languages=("en", "ko"))
+
+
+def test_tts_is_real_and_deterministic():
+    a = synthesize("hello")
+    assert a.dtype == np.float32 and 0.2 < a.size / 16000 < 1.0
+    assert np.abs(a).max() > 0.3 and np.abs(a[:50]).max() > 0.005  # trimmed to the word
+    np.testing.assert_array_equal(a, synthesize("hello"))
+    ko = synthesize("안녕하세요", voice="ko")
+    assert ko.size / 16000 > 0.5
+    # voiced speech: the spectrum peaks below 1 kHz
+    spec = np.abs(np.fft.rfft(a))
+    assert np.fft.rfftfreq(a.size, 1 / 16000)[spec.argmax()] < 1000
+
+
+def test_corpus_shapes_and_determinism(corpus):
+    assert len(corpus) == 6
+    for c in corpus:
+        assert c.poses.shape == (300, 165) and c.trans.shape == (300, 3)
+        assert c.expressions.shape == (300, 100) and c.audio.shape == (160000,)
+        assert c.fps == 30 and c.sample_rate == 16000 and np.isfinite(c.poses).all()
+        assert len(c.words) >= 8
+    assert [c.language for c in corpus] == ["en", "ko"] * 3
+    assert any("\uac00" <= ch <= "\ud7a3" for _, _, w in corpus[1].words for ch in w)
+    again = synthetic.make_clip(2, 10.0, seed=3, language="en")
+    np.testing.assert_array_equal(again.audio, corpus[2].audio)
+    np.testing.assert_array_equal(again.poses, corpus[2].poses)
+    other = synthetic.make_clip(2, 10.0, seed=4, language="en")
+    assert not np.array_equal(other.audio, corpus[2].audio)
+
+
+def test_word_timings_are_exact(corpus):
+    c = corpus[0]
+    name, rate, pitch = synthetic._VOICES["en"][c.speaker - 1]
+    for s, e, w in c.words[:6]:
+        ref = synthesize(w, name, rate, pitch)
+        a = round(s * 16000)
+        assert round((e - s) * 16000) == ref.size
+        np.testing.assert_allclose(c.audio[a : a + ref.size], ref, atol=1e-3)
+    # gaps between words are (near) silent
+    for (_, e0, _), (s1, _, _) in zip(c.words, c.words[1:], strict=False):
+        gap = c.audio[round(e0 * 16000) + 10 : round(s1 * 16000) - 10]
+        if gap.size:
+            assert np.abs(gap).max() < 0.01
+
+
+def _wrist_speed(c):
+    j = smplx_joints_approx(c.poses.astype(np.float64)).numpy()
+    return np.linalg.norm(np.diff(j[:, [20, 21]], axis=0), axis=-1).max(-1) * 30  # (T-1,)
+
+
+def test_beats_follow_speech_onsets(corpus):
+    hits, stops, total, corr_true, corr_shuf = 0, 0, 0, [], []
+    for k, c in enumerate(corpus):
+        beats = np.asarray(c.meta["beats"])
+        assert len(beats) >= 4
+        speed = _wrist_speed(c)
+        on = onset_times(c.audio)
+        for b in beats:
+            # the stroke (speed peak) ends at b: the hand nearly stops within 2 frames of b
+            f = round(b * 30)
+            pre = speed[max(0, f - 6) : f - 1]
+            stops += len(pre) > 0 and pre.max() > 3 * speed[min(f + 1, speed.size - 1)]
+            # and b is near a detected audio onset (the stressed syllable)
+            total += 1
+            hits += np.abs(on - b).min() < 0.1
+
+        # hand speed correlates with the clip's own onset train more than with another's
+        def train(onsets):
+            x = np.zeros(speed.size)
+            for o in onsets:
+                i = round(o * 30) - 3  # strokes precede the onset by ~0.1 s
+                if 0 <= i < x.size:
+                    x[i] = 1
+            return np.convolve(x, np.ones(5), "same")
+
+        other = corpus[(k + 1) % len(corpus)]
+        corr_true.append(np.corrcoef(speed, train(beats))[0, 1])
+        corr_shuf.append(np.corrcoef(speed, train(other.meta["beats"]))[0, 1])
+    assert hits / total > 0.6
+    assert stops / total > 0.8
+    assert np.mean(corr_true) > 0.3 > np.mean(corr_shuf) + 0.15
+
+
+def test_semantic_gestures(corpus):
+    seen = {k for c in corpus for _, _, k, _ in c.meta["semantic"]}
+    assert len(seen) >= 3
+    for c in corpus:
+        j = smplx_joints_approx(c.poses.astype(np.float64)).numpy()
+        for s, e, kind, _w in c.meta["semantic"]:
+            f = round((s + e) / 2 * 30)
+            if kind == "you":  # right wrist forward of the rest pose by > 20 cm
+                assert j[f, 21, 2] - j[0, 21, 2] > 0.2 or j[f, 21, 2] > 0.35
+            if kind == "big":  # hands spread wide
+                assert j[f, 20, 0] - j[f, 21, 0] > 0.9
+
+
+def test_jaw_follows_loudness(corpus):
+    c = corpus[0]
+    speech = np.zeros(300, bool)
+    for s, e, _ in c.words:
+        speech[round(s * 30) : round(e * 30)] = True
+    jaw = c.poses[:, 22 * 3]
+    assert jaw[speech].mean() > 2 * jaw[~speech].mean()
+
+
+def test_written_corpus_reads_as_beat2(tmp_path, corpus):
+    root = synthetic.write_corpus(corpus[:5], tmp_path / "synth")
+    ids = beat2.list_clips(root)
+    assert len(ids) == 5 and beat2.list_clips(root, split="test") == [corpus[4].clip_id]
+    c = beat2.load_clip(root, corpus[1].clip_id)
+    np.testing.assert_array_equal(c.poses, corpus[1].poses)
+    np.testing.assert_array_equal(c.audio, corpus[1].audio)
+    assert [w for *_, w in c.words] == [w for *_, w in corpus[1].words]
+    np.testing.assert_allclose(
+        [s for s, *_ in c.words], [s for s, *_ in corpus[1].words], atol=1e-6
+    )
+    ds, _vocab = beat2_windows(root, split="train", pose_length=64, stride=32)
+    assert len(ds) == 3 * ((300 - 64) // 32 + 1)
+    assert ds[0]["upper"].shape == (64, 78)
+    assert len(SMPLX_PARENTS) == 55
