@@ -78,8 +78,8 @@ def test_beats_follow_speech_onsets(corpus):
             hits += np.abs(on - b).min() < 0.1
 
         # hand speed correlates with the clip's own onset train more than with another's
-        def train(onsets):
-            x = np.zeros(speed.size)
+        def train(onsets, n=speed.size):
+            x = np.zeros(n)
             for o in onsets:
                 i = round(o * 30) - 3  # strokes precede the onset by ~0.1 s
                 if 0 <= i < x.size:

@@ -239,7 +239,7 @@ def _motion(rng, words, stresses, audio, seconds, lang):
     sem_of = {w: k for k, ws in sem.items() for w in ws}
     beats, hands = [], []
     loud_ref = max((lo for _, lo in stresses), default=1.0) or 1.0
-    for (s, e, w), (b, loud) in zip(words, stresses, strict=True):
+    for (_s, _e, w), (b, loud) in zip(words, stresses, strict=True):
         if w in sem_of or b - (beats[-1] if beats else -1) < 0.35:
             continue
         if len(w) < 4 and lang == "en" and rng.random() < 0.7:
@@ -353,18 +353,18 @@ def write_corpus(clips: list[Beat2Clip], root: str | Path) -> Path:
     for sub in ("smplxflame_30", "wave16k", "textgrid"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for c in clips:
-        with atomic_path(root / "smplxflame_30" / f"{c.clip_id}.npz", ".npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(
-                    f,
-                    poses=c.poses,
-                    trans=c.trans.astype(np.float64),
-                    expressions=c.expressions.astype(np.float64),
-                    betas=c.betas,
-                    model=np.array("smplx2020"),
-                    gender=np.array("neutral"),
-                    mocap_frame_rate=np.int32(round(c.fps)),
-                )
+        npz = root / "smplxflame_30" / f"{c.clip_id}.npz"
+        with atomic_path(npz, ".npz") as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                poses=c.poses,
+                trans=c.trans.astype(np.float64),
+                expressions=c.expressions.astype(np.float64),
+                betas=c.betas,
+                model=np.array("smplx2020"),
+                gender=np.array("neutral"),
+                mocap_frame_rate=np.int32(round(c.fps)),
+            )
         with atomic_path(root / "wave16k" / f"{c.clip_id}.wav", ".wav") as tmp:
             sf.write(str(tmp), c.audio, c.sample_rate, subtype="FLOAT", format="WAV")
         write_textgrid(
