@@ -13,6 +13,7 @@ from gesture_eval.beat import (
     beat_consistency_detail,
 )
 from gesture_eval.diversity import L1Diversity, l1_diversity
+from gesture_eval.encoder import SMPLX_PARENTS, FGDEncoder, fgd_features, train_fgd_encoder
 from gesture_eval.errors import EvalError
 from gesture_eval.fgd import FrechetDistance, frechet_distance, frechet_distance_from_stats
 
@@ -20,16 +21,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BC_UPPER_BODY",
+    "SMPLX_PARENTS",
     "BeatConsistency",
     "BeatConsistencyResult",
     "EvalError",
+    "FGDEncoder",
     "FrechetDistance",
     "L1Diversity",
     "__version__",
     "audio_onsets",
     "beat_consistency",
     "beat_consistency_detail",
+    "fgd_features",
     "frechet_distance",
     "frechet_distance_from_stats",
     "l1_diversity",
+    "train_fgd_encoder",
 ]

@@ -109,3 +109,31 @@ def random_axis_angle(
     base = rng.normal(0.0, scale, size=(1, num_joints * 3))
     walk = np.cumsum(rng.normal(0.0, 0.05, size=(num_frames, num_joints * 3)), axis=0)
     return (base + walk).astype(np.float32)
+
+
+def is_structural_key(key: str) -> bool:
+    """True for FGD-encoder state-dict entries fixed by the skeleton (masks, pooling matrices)."""
+    return key.endswith(".mask") or key.endswith("common.0.weight")
+
+
+def randomize_state_dict(state_dict: dict, *, seed: int = 0) -> dict:
+    """Seeded random values for every learnable tensor of a state dict (sorted key order).
+
+    Structural entries (:func:`is_structural_key`) are kept. Matrices get
+    ``randn / sqrt(fan_in)``, vectors ``0.1 * randn``. Used to build a checkpoint with EMAGE's
+    exact key names and shapes without the real weights.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key in sorted(state_dict):
+        value = state_dict[key]
+        if is_structural_key(key):
+            out[key] = value.clone()
+            continue
+        rnd = torch.randn(tuple(value.shape), generator=gen, dtype=torch.float32)
+        # Division (not multiplication by 1/x): the recorded reference latents used this rounding.
+        rnd = rnd / float(np.sqrt(np.prod(value.shape[1:]))) if value.ndim >= 2 else 0.1 * rnd
+        out[key] = rnd.to(value.dtype)
+    return out
