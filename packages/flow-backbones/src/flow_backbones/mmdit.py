@@ -165,8 +165,9 @@ class MMDiT(HubModule):
     """Multi-stream diffusion transformer: velocity for every present generated stream.
 
     Args:
-        streams: ``{name: StreamSpec}`` (dicts with the same fields are accepted, which is how
-            the saved config comes back).
+        streams: ``{name: StreamSpec}`` in a fixed order (dicts with the same fields are
+            accepted; the saved config stores a list of ``{"name": ..., **fields}`` because JSON
+            writers may sort object keys and the order is part of the model).
         dim: model width (all streams share it inside the joint attention).
         depth: number of joint blocks.
         num_heads: attention heads (``dim`` must divide evenly).
@@ -191,7 +192,7 @@ class MMDiT(HubModule):
 
     def __init__(
         self,
-        streams: dict[str, StreamSpec | dict],
+        streams: dict[str, StreamSpec | dict] | list[dict],
         *,
         dim: int = 64,
         depth: int = 2,
@@ -207,6 +208,8 @@ class MMDiT(HubModule):
         super().__init__()
         if not streams:
             raise FlowInputError("streams: expected at least one stream, found none")
+        if isinstance(streams, list | tuple):
+            streams = {s["name"]: {k: v for k, v in s.items() if k != "name"} for s in streams}
         specs = {n: s if isinstance(s, StreamSpec) else StreamSpec(**s) for n, s in streams.items()}
         for n, s in specs.items():
             if s.context_only_last and s.generate:
@@ -226,7 +229,7 @@ class MMDiT(HubModule):
         self.per_stream_time, self.pooled_dim = per_stream_time, pooled_dim
         # the config must be JSON: store the stream specs as plain dicts
         if getattr(self, "_hub_mixin_config", None) is not None:
-            self._hub_mixin_config["streams"] = {n: asdict(s) for n, s in specs.items()}
+            self._hub_mixin_config["streams"] = [{"name": n, **asdict(s)} for n, s in specs.items()]
 
         names = list(specs)
         self.in_proj = nn.ModuleDict({n: nn.Linear(s.in_dim, dim) for n, s in specs.items()})

@@ -15,26 +15,34 @@ from gesture_eval.beat import (
 from gesture_eval.diversity import L1Diversity, l1_diversity
 from gesture_eval.encoder import SMPLX_PARENTS, FGDEncoder, fgd_features, train_fgd_encoder
 from gesture_eval.errors import EvalError
+from gesture_eval.face import FaceLVD, FaceMSE, face_lvd, face_mse
 from gesture_eval.fgd import FrechetDistance, frechet_distance, frechet_distance_from_stats
+from gesture_eval.srgr import SRGR, srgr
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BC_UPPER_BODY",
     "SMPLX_PARENTS",
+    "SRGR",
     "BeatConsistency",
     "BeatConsistencyResult",
     "EvalError",
     "FGDEncoder",
+    "FaceLVD",
+    "FaceMSE",
     "FrechetDistance",
     "L1Diversity",
     "__version__",
     "audio_onsets",
     "beat_consistency",
     "beat_consistency_detail",
+    "face_lvd",
+    "face_mse",
     "fgd_features",
     "frechet_distance",
     "frechet_distance_from_stats",
     "l1_diversity",
+    "srgr",
     "train_fgd_encoder",
 ]

@@ -212,5 +212,5 @@ class MotionTokenizer(nn.Module):
             return PyTorchModelHubMixin.from_pretrained.__func__(
                 cls, pretrained_model_name_or_path, **kwargs
             )
-        except (RuntimeError, OSError) as e:
+        except Exception as e:  # safetensors, json and shape errors all mean a bad checkpoint
             raise CheckpointError(f"{path}: cannot load checkpoint ({e})") from e

@@ -184,7 +184,7 @@ class TokenizerTrainer:
         while self.step < end:
             metrics = self.training_step(self.next_batch())
             bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == end:
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                 row = {"step": self.step, **metrics}
                 self.history.append(row)
                 bar.set_postfix(recon=f"{metrics['recon']:.4f}", ppl=f"{metrics['perplexity']:.1f}")

@@ -1,0 +1,364 @@
+"""The HumanML3D 263-d motion representation (used by KTubeUM) and its inverse, plus the
+dataset's files (Mean/Std, split lists, captions).
+
+Layout of one 263-d frame for 22 joints (``T`` input frames give ``T-1`` feature frames)::
+
+    [0]        root angular velocity about Y (half-angle per frame, as HumanML3D stores it)
+    [1:3]      root linear velocity (x, z) in the root's facing frame
+    [3]        root height
+    [4:67]     21 joints relative to the root, facing frame (rotation-invariant coords)
+    [67:193]   21 local joint rotations, 6D (first two matrix columns, HumanML3D's own
+               convention, unlike gesture_data.rotations which uses rows like GestureLSM)
+    [193:259]  22 joint velocities in the facing frame
+    [259:263]  foot contacts (left ankle, left toe, right ankle, right toe)
+
+:func:`joints_to_features` follows HumanML3D's ``process_file`` from the floor step on:
+put on the floor, move the first root to the origin, face +Z, contacts with threshold
+0.002, inverse kinematics on HumanML3D's unit rest directions with the facing direction
+smoothed over time (Gaussian, sigma 20 frames). It does not re-target joints to the
+reference skeleton (HumanML3D's ``uniform_skeleton``); pass joints of the skeleton you want.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter1d
+
+from .._io import write_text_atomic
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+# HumanML3D ("t2m") 22-joint skeleton: chains and unit rest directions per joint.
+KINEMATIC_CHAIN = [[0, 2, 5, 8, 11], [0, 1, 4, 7, 10], [0, 3, 6, 9, 12, 15],
+                   [9, 14, 17, 19, 21], [9, 13, 16, 18, 20]]
+RAW_OFFSETS = np.array(
+    [[0, 0, 0], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, -1, 0], [0, 1, 0],
+     [0, -1, 0], [0, -1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1], [0, 1, 0], [1, 0, 0],
+     [-1, 0, 0], [0, 0, 1], [0, -1, 0], [0, -1, 0], [0, -1, 0], [0, -1, 0], [0, -1, 0],
+     [0, -1, 0]], dtype=np.float64)
+FACE_JOINTS = (2, 1, 17, 16)  # right hip, left hip, right shoulder, left shoulder
+FEET_LEFT, FEET_RIGHT = (7, 10), (8, 11)
+FPS = 20
+
+
+def feature_dim(joints_num: int = 22) -> int:
+    return 4 + (joints_num - 1) * 9 + joints_num * 3 + 4
+
+
+# --- quaternions (w, x, y, z), numpy or torch ------------------------------------------
+def _cross(a, b):
+    return torch.cross(a, b, dim=-1) if isinstance(a, torch.Tensor) else np.cross(a, b)
+
+
+def qrot(q, v):
+    """Rotate vectors ``(..., 3)`` by unit quaternions ``(..., 4)``."""
+    qv = q[..., 1:]
+    uv = _cross(qv, v)
+    uuv = _cross(qv, uv)
+    return v + 2 * (q[..., :1] * uv + uuv)
+
+
+def qinv(q):
+    s = torch.tensor([1, -1, -1, -1], dtype=q.dtype) if isinstance(q, torch.Tensor) else \
+        np.array([1, -1, -1, -1], dtype=q.dtype)
+    return q * s
+
+
+def qmul(a, b):
+    aw, ax, ay, az = (a[..., i] for i in range(4))
+    bw, bx, by, bz = (b[..., i] for i in range(4))
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz,
+                     aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw], axis=-1)
+
+
+def qbetween(v0, v1):
+    """Quaternion rotating direction ``v0`` onto ``v1`` (both ``(..., 3)``)."""
+    v = np.cross(v0, v1)
+    w = np.sqrt((v0**2).sum(-1) * (v1**2).sum(-1)) + (v0 * v1).sum(-1)
+    q = np.concatenate([w[..., None], v], axis=-1)
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
+def quat_to_matrix(q):
+    w, x, y, z = (q[..., i] for i in range(4))
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+
+
+# --- inverse -----------------------------------------------------------------------------
+def recover_root_rot_pos(data):
+    """Root yaw quaternions ``(..., T, 4)`` and root positions ``(..., T, 3)`` from features."""
+    is_t = isinstance(data, torch.Tensor)
+    lib = torch if is_t else np
+    rot_vel = data[..., 0]
+    ang = lib.zeros_like(rot_vel)
+    ang[..., 1:] = rot_vel[..., :-1]
+    ang = lib.cumsum(ang, -1) if not is_t else torch.cumsum(ang, dim=-1)
+    quat = lib.zeros((*data.shape[:-1], 4), dtype=data.dtype)
+    quat[..., 0] = lib.cos(ang)
+    quat[..., 2] = lib.sin(ang)
+    pos = lib.zeros((*data.shape[:-1], 3), dtype=data.dtype)
+    pos[..., 1:, 0] = data[..., :-1, 1]
+    pos[..., 1:, 2] = data[..., :-1, 2]
+    pos = qrot(qinv(quat), pos)
+    pos = torch.cumsum(pos, dim=-2) if is_t else np.cumsum(pos, axis=-2)
+    pos[..., 1] = data[..., 3]
+    return quat, pos
+
+
+def recover_from_ric(features, joints_num: int = 22):
+    """``(..., T, 263)`` features -> ``(..., T, joints_num, 3)`` joint positions (numpy or
+    torch in, same out): integrate the root yaw and velocity, un-rotate the root-relative
+    joints and add the root."""
+    if features.shape[-1] != feature_dim(joints_num):
+        raise DataError(None, "wrong feature size", key="features",
+                        expected=feature_dim(joints_num), found=features.shape[-1])
+    quat, rpos = recover_root_rot_pos(features)
+    pos = features[..., 4 : (joints_num - 1) * 3 + 4]
+    pos = pos.reshape(*pos.shape[:-1], joints_num - 1, 3)
+    qi = qinv(quat)[..., None, :]
+    qi = qi.expand(*pos.shape[:-1], 4) if isinstance(qi, torch.Tensor) else \
+        np.broadcast_to(qi, (*pos.shape[:-1], 4))
+    pos = qrot(qi, pos)
+    pos[..., 0] = pos[..., 0] + rpos[..., None, 0]
+    pos[..., 2] = pos[..., 2] + rpos[..., None, 2]
+    root = rpos[..., None, :]
+    if isinstance(pos, torch.Tensor):
+        return torch.cat([root, pos], dim=-2)
+    return np.concatenate([root, pos], axis=-2)
+
+
+# --- forward -----------------------------------------------------------------------------
+def _facing(joints: np.ndarray) -> np.ndarray:
+    r_hip, l_hip, sdr_r, sdr_l = FACE_JOINTS
+    across = (joints[..., r_hip, :] - joints[..., l_hip, :]) + (
+        joints[..., sdr_r, :] - joints[..., sdr_l, :])
+    across = across / np.linalg.norm(across, axis=-1, keepdims=True)
+    fwd = np.cross(np.array([0.0, 1.0, 0.0]), across)
+    return fwd
+
+
+def inverse_kinematics(joints: np.ndarray, smooth_sigma: float = 20.0) -> np.ndarray:
+    """Local joint quaternions ``(T, 22, 4)`` on the unit rest directions; the root's is
+    the yaw that turns the (smoothed) facing direction to +Z, identity on frame 0 as in
+    HumanML3D."""
+    fwd = _facing(joints)
+    if smooth_sigma:
+        fwd = gaussian_filter1d(fwd, smooth_sigma, axis=0, mode="nearest")
+    fwd = fwd / np.linalg.norm(fwd, axis=-1, keepdims=True)
+    root = qbetween(fwd, np.broadcast_to([0.0, 0.0, 1.0], fwd.shape))
+    root[0] = [1.0, 0.0, 0.0, 0.0]
+    quats = np.zeros((*joints.shape[:-1], 4))
+    quats[..., 0] = 1.0
+    quats[:, 0] = root
+    for chain in KINEMATIC_CHAIN:
+        R = root
+        for a, b in zip(chain[:-1], chain[1:], strict=True):
+            u = np.broadcast_to(RAW_OFFSETS[b], joints[:, b].shape)
+            v = joints[:, b] - joints[:, a]
+            v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+            local = qmul(qinv(R), qbetween(u, v))
+            quats[:, b] = local
+            R = qmul(R, local)
+    return quats
+
+
+def canonicalize(joints: np.ndarray) -> np.ndarray:
+    """Floor at y=0, first root at the xz origin, first frame facing +Z. ``(T, J, 3)``."""
+    pos = np.array(joints, dtype=np.float64)
+    pos[..., 1] -= pos[..., 1].min()
+    pos -= pos[0, 0] * np.array([1.0, 0.0, 1.0])
+    fwd = _facing(pos[0])
+    fwd = fwd / np.linalg.norm(fwd)
+    q = qbetween(fwd, np.array([0.0, 0.0, 1.0]))
+    return qrot(np.broadcast_to(q, (*pos.shape[:-1], 4)), pos)
+
+
+def joints_to_features(joints, feet_threshold: float = 0.002) -> np.ndarray:
+    """``(T, 22, 3)`` joint positions (metres, Y up) -> ``(T-1, 263)`` HumanML3D features."""
+    joints = np.asarray(joints, dtype=np.float64)
+    if joints.ndim != 3 or joints.shape[1:] != (22, 3) or joints.shape[0] < 2:
+        raise DataError(None, "wrong joints shape", key="joints", expected="(T>=2, 22, 3)",
+                        found=joints.shape)
+    if not np.isfinite(joints).all():
+        raise DataError(None, "non-finite joint positions", key="joints")
+    pos = canonicalize(joints)
+    n = pos.shape[1]
+    sq = lambda ids: ((pos[1:, ids] - pos[:-1, ids]) ** 2).sum(-1)  # noqa: E731
+    feet_l = (sq(list(FEET_LEFT)) < feet_threshold).astype(np.float64)
+    feet_r = (sq(list(FEET_RIGHT)) < feet_threshold).astype(np.float64)
+    glob = pos.copy()
+    quats = inverse_kinematics(pos)
+    r_rot = quats[:, 0]
+    mats = quat_to_matrix(quats)
+    cont6d = np.concatenate([mats[..., 0], mats[..., 1]], axis=-1)  # (T, 22, 6) columns
+    vel = qrot(r_rot[1:], pos[1:, 0] - pos[:-1, 0])
+    r_vel = qmul(r_rot[1:], qinv(r_rot[:-1]))
+    rel = pos.copy()
+    rel[..., 0] -= rel[:, :1, 0]
+    rel[..., 2] -= rel[:, :1, 2]
+    rel = qrot(np.broadcast_to(r_rot[:, None], (*rel.shape[:-1], 4)), rel)
+    root_data = np.concatenate(
+        [np.arcsin(np.clip(r_vel[:, 2:3], -1, 1)), vel[:, [0, 2]], rel[:-1, 0, 1:2]], axis=-1)
+    ric = rel[:-1, 1:].reshape(len(rel) - 1, -1)
+    rot = cont6d[:-1, 1:].reshape(len(rel) - 1, -1)
+    lvel = qrot(np.broadcast_to(r_rot[:-1, None], (*glob[1:].shape[:-1], 4)), glob[1:] - glob[:-1])
+    lvel = lvel.reshape(len(lvel), -1)
+    out = np.concatenate([root_data, ric, rot, lvel, feet_l, feet_r], axis=-1)
+    assert out.shape[-1] == feature_dim(n)
+    return out.astype(np.float32)
+
+
+def mean_std(features: list[np.ndarray], joints_num: int = 22, feet_bias: float = 5.0):
+    """HumanML3D's Mean/Std: per-channel mean; std averaged within each feature group
+    (root yaw vel, root xz vel, root y, ric, rot, local vel, feet), feet std / ``feet_bias``."""
+    x = np.concatenate([np.asarray(f, np.float64) for f in features], axis=0)
+    mean, std = x.mean(0), x.std(0)
+    j = joints_num
+    bounds = [0, 1, 3, 4, 4 + (j - 1) * 3, 4 + (j - 1) * 9, 4 + (j - 1) * 9 + j * 3, x.shape[1]]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        std[a:b] = std[a:b].mean()
+    std[bounds[-2] :] /= feet_bias
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+# --- dataset files -------------------------------------------------------------------------
+@dataclass
+class Caption:
+    caption: str
+    tokens: list[str]
+    start: float = 0.0
+    end: float = 0.0
+
+    def line(self) -> str:
+        return f"{self.caption}#{' '.join(self.tokens)}#{self.start}#{self.end}"
+
+
+def parse_caption_line(line: str, path=None) -> Caption:
+    """``caption#tok/POS tok/POS#start#end`` -> :class:`Caption`."""
+    parts = line.rstrip("\n").split("#")
+    if len(parts) != 4:
+        raise DataError(path, f"caption line needs 4 '#' fields: {line!r}", expected=4,
+                        found=len(parts))
+    try:
+        s, e = float(parts[2] or 0), float(parts[3] or 0)
+    except ValueError:
+        raise DataError(path, f"bad start/end in {line!r}") from None
+    s, e = (0.0 if np.isnan(s) else s), (0.0 if np.isnan(e) else e)
+    return Caption(parts[0], parts[1].split(), s, e)
+
+
+def write_split(root: str | Path, name: str, ids: list[str]) -> None:
+    write_text_atomic(Path(root) / f"{name}.txt", "".join(f"{i}\n" for i in ids))
+
+
+def read_split(root: str | Path, name: str) -> list[str]:
+    p = Path(root) / f"{name}.txt"
+    if not p.exists():
+        raise DataError(p, "split file missing")
+    return [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+
+
+def write_texts(root: str | Path, clip_id: str, captions: list[Caption]) -> None:
+    write_text_atomic(Path(root) / "texts" / f"{clip_id}.txt",
+                      "".join(c.line() + "\n" for c in captions))
+
+
+def read_texts(root: str | Path, clip_id: str) -> list[Caption]:
+    p = Path(root) / "texts" / f"{clip_id}.txt"
+    if not p.exists():
+        raise DataError(p, "caption file missing")
+    return [parse_caption_line(ln, p) for ln in p.read_text(encoding="utf-8").splitlines()
+            if ln.strip()]
+
+
+def _load_npy(p: Path, shape_tail: tuple, key: str) -> np.ndarray:
+    if not p.exists():
+        raise DataError(p, f"{key} file missing")
+    try:
+        a = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(p, f"corrupt npy: {e}") from None
+    if a.shape[1:] != shape_tail:
+        raise DataError(p, "wrong shape", key=key, expected=("T", *shape_tail), found=a.shape)
+    if not np.isfinite(a).all():
+        raise DataError(p, "non-finite values", key=key)
+    return a
+
+
+def write_dataset(root: str | Path, motions: dict[str, np.ndarray], captions=None,
+                  splits: dict[str, list[str]] | None = None) -> Path:
+    """Write a HumanML3D-format dataset from ``{id: joints (T, 22, 3)}``: new_joints,
+    new_joint_vecs, Mean/Std, texts and split files (``all`` is always written)."""
+    root = Path(root)
+    feats = {}
+    for cid, j in motions.items():
+        f = joints_to_features(j)
+        feats[cid] = f
+        for sub, arr in (("new_joint_vecs", f),
+                         ("new_joints", recover_from_ric(f.astype(np.float64)).astype(np.float32))):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            _save_npy(root / sub / f"{cid}.npy", arr)
+    mean, std = mean_std(list(feats.values()))
+    _save_npy(root / "Mean.npy", mean)
+    _save_npy(root / "Std.npy", std)
+    for cid, caps in (captions or {}).items():
+        write_texts(root, cid, caps)
+    splits = dict(splits or {})
+    splits.setdefault("all", sorted(motions))
+    for name, ids in splits.items():
+        write_split(root, name, ids)
+    return root
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    from .._io import atomic_path
+
+    with atomic_path(path, ".npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+
+
+class HumanML3DReader:
+    """Reader for a finished HumanML3D-format dataset (HumanML3D itself or KTubeUM)."""
+
+    def __init__(self, root: str | Path, joints_num: int = 22):
+        self.root = Path(root)
+        self.joints_num = joints_num
+        d = feature_dim(joints_num)
+        self.mean = _load_npy(self.root / "Mean.npy", (), "Mean") if False else None
+        for name in ("Mean", "Std"):
+            p = self.root / f"{name}.npy"
+            if p.exists():
+                a = np.load(p, allow_pickle=False)
+                if a.shape != (d,):
+                    raise DataError(p, "wrong shape", key=name, expected=(d,), found=a.shape)
+                setattr(self, name.lower(), a)
+            else:
+                setattr(self, name.lower(), None)
+
+    def ids(self, split: str = "all") -> list[str]:
+        return read_split(self.root, split)
+
+    def features(self, clip_id: str) -> np.ndarray:
+        """``(T, 263)`` float32."""
+        return _load_npy(self.root / "new_joint_vecs" / f"{clip_id}.npy",
+                         (feature_dim(self.joints_num),), "new_joint_vecs")
+
+    def joints(self, clip_id: str) -> np.ndarray:
+        """``(T, 22, 3)``."""
+        return _load_npy(self.root / "new_joints" / f"{clip_id}.npy", (self.joints_num, 3),
+                         "new_joints")
+
+    def texts(self, clip_id: str) -> list[Caption]:
+        return read_texts(self.root, clip_id)

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from gesture_data import DataError
+from gesture_data.datasets import humanml3d as h
+
+
+def test_recover_from_ric_matches_fixture(h3d_root):
+    vecs = np.load(h3d_root / "new_joint_vecs" / "012314.npy")
+    joints = np.load(h3d_root / "new_joints" / "012314.npy")
+    assert vecs.shape == (170, 263) and joints.shape == (170, 22, 3)
+    rec = h.recover_from_ric(torch.from_numpy(vecs))
+    assert rec.shape == (170, 22, 3) and rec.dtype == torch.float32
+    assert np.abs(rec.numpy() - joints).max() < 1e-4
+    rec64 = h.recover_from_ric(vecs.astype(np.float64))
+    assert np.abs(rec64 - joints).max() < 1e-4
+    # batched input
+    assert h.recover_from_ric(torch.from_numpy(vecs)[None].repeat(2, 1, 1)).shape == (2, 170, 22, 3)
+
+
+def test_joints_features_round_trip(h3d_root):
+    joints = np.load(h3d_root / "new_joints" / "012314.npy")
+    vecs = np.load(h3d_root / "new_joint_vecs" / "012314.npy")
+    f = h.joints_to_features(joints)
+    assert f.shape == (169, 263)
+    back = h.recover_from_ric(f.astype(np.float64))
+    assert np.abs(back - joints[:-1]).max() < 1e-4
+    # channels that do not depend on the smoothed root heading equal HumanML3D's own:
+    np.testing.assert_allclose(f[:, 3], vecs[:-1, 3], atol=1e-5)  # root height
+    np.testing.assert_array_equal(f[:, 259:], vecs[:-1, 259:])  # foot contacts
+    rot_f = f[:, 67:193].reshape(-1, 21, 6)
+    rot_v = vecs[:-1, 67:193].reshape(-1, 21, 6)
+    free = [j - 1 for j in range(1, 22) if j not in (1, 2, 3, 13, 14)]  # not root children
+    np.testing.assert_allclose(rot_f[:, free], rot_v[:, free], atol=1e-4)
+
+
+def test_canonicalisation_of_moved_motion(h3d_root):
+    joints = np.load(h3d_root / "new_joints" / "012314.npy").astype(np.float64)
+    # rotate about Y, shift and lift: the features do not change
+    a = 0.7
+    R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    moved = joints @ R.T + np.array([1.5, 0.3, -2.0])
+    np.testing.assert_allclose(h.joints_to_features(moved), h.joints_to_features(joints),
+                               atol=1e-4)
+
+
+def test_mean_std_groups(h3d_root):
+    vecs = np.load(h3d_root / "new_joint_vecs" / "012314.npy")
+    m, s = h.mean_std([vecs[:80], vecs[80:]])
+    np.testing.assert_allclose(m, vecs.mean(0), atol=1e-5)
+    assert np.unique(s[4:67]).size == 1 and np.unique(s[259:]).size == 1
+    # the published Std has the same group structure
+    pub = np.load(h3d_root / "Std.npy")
+    for a, b in [(0, 1), (1, 3), (3, 4), (4, 67), (67, 193), (193, 259), (259, 263)]:
+        assert np.unique(pub[a:b]).size == 1
+
+
+def test_dataset_files_round_trip(tmp_path, h3d_root):
+    joints = np.load(h3d_root / "new_joints" / "012314.npy")
+    caps = {"000001": [h.Caption("a man serves a ball.", ["a/DET", "man/NOUN"], 0.0, 0.0)]}
+    h.write_dataset(tmp_path, {"000001": joints, "000002": joints[:60]}, caps,
+                    {"train": ["000001"], "test": ["000002"]})
+    r = h.HumanML3DReader(tmp_path)
+    assert r.ids("train") == ["000001"] and r.ids() == ["000001", "000002"]
+    assert r.features("000002").shape == (59, 263) and r.mean.shape == (263,)
+    assert r.joints("000001").shape == (169, 22, 3)
+    assert r.texts("000001")[0].caption == "a man serves a ball."
+    assert r.texts("000001")[0].tokens == ["a/DET", "man/NOUN"]
+    (tmp_path / "texts" / "bad.txt").write_text("only#two\n")
+    with pytest.raises(DataError, match="bad.txt"):
+        r.texts("bad")
+    np.save(tmp_path / "new_joint_vecs" / "x.npy", np.zeros((5, 250), np.float32))
+    with pytest.raises(DataError, match=r"x\.npy.*expected \('T', 263\)"):
+        r.features("x")
+    with pytest.raises(DataError, match="missing"):
+        r.features("nope")
+    with pytest.raises(DataError, match="joints"):
+        h.joints_to_features(np.zeros((5, 21, 3)))
+    bad = joints.copy()
+    bad[3, 4, 1] = np.nan
+    with pytest.raises(DataError, match="non-finite"):
+        h.joints_to_features(bad)

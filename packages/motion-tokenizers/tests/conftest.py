@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def fixtures_dir() -> Path:
+    return Path(os.environ.get("GESTURE_FIXTURES", REPO / ".." / "shared" / "fixtures")).resolve()
+
+
+@pytest.fixture
+def beat2_dir() -> Path:
+    d = fixtures_dir() / "beat2"
+    if not (d / "smplxflame_30" / "2_scott_0_1_1.npz").is_file():
+        pytest.skip(f"BEAT2 fixture not found under {d}")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    # the CI box has 2 cores; more threads only add contention
+    torch.set_num_threads(2)
+    yield
+
+
+def smooth_motion(n: int, T: int, C: int, seed: int = 0) -> torch.Tensor:
+    """Random smooth trajectories ``(n, T, C)``: low-pass filtered random walks, unit-ish scale."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, T + 8, C, generator=g).cumsum(1)
+    x = torch.nn.functional.avg_pool1d(x.transpose(1, 2), 9, stride=1).transpose(1, 2)
+    return (x - x.mean((0, 1))) / x.std((0, 1))
