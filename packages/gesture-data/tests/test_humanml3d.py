@@ -41,8 +41,7 @@ def test_canonicalisation_of_moved_motion(h3d_root):
     a = 0.7
     R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
     moved = joints @ R.T + np.array([1.5, 0.3, -2.0])
-    np.testing.assert_allclose(h.joints_to_features(moved), h.joints_to_features(joints),
-                               atol=1e-4)
+    np.testing.assert_allclose(h.joints_to_features(moved), h.joints_to_features(joints), atol=1e-4)
 
 
 def test_mean_std_groups(h3d_root):
@@ -59,8 +58,12 @@ def test_mean_std_groups(h3d_root):
 def test_dataset_files_round_trip(tmp_path, h3d_root):
     joints = np.load(h3d_root / "new_joints" / "012314.npy")
     caps = {"000001": [h.Caption("a man serves a ball.", ["a/DET", "man/NOUN"], 0.0, 0.0)]}
-    h.write_dataset(tmp_path, {"000001": joints, "000002": joints[:60]}, caps,
-                    {"train": ["000001"], "test": ["000002"]})
+    h.write_dataset(
+        tmp_path,
+        {"000001": joints, "000002": joints[:60]},
+        caps,
+        {"train": ["000001"], "test": ["000002"]},
+    )
     r = h.HumanML3DReader(tmp_path)
     assert r.ids("train") == ["000001"] and r.ids() == ["000001", "000002"]
     assert r.features("000002").shape == (59, 263) and r.mean.shape == (263,)
