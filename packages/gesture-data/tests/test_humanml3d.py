@@ -71,7 +71,7 @@ def test_dataset_files_round_trip(tmp_path, h3d_root):
     assert r.texts("000001")[0].caption == "a man serves a ball."
     assert r.texts("000001")[0].tokens == ["a/DET", "man/NOUN"]
     (tmp_path / "texts" / "bad.txt").write_text("only#two\n")
-    with pytest.raises(DataError, match="bad.txt"):
+    with pytest.raises(DataError, match=r"bad\.txt"):
         r.texts("bad")
     np.save(tmp_path / "new_joint_vecs" / "x.npy", np.zeros((5, 250), np.float32))
     with pytest.raises(DataError, match=r"x\.npy.*expected \('T', 263\)"):
