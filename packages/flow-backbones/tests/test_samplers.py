@@ -57,8 +57,9 @@ def test_diffusers_wrapper_matches_native_euler_trajectory():
     assert len(traj_d) == len(traj_n) == 9
     for a, b in zip(traj_d, traj_n, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    # the shifted diffusers grid equals our own shifted grid (up to its sigma_min = 1/1000)
-    torch.testing.assert_close(grid[:-1], fb.time_grid(8, shift=3.0)[:-1], atol=2e-3, rtol=0)
+    # diffusers' grid runs from noise to data and the shift crowds it toward noise
+    assert grid[0] == 0 and grid[-1] == 1 and (grid.diff() > 0).all()
+    assert (grid[1:-1] < fb.diffusers_t_grid(8)[1:-1]).all()
 
 
 def test_noise_from_seed_is_deterministic():
