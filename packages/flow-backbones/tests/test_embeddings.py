@@ -48,7 +48,7 @@ def test_3d_positions_and_reference_frames():
     assert ref[:, 0].tolist() == [0] * 8 + [1] * 4
     assert torch.equal(ref[:, 1:], pos[:, 1:])
     rope = fb.RotaryEmbedding(8, axes_dim=(2, 2, 4))
-    cos, sin = rope.freqs(ref)
+    cos, _ = rope.freqs(ref)
     assert cos.shape == (12, 8)
     # zero temporal position: the time channels are not rotated
     torch.testing.assert_close(cos[:4, :2], torch.ones(4, 2))
