@@ -34,7 +34,9 @@ def test_forward_shapes_and_eval_invariant(kind):
         idx = model.encode(x)
         assert idx.shape == (4, 8, Q) and (idx >= 0).all()
         # the contract: decoding the indices equals re-quantising the continuous latent
-        torch.testing.assert_close(model.decode_indices(idx), model.decode_latent(z), rtol=0, atol=0)
+        torch.testing.assert_close(
+            model.decode_indices(idx), model.decode_latent(z), rtol=0, atol=0
+        )
         # and both equal the eval forward pass
         torch.testing.assert_close(model(x).recon, model.decode_indices(idx), rtol=1e-5, atol=1e-5)
 
@@ -144,7 +146,9 @@ def test_multipart_roundtrip(tmp_path):
         z = tok.encode_continuous(parts)
         assert z.shape == (2, 8, 4 * 16)
         # GestureLSM divides the concatenated latents by latent_scale
-        torch.testing.assert_close(z[..., :16] * 5.0, tok.parts["upper"].encode_continuous(parts["upper"]))
+        torch.testing.assert_close(
+            z[..., :16] * 5.0, tok.parts["upper"].encode_continuous(parts["upper"])
+        )
         out = tok.decode(z)
         assert {k: v.shape for k, v in out.items()} == {k: (2, 32, d) for k, d in dims.items()}
         idx = tok.encode(parts)

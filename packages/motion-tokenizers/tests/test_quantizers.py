@@ -102,7 +102,9 @@ def test_fsq_codebook_size_from_levels(kind):
     z = torch.randn(2, 8, 12)
     q.eval()
     out = q(z)
-    torch.testing.assert_close(q.indices_to_latent(out.indices), out.quantized, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        q.indices_to_latent(out.indices), out.quantized, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_unknown_kind_and_bad_lfq_size():

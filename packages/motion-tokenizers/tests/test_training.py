@@ -46,7 +46,12 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert resumed.step == 12
     # the saved folder is a loadable model plus trainer state, no pickles
     names = {p.name for p in (tmp_path / "ckpt").iterdir()}
-    assert names == {"model", "trainer_state.safetensors", "trainer_state.json", "train_config.json"}
+    assert names == {
+        "model",
+        "trainer_state.safetensors",
+        "trainer_state.json",
+        "train_config.json",
+    }
 
 
 def test_resume_errors(tmp_path):
