@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..flow import TimeSampler, interpolate, sample_t, velocity_target
 from ..samplers import ConditionalModel
@@ -64,7 +65,9 @@ class MeanFlowLoss:
         def fn(x, tt, dd):
             return model(x, tt, dd, cond, keep)
 
-        u, du_dt = torch.func.jvp(fn, (x_t, t, d), (v, torch.ones_like(t), -torch.ones_like(d)))
+        # the fused SDPA kernels have no forward-mode derivative; the math kernel does
+        with sdpa_kernel(SDPBackend.MATH):
+            u, du_dt = torch.func.jvp(fn, (x_t, t, d), (v, torch.ones_like(t), -torch.ones_like(d)))
         dd = d.view(-1, *([1] * (x_t.ndim - 1)))
         return u, (v + dd * du_dt).detach()
 
