@@ -10,7 +10,7 @@ def fixtures_root() -> Path:
     return Path(os.environ.get("GESTURE_FIXTURES", REPO_ROOT / ".." / "shared" / "fixtures"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def beat2_root() -> Path:
     root = fixtures_root() / "beat2"
     if not (root / "smplxflame_30" / "2_scott_0_1_1.npz").exists():

@@ -12,6 +12,7 @@ from gesture_eval.beat import (
     beat_consistency,
     beat_consistency_detail,
 )
+from gesture_eval.body import SmplxRest, face_vertices, smplx_joints
 from gesture_eval.diversity import L1Diversity, l1_diversity
 from gesture_eval.encoder import SMPLX_PARENTS, FGDEncoder, fgd_features, train_fgd_encoder
 from gesture_eval.errors import EvalError
@@ -33,16 +34,19 @@ __all__ = [
     "FaceMSE",
     "FrechetDistance",
     "L1Diversity",
+    "SmplxRest",
     "__version__",
     "audio_onsets",
     "beat_consistency",
     "beat_consistency_detail",
     "face_lvd",
     "face_mse",
+    "face_vertices",
     "fgd_features",
     "frechet_distance",
     "frechet_distance_from_stats",
     "l1_diversity",
+    "smplx_joints",
     "srgr",
     "train_fgd_encoder",
 ]

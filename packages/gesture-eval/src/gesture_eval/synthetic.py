@@ -137,3 +137,84 @@ def randomize_state_dict(state_dict: dict, *, seed: int = 0) -> dict:
         rnd = rnd / float(np.sqrt(np.prod(value.shape[1:]))) if value.ndim >= 2 else 0.1 * rnd
         out[key] = rnd.to(value.dtype)
     return out
+
+
+_BODY_OFFSETS = {
+    1: (0.06, -0.09, 0.0), 2: (-0.06, -0.09, 0.0), 3: (0.0, 0.11, -0.01),
+    4: (0.04, -0.38, 0.0), 5: (-0.04, -0.38, 0.0), 6: (0.0, 0.13, 0.0),
+    7: (-0.01, -0.40, -0.04), 8: (0.01, -0.40, -0.04), 9: (0.0, 0.06, 0.02),
+    10: (0.03, -0.06, 0.12), 11: (-0.03, -0.06, 0.12), 12: (0.0, 0.21, -0.03),
+    13: (0.08, 0.12, -0.01), 14: (-0.08, 0.12, -0.01), 15: (0.0, 0.09, 0.05),
+    16: (0.11, 0.04, -0.02), 17: (-0.11, 0.04, -0.02), 18: (0.26, 0.0, -0.02),
+    19: (-0.26, 0.0, -0.02), 20: (0.25, 0.01, 0.0), 21: (-0.25, 0.01, 0.0),
+    22: (0.0, -0.02, 0.05), 23: (0.03, 0.07, 0.09), 24: (-0.03, 0.07, 0.09),
+}  # fmt: skip
+# index, middle, pinky, ring, thumb: offset of the first joint from the wrist (left hand)
+_FINGER_BASES = [(0.09, 0.0, 0.03), (0.095, 0.0, 0.005), (0.075, -0.005, -0.04),
+                 (0.085, 0.0, -0.02), (0.025, -0.015, 0.025)]  # fmt: skip
+
+
+def smplx_rest_joints() -> np.ndarray:
+    """A plausible (approximate, hand-made) SMPL-X rest skeleton ``(55, 3)`` in metres, Y up."""
+    from gesture_eval.encoder import SMPLX_PARENTS
+
+    off = dict(_BODY_OFFSETS)
+    for side, first in ((1.0, 25), (-1.0, 40)):
+        for f, base in enumerate(_FINGER_BASES):
+            j = first + 3 * f
+            off[j] = (side * base[0], base[1], base[2])
+            step = (side * 0.025, 0.0, 0.02) if f == 4 else (side * 0.03, 0.0, 0.0)
+            off[j + 1] = off[j + 2] = step
+    joints = np.zeros((55, 3))
+    for j in range(1, 55):
+        joints[j] = joints[SMPLX_PARENTS[j]] + np.asarray(off[j])
+    return joints
+
+
+def write_synthetic_smplx(path, *, num_vertices: int = 10475, seed: int = 0):
+    """Write a synthetic SMPL-X ``.npz`` with the official keys and shapes (not a real body).
+
+    Vertices 0-54 sit on :func:`smplx_rest_joints` and ``J_regressor`` selects them;
+    ``shapedirs`` (V, 3, 400), ``posedirs`` (V, 3, 486) are small random fields;
+    skinning ``weights`` bind each vertex to one joint. ``num_vertices`` must be at least
+    9930 because ``smplx`` indexes fixed vertex ids for its extra joints. Written to a
+    temporary name and renamed, so the file is never half-written.
+    """
+    import os
+    from pathlib import Path
+
+    from gesture_eval.encoder import SMPLX_PARENTS
+
+    rng = _rng(seed)
+    joints = smplx_rest_joints()
+    owner = np.concatenate([np.arange(55), rng.integers(0, 55, num_vertices - 55)])
+    v = joints[owner] + np.concatenate(
+        [np.zeros((55, 3)), rng.normal(0, 0.03, (num_vertices - 55, 3))]
+    )
+    regressor = np.zeros((55, num_vertices))
+    regressor[np.arange(55), np.arange(55)] = 1.0
+    weights = np.zeros((num_vertices, 55))
+    weights[np.arange(num_vertices), owner] = 1.0
+    arrays = {
+        "v_template": v,
+        "f": rng.integers(0, num_vertices, (20908, 3)).astype(np.uint32),
+        "shapedirs": (rng.standard_normal((num_vertices, 3, 400)) * 1e-3).astype(np.float32),
+        "posedirs": (rng.standard_normal((num_vertices, 3, 486)) * 1e-3).astype(np.float32),
+        "J_regressor": regressor,
+        "weights": weights,
+        "kintree_table": np.stack([np.array(SMPLX_PARENTS), np.arange(55)]).astype(np.int64),
+        "hands_componentsl": np.eye(45),
+        "hands_componentsr": np.eye(45),
+        "hands_meanl": np.zeros(45),
+        "hands_meanr": np.zeros(45),
+        "lmk_faces_idx": np.arange(51, dtype=np.int64),
+        "lmk_bary_coords": np.full((51, 3), 1 / 3),
+        "dynamic_lmk_faces_idx": np.zeros((79, 17), dtype=np.int64),
+        "dynamic_lmk_bary_coords": np.full((79, 17, 3), 1 / 3),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
