@@ -185,6 +185,13 @@ def _sequence_bc(
             f"mean_velocity must be ({pos.shape[1]},) to match joints, found {mean_velocity.shape}"
         )
     t = pos.shape[0]
+    # BEAT2 audio runs ~0.6 s past the motion; an audio clearly shorter than the motion means
+    # mismatched inputs (the references would silently score a truncated window).
+    if len(y) / sample_rate < t / fps - 0.5:
+        raise EvalError(
+            f"audio ({len(y) / sample_rate:.2f} s) is shorter than joints ({t / fps:.2f} s at "
+            f"{fps} fps); pass the sequence's own audio"
+        )
     trim = round(cfg.trim_seconds * fps)
     if t - 2 * trim <= 2 * cfg.order:
         raise EvalError(
