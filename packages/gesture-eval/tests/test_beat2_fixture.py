@@ -22,7 +22,6 @@ import soundfile as sf
 import torch
 
 from gesture_eval import BeatConsistency, L1Diversity, beat_consistency, l1_diversity
-from gesture_eval import synthetic as S
 from gesture_eval.body import SmplxRest, face_vertices, smplx_joints
 
 REF = {
@@ -33,13 +32,6 @@ REF = {
     ("evaltools", "l1div"): 13.203084945678711,
     ("cvpr24", "l1div"): 13.708900451660156,
 }
-
-
-@pytest.fixture(scope="module")
-def smplx_file(tmp_path_factory):
-    return S.write_synthetic_smplx(
-        tmp_path_factory.mktemp("smplx") / "smplx" / "SMPLX_NEUTRAL_2020.npz"
-    )
 
 
 @pytest.fixture(scope="module")

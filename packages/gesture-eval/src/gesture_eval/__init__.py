@@ -4,6 +4,8 @@ Every metric takes ``variant="evaltools"`` (PantoMatrix ``emage_evaltools``, 202
 or ``variant="cvpr24"`` (EMAGE CVPR'24 ``metric.py``, as GestureLSM / MambaTalk / SemTalk use it).
 """
 
+__version__ = "0.1.0"
+
 from gesture_eval.beat import (
     BC_UPPER_BODY,
     BeatConsistency,
@@ -16,11 +18,10 @@ from gesture_eval.body import SmplxRest, face_vertices, smplx_joints
 from gesture_eval.diversity import L1Diversity, l1_diversity
 from gesture_eval.encoder import SMPLX_PARENTS, FGDEncoder, fgd_features, train_fgd_encoder
 from gesture_eval.errors import EvalError
+from gesture_eval.evaluate import evaluate
 from gesture_eval.face import FaceLVD, FaceMSE, face_lvd, face_mse
 from gesture_eval.fgd import FrechetDistance, frechet_distance, frechet_distance_from_stats
 from gesture_eval.srgr import SRGR, srgr
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BC_UPPER_BODY",
@@ -39,6 +40,7 @@ __all__ = [
     "audio_onsets",
     "beat_consistency",
     "beat_consistency_detail",
+    "evaluate",
     "face_lvd",
     "face_mse",
     "face_vertices",
