@@ -168,3 +168,24 @@ def beat2_windows(
         clips = [store.clip(i) for i in range(len(store.clips))]
     ds = WindowDataset(clips, pose_length, stride, normalizer=normalizer)
     return ds, vocab
+
+
+def clip_windows(
+    clips: Sequence[Beat2Clip],
+    *,
+    pose_length: int = 64,
+    stride: int = 20,
+    audio_rep: str = "onset+amplitude",
+    normalizer: Normalizer | None = None,
+    vocab: Vocabulary | None = None,
+) -> tuple[WindowDataset, Vocabulary]:
+    """In-memory clips (e.g. ``synthetic.make_corpus(...)``) -> (:class:`WindowDataset`,
+    vocabulary)."""
+    vocab = vocab or Vocabulary.build(clips)
+    prepared = [prepare_clip(c, vocab, audio_rep) for c in clips]
+    sr = clips[0].sample_rate if clips else 16000
+    fps = clips[0].fps if clips else 30.0
+    ds = WindowDataset(
+        prepared, pose_length, stride, normalizer=normalizer, fps=fps, sample_rate=sr
+    )
+    return ds, vocab
