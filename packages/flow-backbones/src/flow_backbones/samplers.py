@@ -167,6 +167,9 @@ def sample_shortcut(
     """
     if steps < 1:
         raise FlowInputError(f"steps: expected >= 1, found {steps}")
+    if steps & (steps - 1):
+        # shortcut models only ever see d = 2^-k in training
+        logger.warning("sample_shortcut: steps=%d is not a power of two", steps)
     x = make_noise(x0, generator)
     B = x.shape[0]
     d = torch.full((B,), 1.0 / steps, device=x.device)

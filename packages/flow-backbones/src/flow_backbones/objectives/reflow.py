@@ -8,6 +8,7 @@ Train on the pairs by passing ``x0=pairs.noise`` to any loss of this package.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from torch.utils.data import Dataset
 from .._tree import tree_map
 from ..errors import FlowInputError
 from ..samplers import ConditionalModel, GuidanceSchedule, conditioned, sample_euler
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,4 +64,5 @@ def build_reflow_pairs(
         sl = slice(s, s + batch_size)
         fn = conditioned(model, tree_map(lambda c, sl=sl: c[sl], cond), guidance=guidance)
         outs.append(sample_euler(fn, noise[sl], steps, pass_step_size=pass_step_size))
+    logger.info("reflow: %d pairs from %d Euler steps", noise.shape[0], steps)
     return ReflowPairs(noise, torch.cat(outs), cond)
