@@ -29,8 +29,10 @@ class FlowMatchingLoss:
     """Flow-matching loss for a :data:`~flow_backbones.samplers.ConditionalModel`.
 
     Args:
-        prediction: ``"velocity"`` (target ``x1 - x0``) or ``"x1"`` (target ``x1``; sample
-            with :func:`~flow_backbones.flow.x1_to_velocity`).
+        prediction: ``"velocity"`` (target ``x1 - x0``) or ``"x1"``: the model predicts the
+            clean data (diffusion's "x0-prediction", OmniFlow's preconditioned text stream;
+            here data is ``x1``). Sample such a model through
+            :func:`~flow_backbones.flow.x1_to_velocity`.
         t_sampler: how training times are drawn (:func:`~flow_backbones.flow.sample_t`).
         weighting: per-sample weight (:func:`~flow_backbones.flow.loss_weight`): ``"none"``,
             ``"inv_t"``, ``"cosmap"``, ``"sigma_sqrt"``.
