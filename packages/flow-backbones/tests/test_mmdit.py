@@ -181,6 +181,8 @@ def test_bad_inputs_raise_clear_errors():
         m(x, {**t, "text": torch.tensor([0.5, 1.2])})
     with pytest.raises(fb.FlowInputError, match="no time given"):
         m(x, {"gesture": t["gesture"]})
+    with pytest.raises(fb.FlowInputError, match="step_sizes"):
+        m(x, t, step_sizes={"video": 0.5})
     with pytest.raises(fb.FlowInputError, match="batch size"):
         m({**x, "text": torch.randn(3, 5, 5)}, t)
 

@@ -411,7 +411,13 @@ class MMDiT(HubModule):
         for n in present:
             ts[n] = expand_t(timesteps[n], B, device)
             check_t(ts[n], f"timesteps[{n!r}]")
-        ds = {n: expand_t(d, B, device) for n, d in (step_sizes or {}).items() if n in streams}
+        for arg, given in (("step_sizes", step_sizes), ("positions", positions)):
+            absent = [n for n in (given or {}) if n not in streams]
+            if absent:
+                raise FlowInputError(
+                    f"{arg}: name(s) {absent} are not present streams; present: {present}"
+                )
+        ds = {n: expand_t(d, B, device) for n, d in (step_sizes or {}).items()}
         if (pooled is None) != (self.pooled_proj is None):
             raise FlowInputError(
                 f"pooled: model pooled_dim={self.pooled_dim}, found "
