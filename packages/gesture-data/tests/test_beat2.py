@@ -185,3 +185,27 @@ def test_overlapping_textgrid(tmp_path):
     with pytest.raises(DataError, match="tier missing"):
         write_textgrid(p, {"phones": [(0, 1, "AH0")]})
         read_textgrid(p)
+
+
+def test_torch_dataloader_over_synthetic(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from gesture_data.datasets import synthetic
+    from gesture_data.datasets.windows import clip_windows
+
+    clips = synthetic.make_corpus(2, 4.0, seed=1)
+    ds, vocab = clip_windows(clips, pose_length=32, stride=16, audio_rep="mel")
+    assert len(ds) == 2 * ((120 - 32) // 16 + 1)
+    dl = DataLoader(
+        ds,
+        batch_size=4,
+        shuffle=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),
+    )
+    b = next(iter(dl))
+    assert b["audio"].shape == (4, 32, 80) and b["hands"].shape == (4, 32, 180)
+    # words in the window are the clip's words at those frames
+    i = int(b["clip"][0]), int(b["start"][0])
+    idx = beat2.frame_word_indices(clips[i[0]].words, 120, 30, vocab)
+    np.testing.assert_array_equal(b["words"][0].numpy(), idx[i[1] : i[1] + 32])

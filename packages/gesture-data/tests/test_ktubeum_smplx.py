@@ -112,3 +112,36 @@ def test_pose_json_errors(tmp_path):
         ktubeum.read_pose_jsons(d)
     with pytest.raises(DataError, match="no pose json"):
         ktubeum.read_pose_jsons(tmp_path / "empty_dir_that_is_missing")
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OK = [HealthCheck.function_scoped_fixture]
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(raw=st.binary(max_size=200), doc=_json_values, key=st.sampled_from(sorted(ktubeum.KEYS)))
+def test_random_json_only_data_errors(tmp_path, raw, doc, key):
+    p = tmp_path / "f_0.json"
+    p.write_bytes(raw)
+    with pytest.raises(DataError):
+        ktubeum.read_pose_jsons([p])
+    # well-formed json with one odd field among otherwise valid ones
+    good = {k: [0.0] * n for k, n in ktubeum.KEYS.items()}
+    good[key] = doc
+    p.write_text(json.dumps(good))
+    try:
+        out = ktubeum.read_pose_jsons([p])
+    except DataError:
+        return
+    assert out[key].shape == (1, ktubeum.KEYS[key])
