@@ -215,3 +215,16 @@ def test_omniges_preset_on_meta_device():
     assert n == expected_mmdit_params(1536, 24, [(512, 512), (32, 32), (4096, 4096)], 2048)
     assert n == 3_101_518_880  # ~3.1B: 3 streams x 24 blocks x 42.5M + embeddings/heads
     assert len(m.blocks) == 24 and m.num_heads == 24 and m.dim == 1536
+
+
+def test_dtype_follows_the_model_and_inputs():
+    m = MMDiT.tiny(pooled_dim=3).to(torch.bfloat16)
+    x = {
+        "gesture": torch.randn(2, 5, 8, dtype=torch.bfloat16),
+        "audio": torch.randn(2, 3, 4, dtype=torch.bfloat16),
+    }
+    out = m(x, {"gesture": torch.rand(2), "audio": 1.0}, pooled=torch.randn(2, 3).bfloat16())
+    assert all(v.dtype == torch.bfloat16 for v in out.values())
+    st = fb.SpatialTemporalDenoiser.tiny().to(torch.bfloat16)
+    y = st(torch.randn(2, 8, 12).bfloat16(), 0.5, 0.1, torch.randn(2, 8, 12).bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
