@@ -16,7 +16,13 @@ from gesture_eval.beat import (
 )
 from gesture_eval.body import SmplxRest, face_vertices, smplx_joints
 from gesture_eval.diversity import L1Diversity, l1_diversity
-from gesture_eval.encoder import SMPLX_PARENTS, FGDEncoder, fgd_features, train_fgd_encoder
+from gesture_eval.encoder import (
+    SMPLX_PARENTS,
+    FGDEncoder,
+    fgd_features,
+    fgd_features_batch,
+    train_fgd_encoder,
+)
 from gesture_eval.errors import EvalError
 from gesture_eval.evaluate import evaluate
 from gesture_eval.face import FaceLVD, FaceMSE, face_lvd, face_mse
@@ -45,6 +51,7 @@ __all__ = [
     "face_mse",
     "face_vertices",
     "fgd_features",
+    "fgd_features_batch",
     "frechet_distance",
     "frechet_distance_from_stats",
     "l1_diversity",

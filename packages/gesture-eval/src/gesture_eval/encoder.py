@@ -35,7 +35,13 @@ from gesture_eval.rotations import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SMPLX_PARENTS", "FGDEncoder", "fgd_features", "train_fgd_encoder"]
+__all__ = [
+    "SMPLX_PARENTS",
+    "FGDEncoder",
+    "fgd_features",
+    "fgd_features_batch",
+    "train_fgd_encoder",
+]
 
 #: SMPL-X (2020) kinematic tree, first row of ``kintree_table`` (root = -1).
 SMPLX_PARENTS: tuple[int, ...] = (
@@ -317,44 +323,67 @@ class FGDEncoder(nn.Module, PyTorchModelHubMixin):
         return model.eval()
 
 
-def fgd_features(
-    axis_angle, encoder: FGDEncoder, *, variant: Variant = "evaltools", batch_frames: int = 8192
-) -> np.ndarray:
-    """Latents ``(T' // 16, latent_dim)`` float32 of one sequence of axis-angle poses ``(T, 3*J)``.
-
-    The sequence is cropped to a multiple of 32 frames (``T'``) as both references do.
-    ``evaltools`` encodes the axis-angle -> 6D conversion; ``cvpr24`` additionally round-trips
-    6D -> matrix -> 6D (the CVPR'24 trainer normalises network outputs this way).
-    """
-    check_variant(variant)
-    aa = to_numpy(axis_angle, "axis_angle")
+def _to_rot6d(axis_angle, encoder: FGDEncoder, variant: str, name: str) -> torch.Tensor:
+    """Validate, crop to a multiple of 32 frames and convert to EMAGE 6D ``(T', 6*J)``."""
+    aa = to_numpy(axis_angle, name)
     j3 = 3 * len(encoder.parents)
     if aa.ndim != 2 or aa.shape[1] != j3:
-        raise EvalError(f"axis_angle must be (T, {j3}), found shape {aa.shape}")
-    check_finite(aa, "axis_angle")
+        raise EvalError(f"{name} must be (T, {j3}), found shape {aa.shape}")
+    check_finite(aa, name)
     t = aa.shape[0] - aa.shape[0] % 32
     if t == 0:
-        raise EvalError(f"axis_angle has {aa.shape[0]} frames; FGD needs at least 32")
-    param = next(encoder.parameters())
-    x = torch.from_numpy(np.ascontiguousarray(aa[:t])).to(param.device, torch.float32)
-    x = x.reshape(t, -1, 3)
+        raise EvalError(f"{name} has {aa.shape[0]} frames; FGD needs at least 32")
+    x = torch.from_numpy(np.ascontiguousarray(aa[:t])).to(torch.float32).reshape(t, -1, 3)
     if variant == "evaltools":
         rot6d = axis_angle_to_rot6d_rows(x)
     else:
-        rot6d = matrix_to_rot6d_rows(
-            rot6d_rows_to_matrix(matrix_to_rot6d_rows(axis_angle_to_matrix(x)))
-        )
-    rot6d = rot6d.reshape(1, t, -1).to(param.dtype)
+        m = axis_angle_to_matrix(x)
+        rot6d = matrix_to_rot6d_rows(rot6d_rows_to_matrix(matrix_to_rot6d_rows(m)))
+    return rot6d.reshape(t, -1)
+
+
+def fgd_features_batch(
+    sequences: Sequence, encoder: FGDEncoder, *, variant: Variant = "evaltools", max_batch: int = 16
+) -> list[np.ndarray]:
+    """:func:`fgd_features` of many sequences; equal (cropped) lengths are encoded as one batch.
+
+    GroupNorm normalises over the whole time axis, so sequences are never padded or split
+    (that would change every latent); batching equal lengths is exact and ~4x faster on CPU.
+    """
+    check_variant(variant)
+    param = next(encoder.parameters())
+    rot = [_to_rot6d(s, encoder, variant, f"axis_angle[{i}]") for i, s in enumerate(sequences)]
+    out: list[np.ndarray | None] = [None] * len(rot)
+    by_len: dict[int, list[int]] = {}
+    for i, r in enumerate(rot):
+        by_len.setdefault(r.shape[0], []).append(i)
     was_training = encoder.training
     encoder.eval()
     with torch.no_grad():
-        # The receptive field spans whole sequences, so encode in one pass unless huge.
-        if t <= batch_frames:
-            z = encoder.encode(rot6d)[0]
-        else:
-            z = torch.cat([encoder.encode(c)[0] for c in rot6d.split(batch_frames, dim=1)])
+        for idx in by_len.values():
+            for s in range(0, len(idx), max_batch):
+                chunk = idx[s : s + max_batch]
+                x = torch.stack([rot[i] for i in chunk]).to(param.device, param.dtype)
+                z = encoder.encode(x).float().cpu().numpy()
+                for k, i in enumerate(chunk):
+                    out[i] = z[k]
     encoder.train(was_training)
-    return z.float().cpu().numpy()
+    return out  # type: ignore[return-value]
+
+
+def fgd_features(axis_angle, encoder: FGDEncoder, *, variant: Variant = "evaltools") -> np.ndarray:
+    """Latents ``(T' // 16, latent_dim)`` float32 of one sequence of axis-angle poses ``(T, 3*J)``.
+
+    The sequence is cropped to a multiple of 32 frames (``T'``) as both references do, and
+    encoded whole (GroupNorm statistics span the sequence). ``evaltools`` encodes the
+    axis-angle -> 6D conversion; ``cvpr24`` additionally round-trips 6D -> matrix -> 6D (the
+    CVPR'24 trainer normalises network outputs this way).
+    """
+    check_variant(variant)
+    if isinstance(axis_angle, torch.Tensor | np.ndarray) and axis_angle.ndim != 2:
+        raise EvalError(f"axis_angle must be (T, {3 * len(encoder.parents)}), found shape "
+                        f"{tuple(axis_angle.shape)}")  # fmt: skip
+    return fgd_features_batch([axis_angle], encoder, variant=variant)[0]
 
 
 def train_fgd_encoder(

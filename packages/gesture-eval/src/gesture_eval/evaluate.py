@@ -13,7 +13,7 @@ from gesture_eval._checks import VARIANTS, check_variant, to_numpy
 from gesture_eval.beat import BeatConsistency
 from gesture_eval.body import SmplxRest, face_vertices, smplx_joints
 from gesture_eval.diversity import L1Diversity
-from gesture_eval.encoder import FGDEncoder, fgd_features
+from gesture_eval.encoder import FGDEncoder, fgd_features_batch
 from gesture_eval.errors import EvalError
 from gesture_eval.face import FaceLVD, FaceMSE
 from gesture_eval.fgd import frechet_distance
@@ -129,8 +129,9 @@ def evaluate(
                 if v in bc:
                     bc[v].update(joints, audios[i])
             if want_fgd:
-                feats[v][0].append(fgd_features(pose, fgd_encoder, variant=v))
-                feats[v][1].append(fgd_features(gt, fgd_encoder, variant=v))
+                fp, fg = fgd_features_batch([pose, gt], fgd_encoder, variant=v)
+                feats[v][0].append(fp)
+                feats[v][1].append(fg)
         if want_face:
             pv = face_vertices(
                 pose, to_numpy(pred_expressions[i], "pred_expressions")[:t], smplx_model, betas=b

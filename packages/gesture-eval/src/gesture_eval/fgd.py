@@ -120,13 +120,12 @@ class FrechetDistance(Metric):
         if self.encoder is None:
             arr = as_features(x, "features", min_rows=1)
             return torch.from_numpy(np.ascontiguousarray(arr))
-        from gesture_eval.encoder import fgd_features
+        from gesture_eval.encoder import fgd_features_batch
 
         x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         seqs = [x] if x.ndim == 2 else list(x)
-        return torch.cat(
-            [torch.from_numpy(fgd_features(s, self.encoder, variant=self.variant)) for s in seqs]
-        )
+        feats = fgd_features_batch(seqs, self.encoder, variant=self.variant)
+        return torch.from_numpy(np.concatenate(feats))
 
     def update(self, pred, target) -> None:
         self.pred_feats.append(self._features(pred))
