@@ -45,7 +45,8 @@ def test_evaluate_all_metrics_both_variants(smplx_file):
         fg = np.concatenate(
             [fgd_features(g[: len(p)], enc, variant=v) for p, g in zip(pred, gt, strict=True)]
         )
-        assert r["fgd"] == pytest.approx(frechet_distance(fp, fg, variant=v), rel=1e-9)
+        # evaluate() batches equal-length sequences: same math, float32 rounding may differ
+        assert r["fgd"] == pytest.approx(frechet_distance(fp, fg, variant=v), rel=1e-6)
         assert 0 <= r["bc"] <= 1 and r["face_mse"] > 0 and r["face_lvd"] > 0
     # evaltools zeroes the root orientation for joints, cvpr24 does not
     assert out["variants"]["evaltools"]["l1div"] != out["variants"]["cvpr24"]["l1div"]
