@@ -89,6 +89,7 @@ def test_beats_follow_speech_onsets(corpus):
         other = corpus[(k + 1) % len(corpus)]
         corr_true.append(np.corrcoef(speed, train(beats))[0, 1])
         corr_shuf.append(np.corrcoef(speed, train(other.meta["beats"]))[0, 1])
+    # measured (seed 3, 6 clips): hits 0.88, stops 0.97, corr 0.55 own vs 0.06 other clip
     assert hits / total > 0.6
     assert stops / total > 0.8
     assert np.mean(corr_true) > 0.3 > np.mean(corr_shuf) + 0.15

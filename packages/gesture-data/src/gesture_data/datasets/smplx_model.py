@@ -36,9 +36,12 @@ def smplx_joints(
     gender: str = "neutral",
     batch_size: int = 256,
     num_joints: int = 55,
+    flat_hand_mean: bool = True,
 ) -> np.ndarray:
     """``poses (T, 165)`` axis-angle (BEAT2 layout) -> joints ``(T, num_joints, 3)`` with the
-    SMPL-X model at ``model_path``. ``betas (B,)`` is shared over frames; ``trans (T, 3)``."""
+    SMPL-X model at ``model_path``. ``betas (B,)`` is shared over frames; ``trans (T, 3)``.
+    ``flat_hand_mean=True`` means a zero hand pose is a flat hand (BEAT2's convention);
+    with False the model's mean hand pose is added."""
     import smplx
 
     poses = np.asarray(poses, np.float32)
