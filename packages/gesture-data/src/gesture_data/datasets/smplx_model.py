@@ -61,7 +61,7 @@ def smplx_joints(
             use_pca=False,
             num_betas=nb,
             num_expression_coeffs=ne,
-            flat_hand_mean=True,
+            flat_hand_mean=flat_hand_mean,
             use_face_contour=False,
             ext="npz",
             batch_size=1,
