@@ -72,14 +72,14 @@ def read_pose_jsons(files_or_dir) -> dict[str, np.ndarray]:
             if k not in d:
                 raise DataError(f, "key missing", key=k, expected=f"{dim} values", found=None)
             try:
-                a = np.asarray(d[k], dtype=np.float32).reshape(-1)
+                a = np.asarray(d[k], dtype=np.float64).reshape(-1)
             except (TypeError, ValueError):
                 raise DataError(f, "not numeric", key=k) from None
             if a.size != dim:
                 raise DataError(f, "wrong size", key=k, expected=dim, found=a.size)
-            if not np.isfinite(a).all():
-                raise DataError(f, "non-finite values", key=k)
-            out[k].append(a)
+            if not np.isfinite(a).all() or np.abs(a).max(initial=0) > 1e30:
+                raise DataError(f, "non-finite or absurd values", key=k)
+            out[k].append(a.astype(np.float32))
     return {k: np.stack(v) for k, v in out.items()}
 
 
