@@ -28,6 +28,7 @@ from gesture_eval.evaluate import evaluate
 from gesture_eval.face import FaceLVD, FaceMSE, face_lvd, face_mse
 from gesture_eval.fgd import FrechetDistance, frechet_distance, frechet_distance_from_stats
 from gesture_eval.srgr import SRGR, srgr
+from gesture_eval.sync import SyncNet, SyncResult, sync_scores
 
 __all__ = [
     "BC_UPPER_BODY",
@@ -42,6 +43,8 @@ __all__ = [
     "FrechetDistance",
     "L1Diversity",
     "SmplxRest",
+    "SyncNet",
+    "SyncResult",
     "__version__",
     "audio_onsets",
     "beat_consistency",
@@ -57,5 +60,6 @@ __all__ = [
     "l1_diversity",
     "smplx_joints",
     "srgr",
+    "sync_scores",
     "train_fgd_encoder",
 ]

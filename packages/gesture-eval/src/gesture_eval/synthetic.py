@@ -135,6 +135,8 @@ def randomize_state_dict(state_dict: dict, *, seed: int = 0) -> dict:
         rnd = torch.randn(tuple(value.shape), generator=gen, dtype=torch.float32)
         # Division (not multiplication by 1/x): the recorded reference latents used this rounding.
         rnd = rnd / float(np.sqrt(np.prod(value.shape[1:]))) if value.ndim >= 2 else 0.1 * rnd
+        if key.endswith("running_var"):  # BatchNorm variances must stay positive
+            rnd = rnd.abs() + 0.5
         out[key] = rnd.to(value.dtype)
     return out
 
