@@ -38,6 +38,37 @@ def read_windows(ds, batch=64, limit=2000):
     return n / (time.perf_counter() - t)
 
 
+def rows_value(rows, key):
+    """The first BEAT2 cached read rate matching ``key``, else the synthetic read rate."""
+    for name, v in rows:
+        if "cached window reads" in name and key in name:
+            return v
+    return next(v for name, v in rows if name.startswith("synthetic window reads"))
+
+
+def model_windows_per_second(batch=64, steps=3):
+    """Training-step throughput of the GestureLSM upper-body tokenizer on this machine's
+    CPU (forward + backward, 64-frame windows), if motion-tokenizers is installed."""
+    try:
+        import torch
+
+        from motion_tokenizers import RVQVAE
+    except ImportError:
+        return None
+    model = RVQVAE.gesturelsm("upper")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 64, 78)
+    model(x)  # warm-up
+    t = time.perf_counter()
+    for _ in range(steps):
+        out = model(x)
+        loss = (out.recon - x).abs().mean() + out.commit_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return batch * steps / (time.perf_counter() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fixtures", type=Path, default=fixtures_root())
@@ -76,6 +107,10 @@ def main() -> None:
     t, (ds, _) = timeit(lambda: clip_windows(clips), repeat=1)
     rows.append(("synthetic prepare 80 s (s)", t))
     rows.append(("synthetic window reads, len 64 (windows/s)", read_windows(ds)))
+    consumed = model_windows_per_second()
+    if consumed is not None:
+        rows.append(("RVQVAE.gesturelsm('upper') train step, CPU (windows/s)", consumed))
+        rows.append(("cached read / model consumption (x)", rows_value(rows, "len 64") / consumed))
     w = max(len(r[0]) for r in rows)
     print(f"{'measure':<{w}}  value")
     for name, v in rows:
