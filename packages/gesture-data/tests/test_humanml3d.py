@@ -84,3 +84,14 @@ def test_dataset_files_round_trip(tmp_path, h3d_root):
     bad[3, 4, 1] = np.nan
     with pytest.raises(DataError, match="non-finite"):
         h.joints_to_features(bad)
+
+
+def test_splits_and_captions():
+    ids = [f"{i:06d}" for i in range(40)]
+    s = h.make_splits(ids, seed=1)
+    assert len(s["test"]) == 6 and len(s["val"]) == 2 and len(s["train"]) == 32
+    assert sorted(s["train"] + s["val"] + s["test"]) == ids
+    assert s["train_val"] == sorted(s["train"] + s["val"]) and s == h.make_splits(ids, seed=1)
+    c = h.make_caption("A man waves, then claps.")
+    assert c.tokens == ["a/X", "man/X", "waves/X", "then/X", "claps/X"]
+    assert h.parse_caption_line(c.line()) == c

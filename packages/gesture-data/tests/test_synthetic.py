@@ -132,3 +132,17 @@ def test_written_corpus_reads_as_beat2(tmp_path, corpus):
     assert len(ds) == 3 * ((300 - 64) // 32 + 1)
     assert ds[0]["upper"].shape == (64, 78)
     assert len(SMPLX_PARENTS) == 55
+
+
+def test_synthetic_windows_cached(tmp_path):
+    from gesture_data.datasets.windows import synthetic_windows
+
+    ds, vocab = synthetic_windows(3, 4.0, seed=7, cache_dir=tmp_path, pose_length=32, stride=16)
+    ds2, vocab2 = synthetic_windows(3, 4.0, seed=7, cache_dir=tmp_path, pose_length=32, stride=16)
+    assert len(ds) == len(ds2) == 3 * ((120 - 32) // 16 + 1)
+    assert vocab.itos == vocab2.itos
+    assert isinstance(ds2.clips[0]["rot6d"], np.memmap)
+    np.testing.assert_array_equal(ds[4]["upper"].numpy(), ds2[4]["upper"].numpy())
+    np.testing.assert_array_equal(ds[4]["words"].numpy(), ds2[4]["words"].numpy())
+    ds3, _ = synthetic_windows(3, 4.0, seed=7, pose_length=32, stride=16)
+    np.testing.assert_allclose(ds3[4]["hands"].numpy(), ds[4]["hands"].numpy())

@@ -430,3 +430,36 @@ class HumanML3DReader:
 
     def texts(self, clip_id: str) -> list[Caption]:
         return read_texts(self.root, clip_id)
+
+
+def make_splits(
+    ids: list[str], *, seed: int = 0, val: float = 0.05, test: float = 0.15
+) -> dict[str, list[str]]:
+    """Random, seeded ``train``/``val``/``test`` plus ``train_val`` and ``all`` lists (the
+    files KTubeUM's README lists), each sorted."""
+    rng = np.random.default_rng(seed)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    n_test, n_val = round(len(ids) * test), round(len(ids) * val)
+    te, va, tr = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    return {
+        "train": sorted(tr),
+        "val": sorted(va),
+        "test": sorted(te),
+        "train_val": sorted(tr + va),
+        "all": sorted(ids),
+    }
+
+
+def make_caption(text: str, language: str = "en", start: float = 0.0, end: float = 0.0) -> Caption:
+    """A caption line's fields from raw text. Korean is split into morphemes with POS tags
+    by kiwipiepy (``form/TAG``); other languages get lower-cased word tokens tagged ``X``
+    (HumanML3D used spaCy tags; pass your own :class:`Caption` for those)."""
+    if language == "ko":
+        from ..features.text import korean_morphemes
+
+        tokens = [f"{f}/{t}" for f, t in korean_morphemes(text)]
+    else:
+        import re
+
+        tokens = [f"{w}/X" for w in re.findall(r"[\w']+", text.lower())]
+    return Caption(text.strip(), tokens, start, end)

@@ -224,3 +224,67 @@ def clip_windows(
         prepared, pose_length, stride, normalizer=normalizer, fps=fps, sample_rate=sr
     )
     return ds, vocab
+
+
+def synthetic_windows(
+    num_clips: int = 8,
+    seconds: float = 10.0,
+    seed: int = 0,
+    *,
+    languages: Sequence[str] = ("en",),
+    pose_length: int = 64,
+    stride: int = 20,
+    audio_rep: str = "onset+amplitude",
+    normalizer: Normalizer | None = None,
+    cache_dir=None,
+) -> tuple[WindowDataset, Vocabulary]:
+    """The built-in default dataset as windows: ``synthetic.make_corpus`` prepared once and,
+    with ``cache_dir``, stored as memory-mapped arrays keyed by the settings."""
+    from .. import __version__
+    from ..cache import cached
+    from .synthetic import make_corpus
+
+    def build():
+        clips = make_corpus(num_clips, seconds, seed, tuple(languages))
+        return clips, Vocabulary.build(clips)
+
+    if cache_dir is None:
+        clips, vocab = build()
+        return clip_windows(
+            clips,
+            pose_length=pose_length,
+            stride=stride,
+            audio_rep=audio_rep,
+            normalizer=normalizer,
+            vocab=vocab,
+        )
+    settings = {
+        "num_clips": num_clips,
+        "seconds": seconds,
+        "seed": seed,
+        "languages": list(languages),
+        "audio_rep": audio_rep,
+        "version": __version__,
+    }
+    made: dict = {}
+
+    def produce():
+        clips, vocab = build()
+        made["vocab"] = vocab
+        for c in clips:
+            yield c.clip_id, prepare_clip(c, vocab, audio_rep)
+
+    store = cached(cache_dir, "synthetic", [], settings, produce)
+    vocab_path = store.path / "vocab.txt"
+    if "vocab" in made and not vocab_path.exists():
+        from .._io import write_text_atomic
+
+        write_text_atomic(vocab_path, "\n".join(made["vocab"].itos) + "\n")
+    if vocab_path.exists():
+        itos = vocab_path.read_text(encoding="utf-8").split("\n")[:-1]
+        vocab = Vocabulary(itos[2:])
+    else:  # entry built by an older run without the vocabulary file
+        vocab = build()[1]
+    clips = [store.clip(i) for i in range(len(store.clips))]
+    ds = WindowDataset(clips, pose_length, stride, normalizer=normalizer)
+    return ds, vocab
