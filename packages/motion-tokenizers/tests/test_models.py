@@ -123,7 +123,7 @@ def test_save_load_bit_identical(tmp_path, kind):
 
 
 def test_from_pretrained_errors(tmp_path):
-    with pytest.raises(CheckpointError, match="model.safetensors: file not found"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: file not found"):
         (tmp_path / "empty").mkdir()
         (tmp_path / "empty" / "config.json").write_text("{}")
         RVQVAE.from_pretrained(tmp_path / "empty")

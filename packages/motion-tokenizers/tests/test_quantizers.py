@@ -114,3 +114,25 @@ def test_unknown_kind_and_bad_lfq_size():
         Quantizer("lfq", 8, codebook_size=1000)
     with pytest.raises(ValueError, match="expected \\(B, N, 8\\)"):
         Quantizer("vq", 8, codebook_size=4)(torch.zeros(2, 3, 7))
+
+
+@pytest.mark.parametrize("kind", ["vq", "rvq"])
+def test_eval_fast_path_matches_the_library(kind):
+    """The eval nearest-code search gives the library's own eval codes and outputs."""
+    torch.manual_seed(0)
+    q = Quantizer(kind, 16, codebook_size=64, num_quantizers=4)
+    q(torch.randn(4, 32, 16))  # k-means init + EMA update
+    q.eval()
+    z = torch.randn(3, 20, 16)
+    fast = q(z)
+    if kind == "vq":
+        lib_q, lib_idx, _ = q.q(z)
+        lib_idx = lib_idx.unsqueeze(-1)
+    else:
+        lib_q, lib_idx, _ = q.q(z)
+    assert torch.equal(fast.indices, lib_idx)
+    torch.testing.assert_close(fast.quantized, lib_q, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.quantized, q.indices_to_latent(fast.indices))
+    assert fast.loss > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(q(z.bfloat16()).indices, q(z.bfloat16().float()).indices)

@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import numpy as np
@@ -56,13 +57,13 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 def test_resume_errors(tmp_path):
     data = smooth_motion(4, 16, 12)
-    with pytest.raises(CheckpointError, match="train_config.json: file not found"):
+    with pytest.raises(CheckpointError, match=r"train_config\.json: file not found"):
         TokenizerTrainer.resume(tmp_path, data)
     trainer = TokenizerTrainer(RVQVAE.tiny(12, width=16), data, _tiny_cfg(max_steps=1))
     trainer.train(progress=False)
     trainer.save_checkpoint(tmp_path / "c")
     (tmp_path / "c" / "trainer_state.safetensors").write_bytes(b"\x00" * 10)
-    with pytest.raises(CheckpointError, match="trainer_state.safetensors: unreadable"):
+    with pytest.raises(CheckpointError, match=r"trainer_state\.safetensors: unreadable"):
         TokenizerTrainer.resume(tmp_path / "c", data)
 
 
@@ -167,4 +168,4 @@ def test_more_residual_layers_reconstruct_better(beat2_model):
                 F.smooth_l1_loss(model.decode_indices(idx, num_layers=k), data).item()
                 for k in range(1, model.num_quantizers + 1)
             ]
-        assert all(a > b for a, b in zip(errs, errs[1:], strict=False)), errs
+        assert all(a > b for a, b in itertools.pairwise(errs)), errs

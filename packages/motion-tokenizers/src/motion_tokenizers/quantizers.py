@@ -172,6 +172,8 @@ class Quantizer(nn.Module):
                 f"quantizer input: expected (B, N, {self.dim}), found {tuple(z.shape)}"
             )
         zero = z.new_zeros(())
+        if not self.training and self.kind in ("vq", "rvq"):
+            return self._nearest_codes(z)
         if self.kind == "vq":
             quantized, idx, loss = self.q(z)
             indices, loss = idx.unsqueeze(-1), loss.sum()
@@ -203,6 +205,38 @@ class Quantizer(nn.Module):
             loss = zero if losses is None else losses[active].sum() / active.sum()
         perplexity = self._perplexity(indices)
         return QuantizerOutput(quantized, indices, loss, perplexity)
+
+    def _codebooks(self) -> Tensor:
+        """The EMA codebooks as ``(Q, K, D)``."""
+        return self.q.codebook.unsqueeze(0) if self.kind == "vq" else self.q.codebooks
+
+    def _nearest_codes(self, z: Tensor) -> QuantizerOutput:
+        """Eval path: residual nearest-code search on the library's codebooks.
+
+        Same codes as the library's eval forward, without its per-call codebook-norm and einops
+        overhead (it dominates at batch 1), always in fp32 so autocast cannot flip a code. The
+        quantized output is the exact sum of codes, and the loss is the commitment error
+        ``mean over layers of mse(residual, code)`` so validation can report it.
+        """
+        B, N, D = z.shape
+        with torch.autocast(z.device.type, enabled=False):
+            residual = z.reshape(-1, D).float()
+            quantized = torch.zeros_like(residual)
+            indices, losses = [], []
+            for codebook in self._codebooks().float():
+                # argmin |r - c|^2 = argmax (2 r.c - |c|^2); |r|^2 is the same for every code
+                scores = torch.addmm(codebook.pow(2).sum(-1).neg(), residual, codebook.t(), alpha=2)
+                idx = scores.argmax(-1)
+                code = codebook[idx]
+                losses.append((residual - code).pow(2).mean())
+                residual = residual - code
+                quantized = quantized + code
+                indices.append(idx)
+        indices_t = torch.stack(indices, -1).reshape(B, N, -1)
+        loss = torch.stack(losses).mean()
+        return QuantizerOutput(
+            quantized.reshape(B, N, D).to(z.dtype), indices_t, loss, self._perplexity(indices_t)
+        )
 
     def _coin(self) -> bool:
         p = self.quantize_dropout_prob
