@@ -26,13 +26,16 @@ def test_joints_features_round_trip(h3d_root):
     assert f.shape == (169, 263)
     back = h.recover_from_ric(f.astype(np.float64))
     assert np.abs(back - joints[:-1]).max() < 1e-4
-    # channels that do not depend on the smoothed root heading equal HumanML3D's own:
-    np.testing.assert_allclose(f[:, 3], vecs[:-1, 3], atol=1e-5)  # root height
+    # HumanML3D's own vector is reproduced, all 263 channels, away from the clip end (the
+    # published one saw one more source frame, which shifts the end of the heading smoothing)
+    np.testing.assert_allclose(f[:100], vecs[:100], atol=1e-4)
+    assert np.abs(f - vecs[:-1]).max() < 0.05
     np.testing.assert_array_equal(f[:, 259:], vecs[:-1, 259:])  # foot contacts
-    rot_f = f[:, 67:193].reshape(-1, 21, 6)
-    rot_v = vecs[:-1, 67:193].reshape(-1, 21, 6)
-    free = [j - 1 for j in range(1, 22) if j not in (1, 2, 3, 13, 14)]  # not root children
-    np.testing.assert_allclose(rot_f[:, free], rot_v[:, free], atol=1e-4)
+    # the geometrically intended facing (hips not swapped) changes the root yaw channels
+    # but still round-trips
+    g = h.joints_to_features(joints, hips_swapped=False)
+    assert np.abs(g[:100, 0] - vecs[:100, 0]).max() > 1e-2
+    assert np.abs(h.recover_from_ric(g.astype(np.float64)) - joints[:-1]).max() < 1e-4
 
 
 def test_canonicalisation_of_moved_motion(h3d_root):
