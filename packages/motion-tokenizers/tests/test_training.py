@@ -169,3 +169,17 @@ def test_more_residual_layers_reconstruct_better(beat2_model):
                 for k in range(1, model.num_quantizers + 1)
             ]
         assert all(a > b for a, b in itertools.pairwise(errs)), errs
+
+
+def test_bf16_autocast_training_keeps_codebooks_fp32():
+    torch.manual_seed(0)
+    data = smooth_motion(16, 16, 12)
+    trainer = TokenizerTrainer(
+        RVQVAE.tiny(12, width=16, nb_code=32), data, _tiny_cfg(max_steps=6, precision="bf16")
+    )
+    history = trainer.train(progress=False)
+    assert all(np.isfinite(r["loss"]) for r in history)
+    buffers = dict(trainer.model.named_buffers())
+    assert all(b.dtype in (torch.float32, torch.bool, torch.long) for b in buffers.values())
+    with pytest.raises(ValueError, match="precision"):
+        TokenizerTrainer(RVQVAE.tiny(12, width=16), data, _tiny_cfg(precision="fp8"))

@@ -171,9 +171,15 @@ class Quantizer(nn.Module):
             raise TokenizerInputError(
                 f"quantizer input: expected (B, N, {self.dim}), found {tuple(z.shape)}"
             )
-        zero = z.new_zeros(())
         if not self.training and self.kind in ("vq", "rvq"):
             return self._nearest_codes(z)
+        # codebooks, EMA statistics and distances stay fp32 under autocast: bf16 distances flip
+        # codes and bf16 EMA sums drift
+        with torch.autocast(z.device.type, enabled=False):
+            return self._library_forward(z.float())
+
+    def _library_forward(self, z: Tensor) -> QuantizerOutput:
+        zero = z.new_zeros(())
         if self.kind == "vq":
             quantized, idx, loss = self.q(z)
             indices, loss = idx.unsqueeze(-1), loss.sum()

@@ -48,6 +48,7 @@ class TokenizerTrainConfig:
     vel_weight: float = 0.0
     acc_weight: float = 0.0
     grad_clip: float | None = 1.0
+    precision: str = "fp32"  # "bf16": autocast the convolutions (quantizer stays fp32)
     log_every: int = 100
     usage_every: int = 1000
     checkpoint_every: int = 0
@@ -97,6 +98,9 @@ class TokenizerTrainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.log_fn = log_fn
         cfg = self.config
+        if cfg.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', found {cfg.precision!r}")
+        self._bf16 = cfg.precision == "bf16"
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
@@ -143,16 +147,18 @@ class TokenizerTrainer:
     def training_step(self, batch: Tensor) -> dict[str, float]:
         cfg, model = self.config, self.model
         model.train()
-        out = model(batch)
-        recon = reconstruction_loss(out.recon, batch, cfg.recon_loss)
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=self._bf16):
+            out = model(batch)
+        out_recon = out.recon.float()
+        recon = reconstruction_loss(out_recon, batch, cfg.recon_loss)
         loss = recon + cfg.commit_weight * out.commit_loss
         metrics = {"recon": recon.item(), "commit": out.commit_loss.item()}
         if cfg.vel_weight > 0:
-            vel = velocity_loss(out.recon, batch, cfg.recon_loss)
+            vel = velocity_loss(out_recon, batch, cfg.recon_loss)
             loss = loss + cfg.vel_weight * vel
             metrics["vel"] = vel.item()
         if cfg.acc_weight > 0:
-            acc = acceleration_loss(out.recon, batch, cfg.recon_loss)
+            acc = acceleration_loss(out_recon, batch, cfg.recon_loss)
             loss = loss + cfg.acc_weight * acc
             metrics["acc"] = acc.item()
         self.optimizer.zero_grad(set_to_none=True)
