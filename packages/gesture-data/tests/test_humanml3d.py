@@ -98,3 +98,20 @@ def test_splits_and_captions():
     c = h.make_caption("A man waves, then claps.")
     assert c.tokens == ["a/X", "man/X", "waves/X", "then/X", "claps/X"]
     assert h.parse_caption_line(c.line()) == c
+
+
+def test_uniform_skeleton(h3d_root):
+    joints = np.load(h3d_root / "new_joints" / "012314.npy").astype(np.float64)
+    same = h.uniform_skeleton(joints, h.skeleton_offsets(joints[0]))
+    assert np.abs(same - joints).max() < 1e-4  # HumanML3D joints are already uniform
+    tgt = h.skeleton_offsets(joints[0]) * 1.5
+    big = h.uniform_skeleton(joints, tgt)
+    for j, p in enumerate(h.PARENTS):
+        if p >= 0:
+            b0, b1 = joints[:, j] - joints[:, p], big[:, j] - big[:, p]
+            np.testing.assert_allclose(
+                np.linalg.norm(b1, axis=-1), np.linalg.norm(tgt[j]), rtol=1e-6
+            )
+            cos = (b0 * b1).sum(-1) / np.linalg.norm(b0, axis=-1) / np.linalg.norm(b1, axis=-1)
+            assert cos.min() > 1 - 1e-9  # directions kept
+    np.testing.assert_allclose(big[:, 0], joints[:, 0] * 1.5, rtol=1e-9)

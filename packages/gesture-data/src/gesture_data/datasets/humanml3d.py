@@ -240,6 +240,43 @@ def inverse_kinematics(
     return quats
 
 
+PARENTS = [-1] * 22
+for _chain in KINEMATIC_CHAIN:
+    for _a, _b in itertools.pairwise(_chain):
+        PARENTS[_b] = _a
+
+
+def skeleton_offsets(joints: np.ndarray) -> np.ndarray:
+    """``(22, 3)`` offsets of one pose ``(22, 3)`` in HumanML3D's form: each joint's unit
+    rest direction times its bone length (what ``uniform_skeleton`` re-targets to)."""
+    joints = np.asarray(joints, np.float64)
+    off = np.zeros((22, 3))
+    for j, p in enumerate(PARENTS):
+        if p >= 0:
+            off[j] = RAW_OFFSETS[j] * np.linalg.norm(joints[j] - joints[p])
+    return off
+
+
+def uniform_skeleton(positions: np.ndarray, target_offsets: np.ndarray) -> np.ndarray:
+    """Re-target ``(T, 22, 3)`` joints to bone lengths ``target_offsets (22, 3)`` (e.g.
+    :func:`skeleton_offsets` of HumanML3D's reference pose) keeping every bone's direction;
+    the root path is scaled by the leg-length ratio, as HumanML3D's first step does."""
+    pos = np.asarray(positions, np.float64)
+    tgt = np.asarray(target_offsets, np.float64)
+    src = skeleton_offsets(pos[0])
+    leg = lambda o: np.abs(o[5]).max() + np.abs(o[8]).max()  # noqa: E731 - knee + ankle
+    scale = leg(tgt) / leg(src)
+    quats = inverse_kinematics(pos, smooth_sigma=0.0)
+    out = np.zeros_like(pos)
+    out[:, 0] = pos[:, 0] * scale
+    for chain in KINEMATIC_CHAIN:
+        R = quats[:, 0]
+        for a, b in itertools.pairwise(chain):
+            R = qmul(R, quats[:, b])
+            out[:, b] = qrot(R, np.broadcast_to(tgt[b], out[:, b].shape)) + out[:, a]
+    return out
+
+
 def canonicalize(joints: np.ndarray) -> np.ndarray:
     """Floor at y=0, first root at the xz origin, first frame facing +Z. ``(T, J, 3)``."""
     pos = np.array(joints, dtype=np.float64)
