@@ -15,8 +15,8 @@ Layout of one 263-d frame for 22 joints (``T`` input frames give ``T-1`` feature
 :func:`joints_to_features` follows HumanML3D's ``process_file`` from the floor step on:
 put on the floor, move the first root to the origin, face +Z, contacts with threshold
 0.002, inverse kinematics on HumanML3D's unit rest directions with the facing direction
-smoothed over time (Gaussian, sigma 20 frames). It does not re-target joints to the
-reference skeleton (HumanML3D's ``uniform_skeleton``); pass joints of the skeleton you want.
+smoothed over time (Gaussian, sigma 20 frames). Re-targeting to a reference skeleton (HumanML3D's
+``uniform_skeleton``, done before all that) is :func:`uniform_skeleton`.
 
 Checked on the HumanML3D sample 012314: ``recover_from_ric`` reproduces ``new_joints``
 exactly; joints -> 263 -> joints round-trips to < 1e-6 m; and ``joints_to_features`` of

@@ -144,13 +144,23 @@ def pose_json_to_npz(
 
 
 def npz_to_humanml3d_joints(
-    poses: np.ndarray, model_path, betas=None, *, src_fps=30.0, dst_fps=20.0
+    poses: np.ndarray,
+    model_path,
+    betas=None,
+    *,
+    src_fps=30.0,
+    dst_fps=20.0,
+    target_offsets=None,
 ) -> np.ndarray:
     """SMPL-X poses ``(T, 165)`` -> HumanML3D's 22 joints ``(T', 22, 3)`` at ``dst_fps``
-    (linear interpolation in time), through the user's SMPL-X model."""
+    (linear interpolation in time), through the user's SMPL-X model; re-targeted to
+    ``target_offsets (22, 3)`` (see :func:`humanml3d.uniform_skeleton`) when given."""
+    from .humanml3d import uniform_skeleton
     from .smplx_model import smplx_joints
 
     j = smplx_joints(poses, model_path, betas=None if betas is None else betas[:10])[:, :22]
+    if target_offsets is not None:
+        j = uniform_skeleton(j, target_offsets).astype(np.float32)
     if src_fps == dst_fps:
         return j
     t_old = np.arange(j.shape[0]) / src_fps
