@@ -1,0 +1,5 @@
+"""User-facing errors of gesture_apps (the CLI prints them as one line and exits with 2)."""
+
+
+class ConfigError(ValueError):
+    """A preset is unknown, a key is misspelt, or a value has the wrong type."""

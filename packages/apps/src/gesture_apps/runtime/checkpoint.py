@@ -1,0 +1,95 @@
+"""Checkpoint folders: model weights + trainer state in safetensors + json (never pickles).
+
+Layout of ``<run>/checkpoints/step_0000100/``::
+
+    model.safetensors          the trained module's weights (``safetensors.torch.save_model``)
+    trainer_state.safetensors  optimizer, scheduler, EMA, data position, every rank's RNG ...
+    trainer_state.json         ... and the plain values, referring to the tensors by key
+    run_config.json            the resolved recipe config (what ``--resume`` rebuilds from)
+    <export>/                  whatever the recipe adds (e.g. ``model/`` via save_pretrained)
+
+``<run>/checkpoints/latest.txt`` names the newest one. Each file is written atomically and a
+folder is filled in a temporary sibling first, so a crash never leaves a half checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from motion_tokenizers.errors import CheckpointError
+from motion_tokenizers.io import atomic_write
+
+STATE_NAME = "trainer_state"
+LATEST = "latest.txt"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG this process draws from (torch CPU, CUDA devices, numpy, python)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)),
+            *[v.item() if hasattr(v, "item") else v for v in np_state[2:]],
+        ],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    keys = np.asarray(keys.numpy() if isinstance(keys, torch.Tensor) else keys, dtype=np.uint32)
+    np.random.set_state((name, keys, *rest))
+    random.setstate(_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder whose ``checkpoints/latest.txt`` names one."""
+    path = Path(path)
+    if (path / f"{STATE_NAME}.json").is_file():
+        return path
+    for pointer in (path / "checkpoints" / LATEST, path / LATEST):
+        if pointer.is_file():
+            target = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+            if (target / f"{STATE_NAME}.json").is_file():
+                return target
+            raise CheckpointError(f"{pointer}: names {target.name!r}, which is not a checkpoint")
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    raise CheckpointError(f"{path}: not a checkpoint folder (no {STATE_NAME}.json)")
+
+
+def write_latest(checkpoints_dir: Path, name: str) -> None:
+    atomic_write(checkpoints_dir / LATEST, lambda p: p.write_text(name + "\n", encoding="utf-8"))
+
+
+def read_run_config(checkpoint: str | Path) -> dict[str, Any]:
+    """The ``run_config.json`` stored with a checkpoint (raises :class:`CheckpointError`)."""
+    path = resolve_checkpoint(checkpoint) / "run_config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x

@@ -1,0 +1,356 @@
+"""The training loop every recipe uses, built on ``accelerate``.
+
+A recipe supplies a module, a map-style dataset and ``loss_fn(model, batch) -> (loss, metrics)``;
+:class:`Trainer` does device placement, mixed precision, multi-process data parallel (each rank
+takes its own slice of one shuffled order), AdamW with warm-up + multi-step decay, gradient
+clipping, EMA weights, TensorBoard scalars, a progress bar and checkpoints that resume exactly:
+the model, optimizer, scheduler, EMA, data position and every RNG of every rank are restored, so
+an interrupted run continues as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, send_to_device, set_seed
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+from torch.utils.data import Dataset, default_collate
+from tqdm.auto import tqdm
+
+from motion_tokenizers.errors import CheckpointError
+from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
+
+from .checkpoint import STATE_NAME, resolve_checkpoint, rng_state, set_rng_state, write_latest
+from .ema import EMA
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, Any]]]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping settings shared by every recipe (the ``train:`` section)."""
+
+    max_steps: int = 1000
+    batch_size: int = 32  # per process
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = 0.999  # null disables the EMA
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    cpu: bool = False  # train on the CPU even when an accelerator is present
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0: only at the end of each train() call
+    keep_checkpoints: int = 2  # newest N step_* folders kept; 0 keeps all
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, found {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, found {self.lr}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) or null, found {self.ema_decay}")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 0 or self.warmup_steps < 0:
+            raise ValueError("checkpoint_every, keep_checkpoints and warmup_steps must be >= 0")
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.train` returns."""
+
+    step: int
+    metrics: dict[str, float]
+    checkpoint: Path | None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Runs ``loss_fn`` over ``dataset`` and updates ``model``.
+
+    Args:
+        model: the module to train (built identically on every rank).
+        dataset: map-style; item ``i`` must not depend on global RNG state.
+        loss_fn: ``(prepared_model, batch) -> (scalar loss, {name: float or 0-d tensor})``; the
+            model it receives may be wrapped for data parallel, so call it, don't reach inside.
+        config: :class:`TrainConfig`.
+        out_dir: run folder (``checkpoints/``, ``tensorboard/``); ``None`` writes nothing.
+        collate_fn: list of items -> batch (default ``torch.utils.data.default_collate``).
+        run_config: json-able recipe config stored with each checkpoint.
+        export_fn: ``(trainer, folder)`` adds recipe files (e.g. ``save_pretrained``) to each
+            checkpoint folder before it is moved into place.
+        accelerator: reuse one; by default built from ``config`` (mixed precision, cpu).
+        progress: show a progress bar on the main process.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        dataset: Dataset,
+        loss_fn: LossFn,
+        config: TrainConfig,
+        out_dir: str | Path | None = None,
+        collate_fn: Callable[[list], Any] | None = None,
+        run_config: dict[str, Any] | None = None,
+        export_fn: Callable[[Trainer, Path], None] | None = None,
+        accelerator: Accelerator | None = None,
+        progress: bool = True,
+    ):
+        self.config = config
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=config.mixed_precision, cpu=config.cpu
+        )
+        acc = self.accelerator
+        self.dataset, self.loss_fn = dataset, loss_fn
+        self.collate_fn = collate_fn or default_collate
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.run_config = run_config or {}
+        self.export_fn, self.progress = export_fn, progress
+        global_batch = config.batch_size * acc.num_processes
+        if len(dataset) < global_batch:
+            raise ValueError(
+                f"dataset has {len(dataset)} items, fewer than one global batch "
+                f"({config.batch_size} x {acc.num_processes} processes)"
+            )
+        # ranks draw different dropout/noise, but one data order (seeded below, not by RNG)
+        set_seed(config.seed + acc.process_index)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        # stepped by hand: accelerate's scheduler wrapper would step once per process
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, self.lr_factor)
+        self.raw_model: nn.Module = acc.unwrap_model(self.model)
+        self.ema = EMA(self.raw_model, decay=config.ema_decay) if config.ema_decay else None
+        self.step = 0
+        self.epoch, self.cursor = 0, 0  # data position: pass number, items consumed in it
+        self.history: list[dict[str, float]] = []
+        self._order_cache: tuple[int, Tensor] | None = None
+        self._writer = None
+        self._last_saved: int | None = None
+
+    # ----- schedule and data -------------------------------------------------------------
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up to 1 over ``warmup_steps``, then x ``gamma`` at each milestone."""
+        cfg = self.config
+        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+        return warm * cfg.gamma ** sum(step >= m for m in cfg.milestones)
+
+    def order(self, epoch: int) -> Tensor:
+        """The shuffled item order of pass ``epoch``: a pure function of (seed, epoch)."""
+        if self._order_cache is None or self._order_cache[0] != epoch:
+            g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+            self._order_cache = (epoch, torch.randperm(len(self.dataset), generator=g))
+        return self._order_cache[1]
+
+    def next_indices(self) -> list[int]:
+        """This rank's item indices for the next step (the incomplete tail of a pass is
+        skipped, so every rank always gets a full batch)."""
+        acc, bs = self.accelerator, self.config.batch_size
+        need = bs * acc.num_processes
+        if self.cursor + need > len(self.dataset):
+            self.epoch, self.cursor = self.epoch + 1, 0
+        start = self.cursor + acc.process_index * bs
+        idx = self.order(self.epoch)[start : start + bs].tolist()
+        self.cursor += need
+        return idx
+
+    def next_batch(self) -> Any:
+        batch = self.collate_fn([self.dataset[i] for i in self.next_indices()])
+        return send_to_device(batch, self.accelerator.device)
+
+    # ----- one step ----------------------------------------------------------------------
+
+    def training_step(self) -> dict[str, float]:
+        acc, cfg = self.accelerator, self.config
+        batch = self.next_batch()
+        self.model.train()
+        with acc.autocast():
+            loss, metrics = self.loss_fn(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.raw_model)
+        self.step += 1
+        out = {"loss": float(loss.detach())}
+        out.update({k: float(v) for k, v in metrics.items()})
+        out["lr"] = self.scheduler.get_last_lr()[0]
+        return out
+
+    def train(self, steps: int | None = None) -> TrainResult:
+        """Train ``steps`` more steps (default: up to ``max_steps``); checkpoint at the end."""
+        cfg, acc = self.config, self.accelerator
+        end = cfg.max_steps if steps is None else min(cfg.max_steps, self.step + steps)
+        bar = tqdm(
+            total=end - self.step,
+            disable=not (self.progress and acc.is_main_process),
+            desc="train",
+            dynamic_ncols=True,
+        )
+        metrics: dict[str, float] = {}
+        checkpoint = None
+        while self.step < end:
+            metrics = self.training_step()
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == end:
+                metrics = self._reduce(metrics)
+                self._log(metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            if self.out_dir and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                checkpoint = self.save_checkpoint()
+        bar.close()
+        if self.out_dir and self._last_saved != self.step:
+            checkpoint = self.save_checkpoint()
+        elif self.out_dir:
+            checkpoint = self.out_dir / "checkpoints" / f"step_{self.step:07d}"
+        if self._writer is not None:
+            self._writer.flush()
+        return TrainResult(self.step, metrics, checkpoint, list(self.history))
+
+    def _reduce(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Mean of each metric over the processes (the learning rate is the same on all)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], device=acc.device, dtype=torch.float64)
+        values = acc.reduce(values, reduction="mean")
+        return dict(zip(keys, values.tolist(), strict=True))
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        self.history.append({"step": self.step, **metrics})
+        if not (self.out_dir and self.accelerator.is_main_process):
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        for k, v in metrics.items():
+            self._writer.add_scalar(f"train/{k}", v, self.step)
+
+    # ----- checkpoints -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the model weights and the RNGs."""
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "cursor": self.cursor,
+            "num_processes": self.accelerator.num_processes,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "history": self.history,
+        }
+
+    def save_checkpoint(self, directory: str | Path | None = None) -> Path:
+        """Write a checkpoint folder (default ``out_dir/checkpoints/step_XXXXXXX``); a
+        collective call: every rank must make it."""
+        acc = self.accelerator
+        if directory is None:
+            if self.out_dir is None:
+                raise ValueError("save_checkpoint: no directory and no out_dir")
+            directory = self.out_dir / "checkpoints" / f"step_{self.step:07d}"
+        directory = Path(directory)
+        rngs = gather_object([rng_state()])  # one entry per rank, in rank order
+        if acc.is_main_process:
+            state = self.state_dict()
+            state["rng"] = rngs
+
+            def write(tmp: Path) -> None:
+                save_model(self.raw_model, str(tmp / "model.safetensors"))
+                save_state(state, tmp, STATE_NAME)
+                text = json.dumps(self.run_config, indent=2)
+                (tmp / "run_config.json").write_text(text, encoding="utf-8")
+                if self.export_fn is not None:
+                    self.export_fn(self, tmp)
+
+            atomic_directory(directory, write)
+            if directory.parent == (self.out_dir or Path()) / "checkpoints":
+                write_latest(directory.parent, directory.name)
+                self._prune(directory.parent)
+            logger.info("saved checkpoint at step %d to %s", self.step, directory)
+        self._last_saved = self.step
+        acc.wait_for_everyone()
+        return directory
+
+    def _prune(self, checkpoints: Path) -> None:
+        keep = self.config.keep_checkpoints
+        if keep <= 0:
+            return
+        steps = sorted(p for p in checkpoints.glob("step_*") if p.is_dir())
+        for old in steps[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, path: str | Path) -> Path:
+        """Restore model, optimizer, scheduler, EMA, data position and RNGs from ``path`` (a
+        checkpoint folder or a run folder). Raises :class:`CheckpointError` if unreadable."""
+        directory = resolve_checkpoint(path)
+        state = load_state(directory, STATE_NAME)
+        weights = directory / "model.safetensors"
+        if not weights.is_file():
+            raise CheckpointError(f"{weights}: file not found")
+        try:
+            load_model(
+                self.raw_model, str(weights), strict=True, device=str(self.accelerator.device)
+            )
+        except Exception as e:  # safetensors/torch raise several types for bad files
+            raise CheckpointError(f"{weights}: does not match the model ({_one_line(e)})") from e
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.ema is not None:
+                if state["ema"] is None:
+                    raise KeyError("checkpoint has no EMA weights")
+                self.ema.load_state_dict(state["ema"])
+            self.step, self.epoch = int(state["step"]), int(state["epoch"])
+            self.cursor = int(state["cursor"])
+            self.history = list(state["history"])
+            rngs = state["rng"]
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{directory}: trainer state does not match ({e})") from e
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        if int(state["num_processes"]) != world:
+            logger.warning(
+                "checkpoint was written by %s processes, resuming with %d: data order and "
+                "random draws will not repeat the original run exactly",
+                state["num_processes"],
+                world,
+            )
+        if rank < len(rngs):
+            set_rng_state(rngs[rank])
+        self._last_saved = self.step
+        logger.info("resumed from %s at step %d", directory, self.step)
+        return directory
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Atomically write ``data`` as indented JSON."""
+    text = json.dumps(data, indent=2)
+    atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
