@@ -140,3 +140,22 @@ def test_bad_inputs_raise_clear_value_errors():
         beat_consistency(joints, audio, variant="cvpr24")
     with pytest.raises(ValueError, match=r"too short|needs more than"):
         beat_consistency(joints[:130], audio, mean_velocity=MV)
+
+
+def test_detail_result_names_its_variant_and_class_forms_agree():
+    from gesture_eval import beat_consistency_detail
+
+    joints = S.random_walk_joints(400, seed=9)
+    audio, _ = S.click_track(13.8, seed=9)
+    mv = S.synthetic_mean_velocity(seed=5)
+    for variant in ("evaltools", "cvpr24"):
+        res = beat_consistency_detail(joints, audio, mean_velocity=mv, variant=variant)
+        assert res.variant == variant and res.weight == 400 - 120
+        assert res.per_joint.shape == (13,) and res.num_onsets > 0
+        assert res.value == pytest.approx(res.per_joint.mean(), rel=1e-12)
+        m = BeatConsistency(mean_velocity=mv, variant=variant, fix_index_offset=True)
+        m.update(joints, audio)
+        fixed = beat_consistency(
+            joints, audio, mean_velocity=mv, variant=variant, fix_index_offset=True
+        )
+        assert float(m.compute()) == pytest.approx(fixed, rel=1e-12)
