@@ -161,3 +161,19 @@ def test_odd_textgrids_only_data_errors(tmp_path, ivs, name):
         return
     for a, b in zip(out["words"], out["words"][1:], strict=False):
         assert b[0] >= a[1] - 1e-6
+
+
+def test_cache_streams_in_small_chunks(tmp_path):
+    g = np.random.default_rng(0)
+    arrays = [
+        (
+            f"c{i}",
+            {"x": g.normal(size=(7 + i, 3)).astype(np.float32), "w": np.arange(i, dtype=np.int64)},
+        )
+        for i in range(4)
+    ]
+    c = build_cache(tmp_path / "e", arrays, chunk_bytes=16)  # 1 row per copy step
+    for i, (_, a) in enumerate(arrays):
+        np.testing.assert_array_equal(c.clip(i)["x"], a["x"])
+        np.testing.assert_array_equal(c.clip(i)["w"], a["w"])
+    assert sorted(p.name for p in c.path.iterdir()) == ["index.json", "w.npy", "x.npy"]

@@ -58,32 +58,56 @@ class CachedArrays:
 def build_cache(
     path: str | Path,
     items: Iterable[tuple[str, dict[str, np.ndarray]]],
+    chunk_bytes: int = 64 << 20,
 ) -> CachedArrays:
-    """Write ``(clip_id, {stream: array})`` items into ``path`` atomically and open it."""
+    """Write ``(clip_id, {stream: array})`` items into ``path`` atomically and open it.
+
+    Streams are appended to raw files clip by clip and turned into ``.npy`` at the end, so
+    memory stays at one clip plus ``chunk_bytes`` whatever the dataset size."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    raws: dict = {}
     try:
-        chunks: dict[str, list[np.ndarray]] = {}
+        meta: dict[str, tuple[np.dtype, tuple]] = {}
         clips, offsets = [], {}
         for cid, arrays in items:
             entry = {"id": cid}
             for k, a in arrays.items():
                 a = np.ascontiguousarray(a)
-                if k in chunks and a.shape[1:] != chunks[k][0].shape[1:]:
+                if k not in meta:
+                    meta[k] = (a.dtype, a.shape[1:])
+                    raws[k] = open(tmp / f"{k}.raw", "wb")  # noqa: SIM115 - closed below
+                elif a.shape[1:] != meta[k][1] or a.dtype != meta[k][0]:
                     raise DataError(
                         None,
-                        "inconsistent stream shape",
+                        "inconsistent stream shape/dtype",
                         key=f"{cid}/{k}",
-                        expected=chunks[k][0].shape[1:],
-                        found=a.shape[1:],
+                        expected=(meta[k][1], str(meta[k][0])),
+                        found=(a.shape[1:], str(a.dtype)),
                     )
-                chunks.setdefault(k, []).append(a)
+                raws[k].write(a.tobytes())
                 entry[k] = [offsets.get(k, 0), int(a.shape[0])]
                 offsets[k] = offsets.get(k, 0) + int(a.shape[0])
             clips.append(entry)
-        for k, parts in chunks.items():
-            np.save(tmp / f"{k}.npy", np.concatenate(parts, axis=0), allow_pickle=False)
+        for k, (dtype, tail) in meta.items():
+            raws.pop(k).close()
+            rows = offsets[k]
+            out = np.lib.format.open_memmap(
+                tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(rows, *tail)
+            )
+            row_bytes = max(1, int(np.prod(tail, dtype=np.int64)) * dtype.itemsize)
+            step = max(1, chunk_bytes // row_bytes)
+            src = (
+                np.memmap(tmp / f"{k}.raw", dtype=dtype, mode="r", shape=(rows, *tail))
+                if rows
+                else np.zeros((0, *tail), dtype)
+            )
+            for r in range(0, rows, step):
+                out[r : r + step] = src[r : r + step]
+            out.flush()
+            del out, src
+            (tmp / f"{k}.raw").unlink()
         (tmp / "index.json").write_text(json.dumps({"version": FORMAT_VERSION, "clips": clips}))
         try:
             os.replace(tmp, path)
@@ -93,6 +117,8 @@ def build_cache(
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
+        for f in raws.values():
+            f.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return open_cache(path)
