@@ -1,16 +1,19 @@
 """The ``gesture`` command line.
 
 Subcommands are added as the trainers land; every one has ``--help``, prints a one-line error and
-exits with status 2 on bad input, never a traceback.
+exits with status 2 on bad input, never a traceback (set ``GESTURE_DEBUG=1`` to see one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
 LIBRARIES = ("motion-tokenizers", "flow-backbones", "gesture-data", "gesture-eval", "gesture-apps")
 
@@ -49,6 +52,117 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from .runtime import list_presets, presets_dir
+
+    for name in list_presets():
+        first = (presets_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[0]
+        print(f"{name:<24} {first.lstrip('# ') if first.startswith('#') else ''}")
+    return 0
+
+
+def _add_train_args(p: argparse.ArgumentParser, recipe: str, default_preset: str) -> None:
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. train.lr=1e-3 model.parts=[upper,hands]",
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        help=f"named preset from `gesture presets` or a yaml path (default {default_preset})",
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override (repeatable); same as a positional KEY=VALUE",
+    )
+    p.add_argument("--data", help="synthetic (default) or beat2:PATH; sets data.source")
+    p.add_argument("--out", help=f"run folder (default runs/{recipe}, or the resumed run's)")
+    p.add_argument("--resume", metavar="CKPT", help="checkpoint folder or run folder to continue")
+    p.add_argument("--steps", type=int, help="stop after this many more steps (default: to max)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as yaml and exit"
+    )
+    p.set_defaults(recipe_name=recipe, default_preset=default_preset)
+
+
+def _resolve_train_config(args: argparse.Namespace, cls):
+    """(config, out_dir, checkpoint or None) from the preset / resumed run and overrides."""
+    from .runtime import from_dict, read_preset, read_run_config, resolve_checkpoint
+    from .runtime.config import apply_overrides
+
+    overrides = [*args.overrides, *args.sets]
+    if args.data:
+        overrides.append(f"data.source={args.data}")
+    checkpoint = None
+    if args.resume:
+        if args.preset:
+            raise CLIError("--preset cannot be combined with --resume (use KEY=VALUE overrides)")
+        checkpoint = resolve_checkpoint(args.resume)
+        raw = read_run_config(checkpoint)
+    else:
+        raw = read_preset(args.preset or args.default_preset)
+    recipe = raw.get("recipe", args.recipe_name)
+    if recipe != args.recipe_name:
+        source = checkpoint or args.preset
+        raise CLIError(f"{source}: is a {recipe!r} config, not {args.recipe_name!r}")
+    cfg = from_dict(cls, apply_overrides(raw, overrides))
+    if args.out:
+        out = Path(args.out)
+    elif checkpoint is not None and checkpoint.parent.name == "checkpoints":
+        out = checkpoint.parent.parent
+    else:
+        out = Path("runs") / args.recipe_name
+    if checkpoint is None and (out / "checkpoints" / "latest.txt").is_file():
+        raise CLIError(
+            f"{out} already holds a run; pass --resume {out} to continue it or another --out"
+        )
+    if args.steps is not None and args.steps < 1:
+        raise CLIError(f"--steps must be at least 1, found {args.steps}")
+    return cfg, out, checkpoint
+
+
+def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from .recipes import tokenizer
+    from .runtime import to_dict
+
+    cfg, out, checkpoint = _resolve_train_config(args, tokenizer.TokenizerRecipeConfig)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    _setup_logging()
+    result = tokenizer.run(
+        cfg, out, resume=checkpoint, steps=args.steps, progress=not args.no_progress
+    )
+    loss = result.metrics.get("loss")
+    shown = f"loss {loss:.4f}, " if loss is not None else ""
+    print(
+        f"tokenizer: step {result.step}/{cfg.train.max_steps}, {shown}"
+        f"checkpoint {result.checkpoint}, export {out / 'tokenizer'}"
+    )
+    return 0
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _usage(parser: argparse.ArgumentParser):
+    def show(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    return show
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gesture", description="Co-speech gesture and human-motion generation."
@@ -58,6 +172,28 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show library versions and the compute device")
     info.add_argument("--json", action="store_true", help="print as JSON")
     info.set_defaults(func=_cmd_info)
+
+    presets = sub.add_parser("presets", help="list the named config presets")
+    presets.set_defaults(func=_cmd_presets)
+
+    train = sub.add_parser(
+        "train",
+        help="train a model from a config preset",
+        description="Train a model. Configs are named presets plus KEY=VALUE overrides.",
+    )
+    train.set_defaults(func=_usage(train))
+    recipes = train.add_subparsers(dest="recipe", metavar="RECIPE")
+    tok = recipes.add_parser(
+        "tokenizer",
+        help="RVQ-VAE motion tokenizers (GestureLSM's four body parts by default)",
+        description=(
+            "Train RVQ-VAE motion tokenizers on the synthetic corpus (default) or BEAT2 "
+            "(--data beat2:PATH). Writes OUT/checkpoints/step_*/ (resumable with --resume) "
+            "and OUT/tokenizer/{model,model_ema}/ + normalizer.npz."
+        ),
+    )
+    _add_train_args(tok, "tokenizer", "tokenizer_gesturelsm")
+    tok.set_defaults(func=_cmd_train_tokenizer)
     return parser
 
 
@@ -76,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except CLIError as e:
-        print(f"gesture: error: {e}", file=sys.stderr)
+    except (CLIError, ValueError, OSError) as e:
+        # ConfigError, CheckpointError and DataError are ValueErrors naming the file/key
+        if os.environ.get("GESTURE_DEBUG"):
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"gesture: error: {message}", file=sys.stderr)
         return 2
 
 

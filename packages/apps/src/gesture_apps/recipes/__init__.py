@@ -1,0 +1,1 @@
+"""One module per trainer; each exposes a config dataclass and a ``run`` function."""

@@ -1,0 +1,110 @@
+"""Training data for the recipes: the synthetic corpus (default) or a BEAT2 folder, as windows."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section. ``source`` is ``synthetic`` or ``beat2:PATH``."""
+
+    source: str = "synthetic"
+    # synthetic corpus
+    num_clips: int = 8
+    seconds: float = 10.0
+    seed: int = 0
+    languages: tuple[str, ...] = ("en",)
+    # BEAT2
+    split: str | None = "train"
+    speakers: tuple[int, ...] | None = None
+    mean_std_dir: str | None = None  # BEAT2's beatx_2_330_{mean,std}.npy; else fitted
+    # windows
+    pose_length: int = 64
+    stride: int = 20
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = self.source.split(":", 1)[0]
+        if kind not in ("synthetic", "beat2") or (kind == "beat2" and ":" not in self.source):
+            raise ValueError(f"source: expected 'synthetic' or 'beat2:PATH', found {self.source!r}")
+        if self.pose_length < 2 or self.stride < 1 or self.num_clips < 1 or self.seconds <= 0:
+            raise ValueError("pose_length >= 2, stride >= 1, num_clips >= 1, seconds > 0 required")
+
+
+def load_windows(cfg: DataConfig):
+    """``DataConfig`` -> (gesture_data ``WindowDataset`` un-normalised, vocabulary).
+
+    Raises ``gesture_data.DataError`` for unreadable data."""
+    from gesture_data.datasets.windows import beat2_windows, synthetic_windows
+
+    if cfg.source == "synthetic":
+        return synthetic_windows(
+            cfg.num_clips,
+            cfg.seconds,
+            cfg.seed,
+            languages=cfg.languages,
+            pose_length=cfg.pose_length,
+            stride=cfg.stride,
+            cache_dir=cfg.cache_dir,
+        )
+    root = Path(cfg.source.split(":", 1)[1]).expanduser()
+    ds, vocab = beat2_windows(
+        root,
+        split=cfg.split,
+        speakers=cfg.speakers,
+        pose_length=cfg.pose_length,
+        stride=cfg.stride,
+        cache_dir=cfg.cache_dir,
+    )
+    if len(ds) == 0:
+        raise ConfigError(f"{root}: no {cfg.pose_length}-frame windows in split {cfg.split!r}")
+    return ds, vocab
+
+
+def fit_normalizer(ds, parts: list[str], cfg: DataConfig, max_windows: int = 512):
+    """Per-part z-score statistics: BEAT2's published files when ``mean_std_dir`` is set,
+    otherwise fitted on (at most ``max_windows`` evenly spaced) training windows."""
+    from gesture_data import Normalizer
+
+    if cfg.mean_std_dir:
+        norm = Normalizer.from_beat2(cfg.mean_std_dir)
+        return Normalizer({k: v for k, v in norm.stats.items() if k in parts})
+    pick = np.unique(np.linspace(0, len(ds) - 1, min(len(ds), max_windows)).round().astype(int))
+    items = [ds[int(i)] for i in pick]
+    return Normalizer.fit({p: np.stack([it[p].numpy() for it in items]) for p in parts})
+
+
+class PartWindows(Dataset):
+    """Only the motion parts of a window dataset, normalised: item ``{part: (L, C)}``."""
+
+    def __init__(self, windows, parts: list[str], normalizer=None):
+        from gesture_data.datasets.windows import WindowDataset
+
+        # rebuilt over the same prepared clips so the normaliser is applied per read
+        self.windows = WindowDataset(
+            windows.clips,
+            windows.pose_length,
+            windows.stride,
+            layout=windows.layout,
+            normalizer=normalizer,
+            fps=windows.fps,
+            sample_rate=windows.sample_rate,
+        )
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.windows[i]
+        return {p: item[p] for p in self.parts}
