@@ -16,6 +16,7 @@ of skinning 10,475 vertices). :func:`face_vertices` runs the full ``smplx`` mode
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -41,6 +42,36 @@ def _rodrigues(aa: torch.Tensor) -> torch.Tensor:
     return eye + sin * k + (1 - cos) * torch.bmm(k, k)
 
 
+@functools.lru_cache(maxsize=2)
+def _load_rest_arrays(path: str, num_betas: int):
+    # Cached: evaluating a test set re-reads the same (~100 MB) model file per sequence.
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise EvalError(f"{path}: missing SMPL-X keys {missing}")
+        return (
+            torch.as_tensor(data["v_template"], dtype=torch.float32),
+            torch.as_tensor(data["shapedirs"][:, :, :num_betas], dtype=torch.float32),
+            torch.as_tensor(data["J_regressor"], dtype=torch.float32),
+            data["kintree_table"][0].astype(np.int64),
+        )
+
+
+@functools.lru_cache(maxsize=2)
+def _smplx_model(path: str, num_expression: int):
+    import smplx
+
+    return smplx.create(
+        path,
+        model_type="smplx",
+        num_betas=300,
+        num_expression_coeffs=num_expression,
+        use_pca=False,
+        use_face_contour=False,
+        ext="npz",
+    ).eval()
+
+
 class SmplxRest:
     """Rest joints and kinematic tree of an SMPL-X model file for a given shape.
 
@@ -52,14 +83,10 @@ class SmplxRest:
         path = Path(model_path)
         if not path.is_file():
             raise EvalError(f"SMPL-X model file not found: {path}")
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in _REQUIRED if k not in data]
-            if missing:
-                raise EvalError(f"{path}: missing SMPL-X keys {missing}")
-            v_template = torch.as_tensor(data["v_template"], dtype=torch.float32)
-            shapedirs = torch.as_tensor(data["shapedirs"][:, :, :num_betas], dtype=torch.float32)
-            regressor = torch.as_tensor(data["J_regressor"], dtype=torch.float32)
-            parents = data["kintree_table"][0].astype(np.int64)
+        v_template, shapedirs, regressor, parents = _load_rest_arrays(
+            str(path.resolve()), num_betas
+        )
+        parents = parents.copy()
         if regressor.shape[0] < 55:
             raise EvalError(
                 f"{path}: J_regressor must have 55 rows, found {tuple(regressor.shape)}"
@@ -122,8 +149,6 @@ def face_vertices(
 ) -> np.ndarray:
     """SMPL-X vertices ``(T, V*3)`` with only jaw ``poses[:, 66:69]`` and ``expressions``
     (T, 100) non-zero (both references' face-metric convention). Needs ``smplx``."""
-    import smplx
-
     p = to_numpy(poses, "poses")
     e = to_numpy(expressions, "expressions")
     if p.ndim != 2 or p.shape[1] != 165:
@@ -134,15 +159,7 @@ def face_vertices(
     check_finite(e, "expressions")
     if not Path(model_path).is_file():
         raise EvalError(f"SMPL-X model file not found: {model_path}")
-    model = smplx.create(
-        str(model_path),
-        model_type="smplx",
-        num_betas=300,
-        num_expression_coeffs=e.shape[1],
-        use_pca=False,
-        use_face_contour=False,
-        ext="npz",
-    ).eval()
+    model = _smplx_model(str(Path(model_path).resolve()), e.shape[1])
     b = torch.zeros(1, 300)
     if betas is not None:
         arr = to_numpy(betas, "betas").reshape(-1)

@@ -108,6 +108,7 @@ def evaluate(
     lvd = {v: FaceLVD(variant=v) for v in variants} if want_face else {}
     feats: dict[str, tuple[list, list]] = {v: ([], []) for v in variants}
     total = 0
+    rests: dict[bytes | None, SmplxRest] = {}
     for i in range(n):
         lengths = [len(s[i]) for s in (pred_poses, gt_poses, pred_joints) if s is not None]
         t = min(lengths)
@@ -115,9 +116,12 @@ def evaluate(
         pose = to_numpy(pred_poses[i], f"pred_poses[{i}]")[:t] if pred_poses is not None else None
         gt = to_numpy(gt_poses[i], f"gt_poses[{i}]")[:t] if gt_poses is not None else None
         b = betas[i] if betas is not None else None
-        rest = (
-            SmplxRest(smplx_model, b) if smplx_model is not None and pred_joints is None else None
-        )
+        rest = None
+        if smplx_model is not None and pred_joints is None:
+            key = None if b is None else np.asarray(b, dtype=np.float64).tobytes()
+            if key not in rests:  # one rest skeleton per distinct shape
+                rests[key] = SmplxRest(smplx_model, b)
+            rest = rests[key]
         for v in variants:
             if have_joints:
                 joints = (
