@@ -2,6 +2,7 @@
 multi-part tokenizer, built on vector-quantize-pytorch."""
 
 from .base import MotionTokenizer, TokenizerOutput, pad_to_multiple
+from .convert import from_reference_checkpoint
 from .encdec import Conv1dDecoder, Conv1dEncoder, ResConv1DBlock, Resnet1D
 from .errors import CheckpointError, TokenizerInputError
 from .losses import acceleration_loss, reconstruction_loss, velocity_loss
@@ -33,6 +34,7 @@ __all__ = [
     "TokenizerTrainer",
     "acceleration_loss",
     "codebook_perplexity",
+    "from_reference_checkpoint",
     "pad_to_multiple",
     "reconstruction_loss",
     "velocity_loss",

@@ -24,15 +24,11 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of a ``(B, C, T)`` tensor."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(channels)
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channel axis of a ``(B, C, T)`` tensor (MoMask's ``"LN"``)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
 def make_norm(norm: str | None, channels: int) -> nn.Module:
@@ -59,21 +55,22 @@ class ResConv1DBlock(nn.Module):
         dropout: float = 0.2,
     ):
         super().__init__()
+        # attribute names follow MoMask/T2M-GPT so their state dicts load unchanged
         self.norm1 = make_norm(norm, channels)
-        self.act1 = make_activation(activation)
+        self.activation1 = make_activation(activation)
         self.conv1 = nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation)
         self.norm2 = make_norm(norm, channels)
-        self.act2 = make_activation(activation)
+        self.activation2 = make_activation(activation)
         self.conv2 = nn.Conv1d(channels, channels, 1)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(self.act1(self.norm1(x)))
-        h = self.conv2(self.act2(self.norm2(h)))
+        h = self.conv1(self.activation1(self.norm1(x)))
+        h = self.conv2(self.activation2(self.norm2(h)))
         return x + self.dropout(h)
 
 
-class Resnet1D(nn.Sequential):
+class Resnet1D(nn.Module):
     """``depth`` residual blocks with dilations ``growth**i``; reversed (9, 3, 1) by default."""
 
     def __init__(
@@ -89,9 +86,13 @@ class Resnet1D(nn.Sequential):
         dilations = [dilation_growth_rate**i for i in range(depth)]
         if reverse_dilation:
             dilations = dilations[::-1]
-        super().__init__(
+        super().__init__()
+        self.model = nn.Sequential(
             *(ResConv1DBlock(channels, d, activation, norm, dropout) for d in dilations)
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
 
 
 class Conv1dEncoder(nn.Module):
@@ -129,35 +130,49 @@ class Conv1dEncoder(nn.Module):
         return self.model(x.transpose(1, 2)).transpose(1, 2)
 
 
-class UpsampleConv1d(nn.Module):
-    """Nearest upsampling by ``scale`` followed by a k3 convolution, computed without upsampling.
+def upsample_conv1d(x: Tensor, conv: nn.Conv1d, polyphase: bool = True) -> Tensor:
+    """``conv(nearest_upsample(x, 2))`` for a k3, padding-1 ``conv``, computed without upsampling.
 
     After nearest upsampling every output sample of a k3 conv sees only two distinct input
-    samples, so the pair equals ``scale`` polyphase k2 convolutions at the low rate whose
-    weights are sums of the k3 taps. It keeps the parameters (and state-dict layout) of the
-    plain ``Conv1d`` and does 2/3 of the multiply-adds with no upsampled intermediate.
-    ``polyphase=False`` runs the literal upsample + conv.
+    samples, so the pair equals two polyphase k2 convolutions at the low rate whose weights are
+    sums of the k3 taps: 2/3 of the multiply-adds and no upsampled intermediate. Equal to the
+    literal path up to float rounding (``polyphase=False`` runs the literal path).
+    """
+    if not polyphase:
+        return conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+    w, b = conv.weight, conv.bias  # w: (C_out, C_in, 3)
+    w0, w1, w2 = w.unbind(-1)
+    # even outputs: w0*x[i-1] + (w1+w2)*x[i]; odd outputs: (w0+w1)*x[i] + w2*x[i+1]
+    w_even = torch.stack([w0, w1 + w2], dim=-1)
+    w_odd = torch.stack([w0 + w1, w2], dim=-1)
+    # one conv with both phases stacked on the output channels
+    y = F.conv1d(F.pad(x, (1, 1)), torch.cat([w_even, w_odd]), torch.cat([b, b]))
+    C = w.shape[0]
+    even, odd = y[:, :C, :-1], y[:, C:, 1:]
+    B, _, T = even.shape
+    return torch.stack([even, odd], dim=-1).reshape(B, C, 2 * T)
+
+
+class UpsampleBlock(nn.Sequential):
+    """``Resnet1D -> Upsample(x scale, nearest) -> Conv1d(k3)``, MoMask's decoder stage.
+
+    Kept as a Sequential so state-dict keys match MoMask/T2M-GPT (``...2.weight`` is the conv);
+    for ``scale == 2`` the forward runs the polyphase form of the last two layers.
     """
 
-    def __init__(self, channels: int, scale: int = 2, polyphase: bool = True):
-        super().__init__()
-        self.scale = scale
-        self.polyphase = polyphase and scale == 2
-        self.conv = nn.Conv1d(channels, channels, 3, 1, 1)
+    def __init__(self, resnet: Resnet1D, channels: int, scale: int = 2, polyphase: bool = True):
+        super().__init__(
+            resnet,
+            nn.Upsample(scale_factor=scale, mode="nearest"),
+            nn.Conv1d(channels, channels, 3, 1, 1),
+        )
+        self.scale, self.polyphase = scale, polyphase and scale == 2
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.polyphase:
-            return self.conv(F.interpolate(x, scale_factor=self.scale, mode="nearest"))
-        w, b = self.conv.weight, self.conv.bias  # w: (C_out, C_in, 3)
-        w0, w1, w2 = w.unbind(-1)
-        # even outputs: w0*x[i-1] + (w1+w2)*x[i]; odd outputs: (w0+w1)*x[i] + w2*x[i+1]
-        w_even = torch.stack([w0, w1 + w2], dim=-1)
-        w_odd = torch.stack([w0 + w1, w2], dim=-1)
-        # one conv with both phases stacked on the output channels
-        y = F.conv1d(F.pad(x, (1, 1)), torch.cat([w_even, w_odd]), torch.cat([b, b]))
-        even, odd = y[..., :-1].chunk(2, dim=1)[0], y[..., 1:].chunk(2, dim=1)[1]
-        B, C, T = even.shape
-        return torch.stack([even, odd], dim=-1).reshape(B, C, 2 * T)
+        x = self[0](x)
+        if self.polyphase:
+            return upsample_conv1d(x, self[2])
+        return self[2](self[1](x))
 
 
 class Conv1dDecoder(nn.Module):
@@ -182,9 +197,11 @@ class Conv1dDecoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv1d(code_dim, width, 3, 1, 1), make_activation(activation)]
         for _ in range(down_t):
             layers.append(
-                nn.Sequential(
+                UpsampleBlock(
                     Resnet1D(width, depth, dilation_growth_rate, True, activation, norm, dropout),
-                    UpsampleConv1d(width, stride_t, polyphase_upsample),
+                    width,
+                    stride_t,
+                    polyphase_upsample,
                 )
             )
         layers += [
