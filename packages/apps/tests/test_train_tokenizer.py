@@ -1,0 +1,148 @@
+"""`gesture train tokenizer` end to end at the tiny preset, resume and bad input."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gesture_apps import main
+from gesture_data import Normalizer
+from motion_tokenizers import MultiPartTokenizer
+
+TINY = ["--preset", "tokenizer_tiny", "--no-progress", "train.max_steps=4", "train.log_every=2"]
+
+
+def weights(ckpt):
+    return load_file(str(ckpt / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """Four uninterrupted steps (shared by the tests below to keep the suite fast)."""
+    out = tmp_path_factory.mktemp("straight")
+    assert main(["train", "tokenizer", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_trains_and_exports_a_loadable_tokenizer(straight_run, capsys):
+    out = straight_run
+    assert (out / "checkpoints" / "latest.txt").read_text().strip() == "step_0000004"
+    tok = MultiPartTokenizer.from_pretrained(out / "tokenizer" / "model").eval()
+    ema = MultiPartTokenizer.from_pretrained(out / "tokenizer" / "model_ema").eval()
+    assert tok.part_names == ["upper", "hands", "lower_trans", "face"]
+    norm = Normalizer.load(out / "tokenizer" / "normalizer.npz")
+    assert set(norm.stats) == {"upper", "hands", "lower"}  # the face stays raw
+    x = {n: torch.randn(1, 32, d) for n, d in [("upper", 78), ("hands", 180)]}
+    x |= {"lower_trans": torch.randn(1, 32, 57), "face": torch.randn(1, 32, 100)}
+    z = tok.encode_continuous(x)
+    assert z.shape == (1, 8, 64) and torch.isfinite(z).all()
+    assert not torch.equal(z, ema.encode_continuous(x))
+    cfg = json.loads((out / "checkpoints" / "step_0000004" / "run_config.json").read_text())
+    assert cfg["train"]["max_steps"] == 4 and cfg["model"]["size"] == "tiny"
+    history = json.loads((out / "checkpoints" / "step_0000004" / "trainer_state.json").read_text())
+    assert [row["step"] for row in history["history"]] == [2, 4]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_resume_after_interruption_matches_the_straight_run(straight_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "tokenizer", *TINY, "--out", str(out), "--steps", "2"]) == 0
+    assert "step 2/4" in capsys.readouterr().out
+    assert main(["train", "tokenizer", "--resume", str(out), "--no-progress"]) == 0
+    assert "step 4/4" in capsys.readouterr().out
+    resumed = weights(out / "checkpoints" / "step_0000004")
+    straight = weights(straight_run / "checkpoints" / "step_0000004")
+    assert resumed.keys() == straight.keys()
+    for k in straight:  # k-means init, code sampling, dropout: every draw repeats exactly
+        assert torch.equal(resumed[k], straight[k]), k
+    a = json.loads((out / "checkpoints" / "step_0000004" / "trainer_state.json").read_text())
+    b = json.loads(
+        (straight_run / "checkpoints" / "step_0000004" / "trainer_state.json").read_text()
+    )
+    assert a["history"] == b["history"] and (a["epoch"], a["cursor"]) == (b["epoch"], b["cursor"])
+
+
+def test_print_config_applies_overrides(capsys):
+    argv = ["train", "tokenizer", "--preset", "tokenizer_tiny", "--print-config"]
+    assert main([*argv, "train.lr=3e-4", "--set", "model.width=8", "--data", "beat2:/x"]) == 0
+    text = capsys.readouterr().out
+    assert "lr: 0.0003" in text and "width: 8" in text and "source: beat2:/x" in text
+
+
+def one_line_error(capsys, argv):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("gesture: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--preset", "tokenizer_tiny", "train.lrr=1"], "unknown config key 'train.lrr'"),
+        (["--preset", "tokenizer_tiny", "train.batch_size=x"], "expected an integer"),
+        (["--resume", "MISSING"], "checkpoint not found"),
+        (["--preset", "tokenizer_tiny", "--data", "beat2:MISSING"], "not a BEAT2 folder"),
+        (["--preset", "tokenizer_tiny", "train.batch_size=500"], "fewer than one global batch"),
+        (["--preset", "tokenizer_tiny", "--steps", "0"], "--steps must be at least 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, message):
+    extra = [str(tmp_path / "gone") if a.endswith("MISSING") and a[0] != "b" else a for a in extra]
+    extra = [f"beat2:{tmp_path / 'gone'}" if a == "beat2:MISSING" else a for a in extra]
+    out = tmp_path / "out"
+    err = one_line_error(capsys, ["train", "tokenizer", "--no-progress", "--out", str(out), *extra])
+    assert message in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate_weights", "delete_state", "bad_run_config"])
+def test_corrupt_checkpoint_is_one_line_and_changes_nothing(straight_run, tmp_path, capsys, damage):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(straight_run, run)
+    ckpt = run / "checkpoints" / "step_0000004"
+    if damage == "truncate_weights":
+        (ckpt / "model.safetensors").write_bytes(b"\x00" * 10)
+    elif damage == "delete_state":
+        (ckpt / "trainer_state.safetensors").unlink()
+    else:
+        (ckpt / "run_config.json").write_text("{")
+    before = sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*"))
+    err = one_line_error(
+        capsys, ["train", "tokenizer", "--resume", str(run), "--no-progress", "train.max_steps=6"]
+    )
+    assert str(ckpt) in err
+    assert sorted((p, p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+
+
+def test_existing_run_needs_resume(straight_run, capsys):
+    err = one_line_error(capsys, ["train", "tokenizer", *TINY, "--out", str(straight_run)])
+    assert "already holds a run; pass --resume" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["train", "--help"], ["train", "tokenizer", "--help"], ["presets", "--help"]],
+)
+def test_every_subcommand_has_help(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    assert "usage: gesture" in capsys.readouterr().out
+
+
+def test_train_without_recipe_prints_help(capsys):
+    assert main(["train"]) == 2
+    assert "tokenizer" in capsys.readouterr().out
+
+
+def test_presets_command_lists_presets(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "tokenizer_tiny" in out and "tokenizer_gesturelsm" in out
