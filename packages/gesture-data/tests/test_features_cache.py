@@ -22,6 +22,16 @@ def test_amplitude_envelope_equals_strided_max():
     assert np.all(env[ref.size :] == ref[-1])  # padded with the last value, as GestureLSM
 
 
+def _clusters(times, gap=0.1):
+    """First time of each run of onsets closer than ``gap`` (librosa's rule at 16 kHz
+    reports consecutive frames of one strong rise)."""
+    times = np.asarray(times)
+    if times.size == 0:
+        return times
+    keep = np.concatenate([[True], np.diff(times) > gap])
+    return times[keep]
+
+
 def test_onsets_found_at_clicks():
     # decaying 1 kHz bursts at 0.5, 1.3, 2.1 s in faint noise
     g = np.random.default_rng(1)
@@ -31,21 +41,26 @@ def test_onsets_found_at_clicks():
     for s in (0.5, 1.3, 2.1):
         a[int(s * SR) : int(s * SR) + burst.size] += burst
     on = fa.onset_times(a, SR)
-    assert len(on) == 3
-    np.testing.assert_allclose(on, [0.5, 1.3, 2.1], atol=0.04)
+    # (the zero-padded start of the centred STFT makes an edge onset at ~0.1 s, as librosa)
+    np.testing.assert_allclose(_clusters(on[on > 0.2]), [0.5, 1.3, 2.1], atol=0.04)
     oa = fa.onset_amplitude(a, SR)
-    assert oa.shape == (3 * SR, 2) and oa[:, 1].sum() == 3
+    assert oa.shape == (3 * SR, 2) and oa[:, 1].sum() == len(on)
+    np.testing.assert_array_equal(np.flatnonzero(oa[:, 1]), fa.onset_frames(a, SR) * 512)
     assert oa[int(0.51 * SR), 0] > 0.5 > oa[int(0.3 * SR), 0]
 
 
-def test_onsets_on_real_speech(beat2_clip):
-    on = fa.onset_times(beat2_clip.audio, SR)
-    rate = len(on) / (beat2_clip.audio.size / SR)
-    assert 2.0 < rate < 6.0  # syllable-ish rate of conversational speech
-    starts = np.array([s for s, _, _ in beat2_clip.words])
-    # most word starts have an onset within 100 ms
-    near = np.abs(starts[:, None] - on[None, :]).min(axis=1) < 0.1
-    assert near.mean() > 0.5
+def test_onsets_match_librosa_on_real_speech(beat2_clip):
+    """Recorded from librosa 0.11 ``onset_detect(y, sr=16000)`` on the fixture take."""
+    f = fa.onset_frames(beat2_clip.audio, SR)
+    assert len(f) == 358
+    assert f[:12].tolist() == [48, 51, 52, 58, 59, 63, 64, 68, 74, 75, 85, 86]
+    ref = fa.onset_amplitude(beat2_clip.audio, SR, reference_indexing=True)
+    # the reference code writes frame numbers as sample indices: all within the first 2000
+    assert np.flatnonzero(ref[:, 1]).max() == 1970
+    librosa = pytest.importorskip("librosa")
+    env = librosa.onset.onset_strength(y=beat2_clip.audio, sr=SR)
+    np.testing.assert_allclose(fa.onset_strength(beat2_clip.audio, SR), env, atol=1e-4)
+    np.testing.assert_array_equal(f, librosa.onset.onset_detect(y=beat2_clip.audio, sr=SR))
 
 
 def test_log_mel_and_mfcc_alignment():

@@ -69,11 +69,15 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin=0.0, fmax=None) -> np.
     return w.astype(np.float32)
 
 
-def _power_spectrum(audio: np.ndarray, centers: np.ndarray, n_fft: int) -> np.ndarray:
-    """Hann-windowed power spectra of frames centred on ``centers`` (samples), reflect-padded."""
+def _power_spectrum(
+    audio: np.ndarray, centers: np.ndarray, n_fft: int, pad_mode: str = "reflect"
+) -> np.ndarray:
+    """Hann-windowed power spectra of frames centred on ``centers`` (samples)."""
     audio = np.asarray(audio, np.float32)
     pad = n_fft // 2
-    x = np.pad(audio, pad, mode="reflect" if audio.size > pad else "constant")
+    if pad_mode == "reflect" and audio.size <= pad:
+        pad_mode = "constant"
+    x = np.pad(audio, pad, mode=pad_mode)
     idx = centers[:, None] + np.arange(n_fft)[None, :]
     frames = x[np.clip(idx, 0, x.size - 1)] * np.hanning(n_fft + 1)[:-1].astype(np.float32)
     spec = np.fft.rfft(frames, axis=-1)
@@ -119,59 +123,98 @@ def mfcc(
 def onset_strength(
     audio: np.ndarray, sample_rate: int = 16000, hop: int = 512, n_fft: int = 2048, n_mels=128
 ) -> np.ndarray:
-    """Spectral flux of the dB mel spectrogram (half-wave rectified, mean over bands),
-    one value per ``hop`` samples, ``(ceil(N / hop),)``."""
+    """librosa's default onset envelope: spectral flux of the dB mel spectrogram (128 bands,
+    80 dB range, zero-padded centred STFT), half-wave rectified and averaged over bands,
+    shifted by ``1 + n_fft // (2 * hop)`` frames so a peak sits on the onset rather than
+    where the centred window first sees it. One value per ``hop``, ``(1 + N // hop,)``."""
     n = len(audio)
-    centers = np.arange(0, max(n, 1), hop, dtype=np.int64)
-    p = _power_spectrum(audio, centers, n_fft)
+    n_frames = 1 + n // hop
+    centers = np.arange(n_frames, dtype=np.int64) * hop
+    p = _power_spectrum(audio, centers, n_fft, pad_mode="constant")
     mel = p @ mel_filterbank(sample_rate, n_fft, n_mels).T
     db = 10 * np.log10(np.maximum(mel, 1e-10))
     db = np.maximum(db, db.max() - 80.0)
-    flux = np.maximum(0.0, np.diff(db, axis=0, prepend=db[:1])).mean(axis=1)
-    return flux.astype(np.float32)
+    flux = np.maximum(0.0, db[1:] - db[:-1]).mean(axis=1)
+    lag_pad = 1 + n_fft // (2 * hop)
+    env = np.concatenate([np.zeros(lag_pad), flux])[:n_frames]
+    return env.astype(np.float32)
 
 
-def onset_times(
-    audio: np.ndarray,
-    sample_rate: int = 16000,
-    hop: int = 512,
-    delta: float = 0.07,
-    wait_s: float = 0.03,
+def peak_pick(
+    x: np.ndarray, pre_max: int, post_max: int, pre_avg: int, post_avg: int, delta: float, wait: int
 ) -> np.ndarray:
-    """Onset times (s) by peak picking the normalised onset strength: a peak is a local max
-    over the previous 30 ms, exceeds the local mean (+-100 ms) by ``delta`` and is at least
-    ``wait_s`` after the previous onset (librosa's default rule, plus a one-hop look-ahead)."""
-    env = onset_strength(audio, sample_rate, hop)
-    if env.size == 0 or env.max() <= 0:
-        return np.zeros(0, np.float32)
-    env = (env - env.min()) / (env.max() - env.min())
-    fr = sample_rate / hop
-    pre_max = max(1, int(0.03 * fr))
-    avg = max(1, int(0.1 * fr))
-    wait = max(1, int(wait_s * fr))
-    mov_max = maximum_filter1d(env, size=pre_max + 1, origin=pre_max // 2, mode="nearest")
-    kernel = np.ones(2 * avg + 1) / (2 * avg + 1)
-    mov_avg = np.convolve(np.pad(env, avg, mode="edge"), kernel, mode="valid")
-    # a peak must also not be lower than its successor, so a rising edge that spans two
-    # hops is reported once, at its top
-    nxt = np.append(env[1:], 0.0)
-    cand = np.flatnonzero((env >= mov_max) & (env >= nxt) & (env >= mov_avg + delta) & (env > 0))
-    picked, last = [], -(10**9)
-    for i in cand:
-        if i - last > wait:
-            picked.append(i)
+    """librosa's ``peak_pick``: x[n] is a peak if it is the max of ``x[n-pre_max:n+post_max]``,
+    at least ``delta`` above the mean of ``x[n-pre_avg:n+post_avg]`` (windows truncated at
+    the ends) and more than ``wait`` after the previous peak."""
+    from scipy.ndimage import uniform_filter1d
+
+    x = np.asarray(x, np.float64)
+    if x.size == 0:
+        return np.zeros(0, np.int64)
+    max_len = pre_max + post_max
+    mov_max = maximum_filter1d(
+        x,
+        max(1, max_len),
+        mode="constant",
+        origin=int(np.ceil(0.5 * (pre_max - post_max))),
+        cval=x.min(),
+    )
+    avg_len = pre_avg + post_avg
+    mov_avg = uniform_filter1d(
+        x, avg_len, mode="nearest", origin=int(np.ceil(0.5 * (pre_avg - post_avg)))
+    )
+    edge = list(range(min(pre_avg, x.size))) + list(range(max(x.size - post_avg, 0), x.size))
+    for n in edge:
+        mov_avg[n] = x[max(n - pre_avg, 0) : n + post_avg].mean()
+    det = x * (x == mov_max)
+    det = det * (det >= mov_avg + delta)
+    peaks, last = [], -np.inf
+    for i in np.flatnonzero(det):
+        if i > last + wait:
+            peaks.append(i)
             last = i
-    return np.asarray(picked, np.float32) * hop / sample_rate
+    return np.asarray(peaks, np.int64)
+
+
+def onset_frames(audio: np.ndarray, sample_rate: int = 16000, hop: int = 512) -> np.ndarray:
+    """Onset frame indices (units of ``hop`` samples) with librosa ``onset_detect``'s
+    defaults: normalised envelope, 30 ms pre-max, 100 ms averages, delta 0.07, 30 ms wait
+    (window sizes in whole frames as librosa floors them: at 16 kHz / 512 the max window is
+    one frame, so consecutive frames of a strong rise are all reported, as in GestureLSM)."""
+    env = onset_strength(audio, sample_rate, hop)
+    if env.size == 0 or env.max() <= env.min():
+        return np.zeros(0, np.int64)
+    env = (env - env.min()) / (env.max() - env.min())
+    pre_max = int(0.03 * sample_rate // hop)
+    post_max = int(0.00 * sample_rate // hop + 1)
+    pre_avg = int(0.10 * sample_rate // hop)
+    post_avg = int(0.10 * sample_rate // hop + 1)
+    wait = int(0.03 * sample_rate // hop)
+    return peak_pick(env, pre_max, post_max, pre_avg, post_avg, 0.07, wait)
+
+
+def onset_times(audio: np.ndarray, sample_rate: int = 16000, hop: int = 512) -> np.ndarray:
+    """Onset times in seconds, ``onset_frames * hop / sample_rate`` (float32)."""
+    return (onset_frames(audio, sample_rate, hop) * hop / sample_rate).astype(np.float32)
 
 
 def onset_amplitude(
-    audio: np.ndarray, sample_rate: int = 16000, frame_length: int = 1024
+    audio: np.ndarray,
+    sample_rate: int = 16000,
+    frame_length: int = 1024,
+    reference_indexing: bool = False,
 ) -> np.ndarray:
     """GestureLSM ``onset+amplitude``: ``(N, 2)`` float32 at the audio rate, channel 0 the
-    amplitude envelope, channel 1 is 1.0 at detected onset samples and 0 elsewhere."""
+    amplitude envelope, channel 1 is 1.0 at detected onset samples and 0 elsewhere.
+
+    With ``reference_indexing=True`` channel 1 reproduces the reference code exactly: it
+    writes onset *frame* numbers (units of 512 samples) as *sample* indices, so all the
+    impulses land in the first ~0.1 s of the clip. The default puts them at the onset
+    samples (frame * 512), which is what the representation is meant to carry."""
     audio = np.asarray(audio, np.float32)
     out = np.zeros((audio.size, 2), np.float32)
     out[:, 0] = amplitude_envelope(audio, frame_length)
-    idx = np.round(onset_times(audio, sample_rate) * sample_rate).astype(np.int64)
+    frames = onset_frames(audio, sample_rate)
+    idx = frames if reference_indexing else frames * 512
     out[idx[idx < audio.size], 1] = 1.0
     return out
