@@ -110,7 +110,7 @@ def test_fgd_features_crop_and_errors():
 def test_save_pretrained_roundtrip_and_training_reduces_loss(tmp_path):
     torch.manual_seed(0)
     enc = FGDEncoder.tiny()
-    motions = [S.random_axis_angle(96, seed=s) for s in range(3)]
+    motions = [S.random_axis_angle(64, seed=s) for s in range(3)]
     x = torch.from_numpy(np.stack([m[:64] for m in motions]))
     from gesture_eval.rotations import axis_angle_to_rot6d_rows
 
@@ -118,7 +118,7 @@ def test_save_pretrained_roundtrip_and_training_reduces_loss(tmp_path):
     before = torch.nn.functional.l1_loss(enc(x6), x6).item()
     from gesture_eval import train_fgd_encoder
 
-    trained = train_fgd_encoder(motions, encoder=enc, steps=8, batch_size=2, lr=3e-3, window=64)
+    trained = train_fgd_encoder(motions, encoder=enc, steps=4, batch_size=2, lr=3e-3, window=64)
     with torch.no_grad():
         after = torch.nn.functional.l1_loss(trained(x6), x6).item()
     assert after < before

@@ -18,7 +18,7 @@ from gesture_eval import synthetic as S
 
 
 def test_evaluate_all_metrics_both_variants(smplx_file):
-    lengths = (170, 200)
+    lengths = (140, 150)
     pred = [S.random_axis_angle(t, scale=0.3, seed=i) for i, t in enumerate(lengths)]
     gt = [S.random_axis_angle(t + 5, scale=0.3, seed=10 + i) for i, t in enumerate(lengths)]
     audios = [S.click_track(t / 30 + 0.5, seed=i)[0] for i, t in enumerate(lengths)]
