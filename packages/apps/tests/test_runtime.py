@@ -161,3 +161,31 @@ def test_config_validation():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.5)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state; a different precision needs a fresh one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_mixed_precision_keeps_fp32_weights(fresh_accelerate_state):
+    t = make_trainer(mixed_precision="bf16", max_steps=2)
+    seen = []
+
+    def loss_fn(model, batch):
+        x, y = batch
+        out = model.net(x)
+        seen.append(out.dtype)
+        loss = ((out.float() - y) ** 2).mean()
+        return loss, {}
+
+    t.loss_fn = loss_fn
+    result = t.train()
+    assert seen == [torch.bfloat16, torch.bfloat16]  # the forward ran under autocast
+    assert result.step == 2 and torch.isfinite(torch.tensor(result.metrics["loss"]))
+    assert all(p.dtype == torch.float32 for p in t.raw_model.parameters())

@@ -142,6 +142,8 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     result = tokenizer.run(
         cfg, out, resume=checkpoint, steps=args.steps, progress=not args.no_progress
     )
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # one summary line per run, not per process
     loss = result.metrics.get("loss")
     shown = f"loss {loss:.4f}, " if loss is not None else ""
     print(

@@ -193,4 +193,5 @@ def run(
     if r.trainer.accelerator.is_main_process:
         atomic_directory(Path(out_dir), lambda tmp: export(r.trainer, tmp, r.normalizer))
     r.trainer.accelerator.wait_for_everyone()
+    r.trainer.close()
     return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,9 +114,13 @@ class Trainer:
         progress: bool = True,
     ):
         self.config = config
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=config.mixed_precision, cpu=config.cpu
-        )
+        if accelerator is None:
+            # accelerate only joins a torchrun group on the CPU when told cpu=True; without a
+            # GPU, a launched multi-process run would otherwise train N separate models
+            launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+            cpu = config.cpu or (launched and not torch.cuda.is_available())
+            accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu)
+        self.accelerator = accelerator
         acc = self.accelerator
         self.dataset, self.loss_fn = dataset, loss_fn
         self.collate_fn = collate_fn or default_collate
@@ -228,6 +233,16 @@ class Trainer:
         if self._writer is not None:
             self._writer.flush()
         return TrainResult(self.step, metrics, checkpoint, list(self.history))
+
+    def close(self) -> None:
+        """Close the TensorBoard writer; in a multi-process run also wait for every rank and
+        leave the process group (gloo can abort at exit otherwise)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.accelerator.num_processes > 1:
+            self.accelerator.wait_for_everyone()
+            self.accelerator.end_training()
 
     def _reduce(self, metrics: dict[str, float]) -> dict[str, float]:
         """Mean of each metric over the processes (the learning rate is the same on all)."""
