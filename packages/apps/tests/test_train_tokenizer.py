@@ -146,3 +146,26 @@ def test_presets_command_lists_presets(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "tokenizer_tiny" in out and "tokenizer_gesturelsm" in out
+
+
+def _beat2_fixture():
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    base = Path(os.environ.get("GESTURE_FIXTURES", root.parent / "shared" / "fixtures"))
+    return base / "beat2"
+
+
+@pytest.mark.skipif(not (_beat2_fixture() / "smplxflame_30").is_dir(), reason="no BEAT2 fixture")
+def test_trains_on_the_real_beat2_fixture(tmp_path, capsys):
+    beat2 = _beat2_fixture()
+    argv = ["train", "tokenizer", "--preset", "tokenizer_tiny", "--no-progress"]
+    argv += ["--data", f"beat2:{beat2}", "--out", str(tmp_path), "train.max_steps=2"]
+    argv += ["data.split=null", f"data.mean_std_dir={beat2 / 'mean_std'}"]
+    assert main(argv) == 0
+    assert "step 2/2" in capsys.readouterr().out
+    norm = Normalizer.load(tmp_path / "tokenizer" / "normalizer.npz")
+    published = Normalizer.from_beat2(beat2 / "mean_std")  # BEAT2's own statistics, not fitted
+    for part, (mean, std) in norm.stats.items():
+        assert (mean == published.stats[part][0]).all() and (std == published.stats[part][1]).all()
