@@ -66,9 +66,18 @@ def test_resume_after_interruption_matches_the_straight_run(straight_run, tmp_pa
 
 def test_print_config_applies_overrides(capsys):
     argv = ["train", "tokenizer", "--preset", "tokenizer_tiny", "--print-config"]
-    assert main([*argv, "train.lr=3e-4", "--set", "model.width=8", "--data", "beat2:/x"]) == 0
+    argv += ["train.lr=3e-4", "--set", "model.width=8", "--data", "beat2:/x", "train.seed=5"]
+    assert main(argv) == 0
     text = capsys.readouterr().out
     assert "lr: 0.0003" in text and "width: 8" in text and "source: beat2:/x" in text
+    assert "seed: 5" in text  # an override after the options counts too
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "tokenizer", "--preset", "tokenizer_tiny", "--bogus", "1"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def one_line_error(capsys, argv):
@@ -169,3 +178,13 @@ def test_trains_on_the_real_beat2_fixture(tmp_path, capsys):
     published = Normalizer.from_beat2(beat2 / "mean_std")  # BEAT2's own statistics, not fitted
     for part, (mean, std) in norm.stats.items():
         assert (mean == published.stats[part][0]).all() and (std == published.stats[part][1]).all()
+
+
+def test_single_part_rvqvae(tmp_path, capsys):
+    from motion_tokenizers import RVQVAE
+
+    argv = ["train", "tokenizer", *TINY, "--out", str(tmp_path), "train.max_steps=1"]
+    assert main([*argv, "model.kind=rvqvae", "model.parts=[hands]", "model.nb_code=32"]) == 0
+    tok = RVQVAE.from_pretrained(tmp_path / "tokenizer" / "model")
+    assert tok.codebook_size == 32
+    assert tok(torch.randn(2, 32, 180)).recon.shape == (2, 32, 180)
