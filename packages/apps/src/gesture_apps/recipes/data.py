@@ -90,9 +90,11 @@ class PartWindows(Dataset):
     def __init__(self, windows, parts: list[str], normalizer=None):
         from gesture_data.datasets.windows import WindowDataset
 
-        # rebuilt over the same prepared clips so the normaliser is applied per read
+        # rebuilt over the same prepared clips so the normaliser is applied per read; the
+        # audio stream is swapped for an empty one so reads do not copy unused audio windows
+        clips = [{**c, "audio": np.zeros((0, 1), np.float32)} for c in windows.clips]
         self.windows = WindowDataset(
-            windows.clips,
+            clips,
             windows.pose_length,
             windows.stride,
             layout=windows.layout,
