@@ -153,6 +153,52 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_lsm(args: argparse.Namespace) -> int:
+    from .recipes import lsm
+    from .runtime import to_dict
+
+    if args.tokenizer:
+        args.overrides = [*args.overrides, f"tokenizer={args.tokenizer}"]
+    cfg, out, checkpoint = _resolve_train_config(args, lsm.LSMRecipeConfig)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    _setup_logging()
+    result = lsm.run(cfg, out, resume=checkpoint, steps=args.steps, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    loss = result.metrics.get("loss")
+    shown = f"loss {loss:.4f}, " if loss is not None else ""
+    print(
+        f"lsm: step {result.step}/{cfg.train.max_steps}, {shown}"
+        f"checkpoint {result.checkpoint}, export {out / 'lsm'}"
+    )
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .pipelines import generate
+
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise CLIError(f"--out {out}: expected a .npz file name")
+    if args.steps is not None and args.steps < 1:
+        raise CLIError(f"--steps must be at least 1, found {args.steps}")
+    motion = generate(
+        args.audio,
+        checkpoint=args.checkpoint,
+        textgrid=args.textgrid,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        out=out,
+    )
+    print(f"generate: {motion.num_frames} frames ({motion.num_frames / motion.fps:.2f} s) -> {out}")
+    return 0
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -196,6 +242,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_args(tok, "tokenizer", "tokenizer_gesturelsm")
     tok.set_defaults(func=_cmd_train_tokenizer)
+    lsm = recipes.add_parser(
+        "lsm",
+        help="GestureLSM audio-to-gesture shortcut model on frozen tokenizer latents",
+        description=(
+            "Train GestureLSM's spatial-temporal shortcut denoiser on the latents of frozen "
+            "multi-part tokenizers (--tokenizer: a `gesture train tokenizer` run folder), "
+            "conditioned on onset+amplitude audio, words and seed frames, on the synthetic "
+            "corpus (default) or BEAT2 (--data beat2:PATH). Writes OUT/checkpoints/step_*/ and "
+            "OUT/lsm/ (what `gesture generate --checkpoint` reads)."
+        ),
+    )
+    _add_train_args(lsm, "lsm", "lsm_gesturelsm")
+    lsm.add_argument("--tokenizer", metavar="DIR", help="tokenizer run folder; sets tokenizer=")
+    lsm.set_defaults(func=_cmd_train_lsm)
+
+    gen = sub.add_parser(
+        "generate",
+        help="generate gestures for a speech recording",
+        description=(
+            "Sliding-window generation with seed frames and no dropped tail: the output has "
+            "floor(audio seconds x 30) frames, written as a BEAT2 npz (poses (T,165) axis-angle, "
+            "trans, expressions, betas, model, gender, mocap_frame_rate). Audio must be mono "
+            "16 kHz wav, at least 1 s."
+        ),
+    )
+    gen.add_argument("--audio", required=True, help="speech, mono 16 kHz wav")
+    gen.add_argument("--textgrid", help="word alignment (Praat TextGrid with a 'words' tier)")
+    gen.add_argument(
+        "--checkpoint", required=True, help="`gesture train lsm` run, checkpoint or lsm/ folder"
+    )
+    gen.add_argument("--steps", type=int, help="sampling steps (default: the model's, 2)")
+    gen.add_argument("--guidance", type=float, help="classifier-free guidance (default 2)")
+    gen.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    gen.add_argument("--out", required=True, help="output .npz")
+    gen.set_defaults(func=_cmd_generate)
+
+    from .distill_cli import add_distill_command  # `gesture distill` (recipes/distill.py)
+
+    add_distill_command(sub)
     return parser
 
 

@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """A preset is unknown, a key is misspelt, or a value has the wrong type."""
+
+
+class GenerationError(ValueError):
+    """Generation input is unusable: audio, word alignment, checkpoint or output path."""

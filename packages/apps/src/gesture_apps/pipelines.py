@@ -1,0 +1,350 @@
+"""Inference pipelines: speech (+ optional word alignment) -> BEAT2-format motion.
+
+``generate(audio, checkpoint=..., steps=2)`` runs a ``gesture train lsm`` export the way
+GestureLSM tests (sliding windows of ``pose_length`` motion frames whose first ``seed_frames``
+latents overlap the previous window and are seeded by it) but with no dropped tail: the last
+window is padded and cut, so the output has ``floor(audio seconds * 30)`` frames. Guidance runs
+the conditional and the unconditional branch in one batched forward.
+
+Example::
+
+    from gesture_apps.pipelines import generate, write_beat2_npz
+    motion = generate("speech.wav", checkpoint="runs/lsm", textgrid="words.TextGrid", steps=2)
+    motion.poses.shape  # (T, 165) axis-angle, T = floor(seconds * 30)
+    write_beat2_npz("motion.npz", motion)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import GenerationError
+
+SAMPLE_RATE = 16000
+FPS = 30
+MIN_SECONDS = 1.0  # shorter recordings are refused ("too short")
+TEXTGRID_TOLERANCE_S = 2.0  # BEAT2's audio and alignments differ by up to ~0.6 s
+
+
+@dataclass
+class Motion:
+    """Generated motion in BEAT2's SMPL-X layout at ``fps``."""
+
+    poses: np.ndarray  # (T, 165) float32 axis-angle, 55 joints
+    trans: np.ndarray  # (T, 3) metres, Y up
+    expressions: np.ndarray  # (T, 100) FLAME coefficients (zeros unless the face is generated)
+    fps: int = FPS
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.poses.shape[0])
+
+
+# ----- inputs ------------------------------------------------------------------------------
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """Mono 16 kHz wav (float or PCM) -> float32 ``(N,)``; anything else is a
+    :class:`GenerationError` (no resampling or down-mixing behind the user's back)."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise GenerationError(f"{path}: audio file not found")
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types for unreadable files
+        raise GenerationError(f"{path}: cannot read audio ({_one_line(e)})") from None
+    if audio.shape[1] != 1:
+        raise GenerationError(f"{path}: expected mono audio, found {audio.shape[1]} channels")
+    if sr != SAMPLE_RATE:
+        raise GenerationError(f"{path}: expected {SAMPLE_RATE} Hz audio, found {sr} Hz")
+    audio = np.ascontiguousarray(audio[:, 0])
+    if audio.size == 0:
+        raise GenerationError(f"{path}: audio is empty")
+    if audio.size < MIN_SECONDS * SAMPLE_RATE:
+        raise GenerationError(
+            f"{path}: audio too short ({audio.size / SAMPLE_RATE:.3f} s; at least "
+            f"{MIN_SECONDS} s needed)"
+        )
+    if not np.isfinite(audio).all():
+        raise GenerationError(f"{path}: audio has non-finite samples")
+    return audio
+
+
+def read_words(path: str | Path, seconds: float) -> list[tuple[float, float, str]]:
+    """Word intervals of a TextGrid's ``words`` tier, checked against the audio length."""
+    from gesture_data.datasets.textgrid import read_textgrid
+
+    path = Path(path)
+    words = read_textgrid(path)["words"]  # DataError (a ValueError) when unreadable
+    end = _textgrid_end(path, words)
+    if abs(end - seconds) > TEXTGRID_TOLERANCE_S or (words and words[-1][1] > seconds + 0.5):
+        raise GenerationError(
+            f"{path}: TextGrid does not match the audio (it spans {end:.2f} s, the audio "
+            f"{seconds:.2f} s)"
+        )
+    return words
+
+
+def _textgrid_end(path: Path, words) -> float:
+    """The TextGrid's ``xmax`` (the end of its time axis)."""
+    import re
+
+    text = path.read_text(encoding="utf-8", errors="replace")
+    m = re.search(r"xmax\s*=\s*([0-9.eE+-]+)", text)
+    if m is None:  # short format: "ooTextFile" header, then xmin and xmax on their own lines
+        nums = re.findall(r"^\s*([0-9][0-9.eE+-]*)\s*$", text, flags=re.M)
+        if len(nums) >= 2:
+            return float(nums[1])
+        return words[-1][1] if words else 0.0
+    return float(m.group(1))
+
+
+# ----- model -------------------------------------------------------------------------------
+
+
+@dataclass
+class LSMBundle:
+    """A loaded ``gesture train lsm`` export."""
+
+    generator: Any  # recipes.lsm.LSMGenerator
+    tokenizer: Any  # MultiPartTokenizer
+    normalizer: Any
+    vocab: Any
+    spec: dict
+    folder: Path
+
+
+def find_export(path: str | Path) -> Path:
+    """``lsm/`` export folder from an export, a run folder or a checkpoint folder."""
+    from .runtime.checkpoint import resolve_checkpoint
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise GenerationError(f"{p}: checkpoint not found")
+    for cand in (p, p / "lsm"):
+        if (cand / "config.json").is_file() and (cand / "tokenizer").is_dir():
+            return cand
+    if (p / "checkpoints").is_dir() or (p / "trainer_state.json").is_file():
+        ck = resolve_checkpoint(p)  # CheckpointError (a ValueError) for broken runs
+        if (ck / "lsm" / "config.json").is_file():
+            return ck / "lsm"
+    raise GenerationError(
+        f"{p}: not a `gesture train lsm` checkpoint (expected lsm/config.json, a run folder or "
+        "a checkpoints/step_* folder)"
+    )
+
+
+def load_lsm(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"):
+    """Load an export (see :func:`find_export`); raises :class:`GenerationError` if broken."""
+    folder = find_export(path)
+    return _load_lsm(str(folder.resolve()), ema, str(device))
+
+
+@lru_cache(maxsize=4)
+def _load_lsm(folder_s: str, ema: bool, device: str) -> LSMBundle:
+    from safetensors.torch import load_model
+
+    from gesture_data import Normalizer
+    from gesture_data.datasets.beat2 import Vocabulary
+    from motion_tokenizers import MultiPartTokenizer
+
+    from .recipes.lsm import LSMGenerator
+
+    folder = Path(folder_s)
+    try:
+        spec = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        gen = LSMGenerator(spec)
+        weights = folder / ("model_ema.safetensors" if ema else "model.safetensors")
+        if not weights.is_file():
+            weights = folder / "model.safetensors"
+        load_model(gen, str(weights), strict=True)
+        tok = MultiPartTokenizer.from_pretrained(folder / "tokenizer")
+        normalizer = Normalizer.load(folder / "normalizer.npz")
+        itos = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+        vocab = Vocabulary(itos[2:])
+    except GenerationError:
+        raise
+    except Exception as e:  # json, safetensors, torch and our loaders raise many types
+        raise GenerationError(f"{folder}: corrupt checkpoint ({_one_line(e)})") from None
+    if len(vocab) != spec.get("vocab_size"):
+        raise GenerationError(f"{folder}: vocab.txt does not match config.json")
+    gen.eval().to(device)
+    tok.eval().to(device)
+    return LSMBundle(gen, tok, normalizer, vocab, spec, folder)
+
+
+# ----- generation --------------------------------------------------------------------------
+
+
+def window_plan(num_frames: int, pose_length: int, factor: int, seed_frames: int):
+    """(windows, hop in latent frames, latent frames covered) for ``num_frames`` motion frames:
+    window ``i`` covers latent frames ``[i * hop, i * hop + N)``; enough windows to reach the
+    last frame (the tail is padded, never dropped)."""
+    n = pose_length // factor
+    hop = n - seed_frames
+    need = math.ceil(num_frames / factor)
+    windows = 1 if need <= n else 1 + math.ceil((need - n) / hop)
+    return windows, hop, n + (windows - 1) * hop
+
+
+@torch.no_grad()
+def generate_motion(
+    bundle: LSMBundle,
+    audio: np.ndarray,
+    words: list[tuple[float, float, str]] | None = None,
+    *,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    encoder_batch: int = 16,
+) -> Motion:
+    """Audio samples ``(N,)`` at 16 kHz (+ word intervals) -> :class:`Motion` of
+    ``floor(N * 30 / 16000)`` frames."""
+    from flow_backbones import conditioned, sample_euler
+    from gesture_data.datasets.beat2 import frame_word_indices
+    from gesture_data.features.audio import onset_amplitude
+
+    spec, gen = bundle.spec, bundle.generator
+    steps = int(steps if steps is not None else spec["sample"]["steps"])
+    guidance = float(guidance if guidance is not None else spec["sample"]["guidance"])
+    if steps < 1:
+        raise GenerationError(f"steps must be at least 1, found {steps}")
+    device = next(gen.parameters()).device
+    L, f, s = spec["pose_length"], spec["factor"], gen.seed_frames
+    T = int(audio.size * FPS // SAMPLE_RATE)
+    W, hop, n_cover = window_plan(T, L, f, s)
+    n = L // f
+    spf = SAMPLE_RATE / FPS
+    frames_cover = n_cover * f
+
+    feats_audio = onset_amplitude(audio, SAMPLE_RATE)  # (N, 2)
+    la = round(L * spf)
+    total = round((W - 1) * hop * f * spf) + la
+    padded = np.zeros((max(total, feats_audio.shape[0]), 2), np.float32)
+    padded[: feats_audio.shape[0]] = feats_audio
+    word_idx = np.zeros(frames_cover, np.int64)
+    if words:
+        word_idx[:T] = frame_word_indices(words, T, FPS, bundle.vocab)
+
+    starts = [i * hop * f for i in range(W)]
+    a_win = np.stack([padded[round(st * spf) : round(st * spf) + la] for st in starts])
+    w_win = np.stack([word_idx[st : st + L] for st in starts])
+    feats = torch.cat(
+        [
+            gen.encoder(
+                torch.from_numpy(a_win[i : i + encoder_batch]).to(device),
+                torch.from_numpy(w_win[i : i + encoder_batch]).to(device),
+            )
+            for i in range(0, W, encoder_batch)
+        ]
+    )  # (W, n, cond_dim)
+
+    D = gen.denoiser.num_parts * gen.denoiser.part_dim
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(W, n, D, generator=g).to(device)
+    pieces: list[Tensor] = []
+    prev: Tensor | None = None
+    for i in range(W):
+        cond: dict[str, Tensor] = {"features": feats[i : i + 1]}
+        if s:
+            cond["seed"] = prev[:, -s:] if prev is not None else noise.new_zeros(1, s, D)
+        fn = conditioned(gen.denoiser, cond, guidance=guidance)
+        z = sample_euler(fn, noise[i : i + 1], steps, pass_step_size=True)
+        pieces.append(z if i == 0 else z[:, s:])
+        prev = z
+    latents = torch.cat(pieces, dim=1)  # (1, n_cover, D)
+    return decode_motion(bundle, latents, T)
+
+
+def decode_motion(bundle: LSMBundle, latents: Tensor, num_frames: int) -> Motion:
+    """Scaled latents ``(1, N, D)`` -> :class:`Motion` cut to ``num_frames``."""
+    from gesture_data import BodyPartLayout, velocity_to_trans
+    from gesture_data.rotations import rot6d_to_axis_angle
+
+    from .recipes.tokenizer import DATA_KEYS
+
+    parts = bundle.tokenizer.decode(latents)
+    parts = {DATA_KEYS[k]: v[0, :num_frames].float().cpu() for k, v in parts.items()}
+    parts = bundle.normalizer.denormalize(parts)
+    merged = BodyPartLayout.beat2().merge(parts)
+    poses = rot6d_to_axis_angle(merged.rot.double()).float().numpy()
+    T = poses.shape[0]
+    if merged.trans_v is not None:
+        trans = velocity_to_trans(merged.trans_v.double()).numpy()
+    else:
+        trans = np.zeros((T, 3))
+    face = merged.face.double().numpy() if merged.face is not None else np.zeros((T, 100))
+    return Motion(np.ascontiguousarray(poses, np.float32), trans, face)
+
+
+def generate(
+    audio: str | Path | np.ndarray,
+    *,
+    checkpoint: str | Path,
+    textgrid: str | Path | None = None,
+    words: list[tuple[float, float, str]] | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    device: str = "cpu",
+) -> Motion:
+    """Speech -> motion; ``audio`` a wav path or float32 samples at 16 kHz. With ``out`` the
+    motion is also written as a BEAT2 npz (atomically). Bad input raises
+    :class:`GenerationError` (a ``ValueError``) before anything is written."""
+    if isinstance(audio, str | Path):
+        samples = read_audio(audio)
+    else:
+        samples = np.asarray(audio, np.float32).reshape(-1)
+        if samples.size < MIN_SECONDS * SAMPLE_RATE:
+            raise GenerationError(f"audio too short ({samples.size} samples)")
+    if textgrid is not None:
+        words = read_words(textgrid, samples.size / SAMPLE_RATE)
+    bundle = load_lsm(checkpoint, device=device)
+    motion = generate_motion(bundle, samples, words, steps=steps, guidance=guidance, seed=seed)
+    if out is not None:
+        write_beat2_npz(out, motion)
+    return motion
+
+
+def write_beat2_npz(path: str | Path, motion: Motion) -> Path:
+    """BEAT2's ``smplxflame_30`` npz layout, written to a temporary file then renamed."""
+    path = Path(path)
+    if path.is_dir():
+        raise GenerationError(f"{path}: is a folder; give a .npz file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "poses": np.asarray(motion.poses, np.float32),
+        "trans": np.asarray(motion.trans, np.float64),
+        "expressions": np.asarray(motion.expressions, np.float64),
+        "betas": np.zeros(300, np.float32),
+        "model": np.array("smplx2020"),
+        "gender": np.array("neutral"),
+        "mocap_frame_rate": np.array(motion.fps, np.int32),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
