@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from flow_backbones import conditioned, sample_euler, sample_heun, sample_shortcut, shift_t
 from flow_backbones.flow import interpolate
 from motion_tokenizers.errors import CheckpointError
-from motion_tokenizers.io import atomic_directory, load_state, save_state
+from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
 
 from ..runtime import EMA, TrainConfig, Trainer, TrainResult
 from ..runtime.checkpoint import resolve_checkpoint, rng_state, set_rng_state, write_latest
@@ -721,3 +721,216 @@ def train_toy_teacher(
         sched.step()
     model.eval()
     return model.requires_grad_(False)
+
+
+# ----- the `gesture distill` recipe ----------------------------------------------------------
+
+
+@dataclass
+class TeacherConfig:
+    """The ``teacher:`` section.
+
+    ``kind: toy2d`` trains (once, saved in the run folder) the 2-D :class:`ToyFlowMLP` teacher;
+    ``kind: backbone`` loads a flow_backbones ``save_pretrained`` folder (``path``, or
+    ``--teacher DIR``) of class ``backbone``. ``conditions`` names a registered condition
+    source (:func:`register_condition_source`): ``toy`` (one-hot classes), ``none`` (the null
+    condition; unconditional teachers), or one a recipe adds (e.g. GestureLSM's audio windows).
+    """
+
+    kind: Literal["toy2d", "backbone"] = "toy2d"
+    path: str | None = None
+    backbone: Literal["DiT", "SpatialTemporalDenoiser"] = "SpatialTemporalDenoiser"
+    sample_shape: list[int] = field(default_factory=lambda: [2])
+    conditions: str = "toy"
+    toy_steps: int = 400
+    toy_width: int = 64
+    toy_depth: int = 4
+
+
+@dataclass
+class DistillRecipeConfig:
+    recipe: Literal["distill"] = "distill"
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # stage 1 optimisation
+    apt: APTConfig = field(default_factory=APTConfig)
+    eval_samples: int = 1000  # samples for the energy distances in metrics.json
+
+
+ConditionSource = Callable[[DistillRecipeConfig, nn.Module], CondSampler]
+_CONDITION_SOURCES: dict[str, ConditionSource] = {
+    "toy": lambda cfg, teacher: toy_condition,
+    "none": lambda cfg, teacher: lambda n, gen: None,
+}
+
+
+def register_condition_source(name: str, source: ConditionSource) -> None:
+    """Make ``teacher.conditions: <name>`` available: ``source(config, teacher)`` returns a
+    :data:`CondSampler` (e.g. random training windows' audio features for GestureLSM)."""
+    _CONDITION_SOURCES[name] = source
+
+
+def load_teacher(cfg: DistillRecipeConfig, run_dir: Path) -> nn.Module:
+    """The teacher module: the saved/trained toy teacher or a flow_backbones checkpoint."""
+    tc = cfg.teacher
+    if tc.kind == "toy2d":
+        folder = run_dir / "teacher"
+        model = ToyFlowMLP(width=tc.toy_width, depth=tc.toy_depth)
+        weights = folder / "model.safetensors"
+        if weights.is_file():
+            load_model(model, str(weights), strict=True)
+        else:
+            model = train_toy_teacher(
+                tc.toy_steps, width=tc.toy_width, depth=tc.toy_depth, seed=cfg.train.seed
+            )
+            atomic_directory(folder, lambda tmp: save_model(model, str(tmp / "model.safetensors")))
+        return model.eval().requires_grad_(False)
+    if not tc.path:
+        raise ValueError("teacher.path: a teacher checkpoint folder is required (--teacher DIR)")
+    import flow_backbones
+
+    path = Path(tc.path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: teacher checkpoint folder not found")
+    cls = getattr(flow_backbones, tc.backbone)
+    return cls.from_pretrained(path).eval().requires_grad_(False)
+
+
+@dataclass
+class DistillRun:
+    """What :func:`run` returns."""
+
+    generator: nn.Module  # the exported one-step generator (APT EMA, or stage-1 EMA)
+    metrics: dict[str, float]
+    stage1: TrainResult
+    apt: APTState | None
+
+
+def _save_generator(gen: nn.Module, folder: Path, cfg: DistillRecipeConfig) -> None:
+    backbone = gen.model if isinstance(gen, OneStepGenerator) else gen
+    info = {
+        "usage": "x1 = z + model(z, t=0, d=1, cond, keep=True), z ~ N(0, I)",
+        "sample_shape": list(cfg.teacher.sample_shape),
+        "teacher": to_plain(cfg.teacher),
+    }
+
+    def write(tmp: Path) -> None:
+        if hasattr(backbone, "save_pretrained"):
+            backbone.save_pretrained(tmp)
+        else:
+            save_model(backbone, str(tmp / "model.safetensors"))
+        (tmp / "one_step.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+    atomic_directory(folder, write)
+
+
+def to_plain(obj: Any) -> Any:
+    from ..runtime import to_dict
+
+    return to_dict(obj)
+
+
+@torch.no_grad()
+def distance_report(
+    teacher: nn.Module,
+    generators: dict[str, nn.Module],
+    cond_sampler: CondSampler,
+    sample_shape: Sequence[int],
+    cfg: ConsistencyConfig,
+    n: int,
+    seed: int = 12345,
+) -> dict[str, float]:
+    """Energy distances to the teacher's guided ``teacher_steps``-step samples (fresh noise and
+    conditions from ``seed``): each generator's, the teacher's 1-step Euler sample's (the
+    target of the reference hack), and a second independent teacher sample set's (the noise
+    floor of the estimate)."""
+    gen = torch.Generator().manual_seed(seed)
+    cond = cond_sampler(n, gen)
+    z_ref = torch.randn((n, *sample_shape), generator=gen)
+    z = torch.randn((n, *sample_shape), generator=gen)
+    kw = dict(guidance=cfg.guidance, solver=cfg.solver, pass_step_size=cfg.pass_step_size)
+    ref = teacher_solution(teacher, z_ref, cond, steps=cfg.teacher_steps, **kw)
+    out = {
+        "teacher_resample": energy_distance(
+            teacher_solution(teacher, z, cond, steps=cfg.teacher_steps, **kw), ref
+        ),
+        "teacher_1step": energy_distance(
+            teacher_solution(teacher, z, cond, guidance=cfg.guidance, steps=1), ref
+        ),
+    }
+    for name, g in generators.items():
+        g.eval()
+        out[name] = energy_distance(g(z, cond), ref)
+    return out
+
+
+def run(
+    cfg: DistillRecipeConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    on_start: Callable[[], None] | None = None,
+) -> DistillRun:
+    """Both stages into ``out_dir``: ``teacher/`` (toy), ``consistency/`` and ``apt/`` (run
+    folders with checkpoints), ``student/`` (the one-step model) and ``metrics.json``.
+    With ``resume`` each stage continues from its latest checkpoint. Bad teacher settings
+    raise before anything is written; ``on_start`` runs once the inputs are checked."""
+    out = Path(out_dir)
+    if cfg.teacher.conditions not in _CONDITION_SOURCES:
+        known = ", ".join(sorted(_CONDITION_SOURCES))
+        raise ValueError(
+            f"teacher.conditions: unknown condition source {cfg.teacher.conditions!r} "
+            f"(registered: {known}; the LSM recipe registers its own)"
+        )
+    torch.manual_seed(cfg.train.seed)
+    if cfg.teacher.kind == "backbone":
+        teacher = load_teacher(cfg, out)
+    out.mkdir(parents=True, exist_ok=True)
+    if on_start is not None:
+        on_start()
+    if cfg.teacher.kind != "backbone":
+        teacher = load_teacher(cfg, out)
+    cond_sampler = _CONDITION_SOURCES[cfg.teacher.conditions](cfg, teacher)
+    shape = tuple(cfg.teacher.sample_shape)
+    pairs = make_pairs(teacher, cond_sampler, shape, cfg.consistency)
+    s1_dir = out / "consistency"
+    s1_resume = s1_dir if resume and (s1_dir / "checkpoints" / "latest.txt").is_file() else None
+    _, trainer, result = distill_consistency(
+        teacher,
+        cond_sampler,
+        shape,
+        config=cfg.consistency,
+        train=cfg.train,
+        out_dir=s1_dir,
+        resume=s1_resume,
+        progress=progress,
+        pairs=pairs,
+    )
+    trainer.close()
+    stage1 = ema_generator(trainer)
+    generators = {"student_stage1": stage1}
+    state = None
+    final = stage1
+    if cfg.apt.steps > 0:
+        apt_dir = out / "apt"
+        apt_resume = (
+            apt_dir if resume and (apt_dir / "checkpoints" / "latest.txt").is_file() else None
+        )
+        state = adversarial_post_train(
+            copy.deepcopy(stage1),
+            teacher,
+            pairs_sampler(pairs),
+            config=cfg.apt,
+            out_dir=apt_dir,
+            resume=apt_resume,
+        )
+        final = state.ema_generator()
+        generators["student_apt"] = final
+    metrics = distance_report(
+        teacher, generators, cond_sampler, shape, cfg.consistency, cfg.eval_samples
+    )
+    _save_generator(final, out / "student", cfg)
+    text = json.dumps({"energy_distance": metrics}, indent=2)
+    atomic_write(out / "metrics.json", lambda p: p.write_text(text, encoding="utf-8"))
+    return DistillRun(final, metrics, result, state)

@@ -1,0 +1,106 @@
+"""``gesture distill``: one-step distillation of a flow teacher (consistency + adversarial).
+
+Kept out of ``cli.py`` so the subcommand is one call there; torch is imported only when the
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+CONFIG_NAME = "distill_config.json"
+
+
+def add_distill_command(sub) -> None:
+    """Register ``gesture distill`` on the top-level subparsers."""
+    p = sub.add_parser(
+        "distill",
+        help="distil a flow teacher to a one-step generator (consistency + adversarial)",
+        description=(
+            "Stage 1: a one-step student regresses the teacher's classifier-free-guided "
+            "multi-step ODE solution. Stage 2: Seaweed-APT adversarial post-training (a "
+            "backbone-copy discriminator with query heads on three blocks, non-saturating loss, "
+            "approximate R1, RMSprop, generator EMA). --teacher DIR takes a flow_backbones "
+            "save_pretrained folder (teacher.backbone names its class, default the GestureLSM "
+            "denoiser, preset distill_gesturelsm); without it the distill_tiny preset trains a "
+            "toy 2-D teacher. Writes OUT/consistency/ and OUT/apt/ (resumable run folders), "
+            "OUT/student/ (the one-step model) and OUT/metrics.json (energy distances to the "
+            "teacher's multi-step samples)."
+        ),
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. apt.steps=0"
+    )
+    p.add_argument("--teacher", metavar="DIR", help="teacher checkpoint folder (save_pretrained)")
+    p.add_argument(
+        "--preset",
+        help="preset name or yaml (default distill_gesturelsm with --teacher, else distill_tiny)",
+    )
+    p.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override"
+    )
+    p.add_argument("--out", help="run folder (default runs/distill)")
+    p.add_argument("--resume", metavar="RUN", help="continue a distill run folder exactly")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true", help="print the config and exit")
+    p.set_defaults(func=cmd_distill)
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .cli import CLIError
+    from .runtime import apply_overrides, from_dict, read_preset, to_dict
+
+    overrides = [*args.overrides, *args.sets]
+    if args.teacher:
+        overrides += ["teacher.kind=backbone", f"teacher.path={args.teacher}"]
+    if args.resume:
+        if args.preset:
+            raise CLIError("--preset cannot be combined with --resume (use KEY=VALUE overrides)")
+        run_dir = Path(args.resume)
+        saved = run_dir / CONFIG_NAME
+        if not saved.is_file():
+            raise CLIError(f"{run_dir}: not a distill run folder (no {CONFIG_NAME})")
+        try:
+            raw = json.loads(saved.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise CLIError(f"{saved}: invalid JSON ({e})") from None
+        out = Path(args.out) if args.out else run_dir
+    else:
+        raw = read_preset(args.preset or ("distill_gesturelsm" if args.teacher else "distill_tiny"))
+        out = Path(args.out or "runs/distill")
+        if (out / CONFIG_NAME).is_file():
+            raise CLIError(
+                f"{out} already holds a distill run; pass --resume {out} or another --out"
+            )
+    if raw.get("recipe", "distill") != "distill":
+        raise CLIError(f"config is a {raw.get('recipe')!r} config, not 'distill'")
+    from .recipes import distill
+
+    cfg = from_dict(distill.DistillRecipeConfig, apply_overrides(raw, overrides))
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = distill.run(
+        cfg,
+        out,
+        resume=bool(args.resume),
+        progress=not args.no_progress,
+        on_start=lambda: _write_config(out, to_dict(cfg)),
+    )
+    ed = result.metrics
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in ed.items())
+    print(f"distill: one-step student -> {out / 'student'}; energy distance to teacher: {shown}")
+    return 0
+
+
+def _write_config(out: Path, data: dict) -> None:
+    from .runtime import write_json
+
+    write_json(out / CONFIG_NAME, data)
