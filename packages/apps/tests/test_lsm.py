@@ -1,0 +1,255 @@
+"""`gesture train lsm` and `gesture generate` end to end at the tiny size, resume, bad input."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from gesture_apps import main
+from gesture_apps.pipelines import Motion, generate, window_plan
+from gesture_data.datasets.beat2 import load_motion
+from gesture_data.datasets.textgrid import write_textgrid
+
+
+def fixtures_root() -> Path:
+    env = os.environ.get("GESTURE_FIXTURES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3].parent / "shared" / "fixtures"
+
+
+BEAT2 = fixtures_root() / "beat2"
+SCOTT_WAV = BEAT2 / "wave16k" / "2_scott_0_1_1.wav"
+SCOTT_TG = BEAT2 / "textgrid" / "2_scott_0_1_1.TextGrid"
+
+
+def one_line_error(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gesture: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tmp_path_factory):
+    """A tiny tokenizer trained by the tokenizer recipe (2 steps is enough to be a tokenizer)."""
+    root = tmp_path_factory.mktemp("lsm")
+    cache = root / "cache"
+    argv = ["train", "tokenizer", "--preset", "tokenizer_tiny", "--no-progress"]
+    argv += ["--out", str(root / "tok"), "train.max_steps=2", f"data.cache_dir={cache}"]
+    assert main(argv) == 0
+    return root
+
+
+def lsm_argv(root, out, *extra):
+    return [
+        "train",
+        "lsm",
+        "--preset",
+        "lsm_tiny",
+        "--tokenizer",
+        str(root / "tok"),
+        "--no-progress",
+        "--out",
+        str(out),
+        "train.max_steps=4",
+        "train.log_every=2",
+        f"data.cache_dir={root / 'cache'}",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def lsm_run(tiny_tokenizer):
+    out = tiny_tokenizer / "lsm"
+    assert main(lsm_argv(tiny_tokenizer, out)) == 0
+    return out
+
+
+def test_trains_and_exports_a_generator(lsm_run, capsys):
+    export = lsm_run / "lsm"
+    for name in ("config.json", "model.safetensors", "model_ema.safetensors", "vocab.txt"):
+        assert (export / name).is_file(), name
+    assert (export / "normalizer.npz").is_file() and (export / "tokenizer").is_dir()
+    spec = json.loads((export / "config.json").read_text())
+    assert spec["parts"] == ["upper", "hands", "lower_trans"] and spec["pose_length"] == 32
+    assert spec["factor"] == 4 and spec["denoiser"]["max_cond_len"] == 8
+    ckpt = lsm_run / "checkpoints" / "step_0000004"
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    losses = [row["loss"] for row in state["history"]]
+    assert [row["step"] for row in state["history"]] == [2, 4]
+    assert all(np.isfinite(losses)) and all("flow" in r for r in state["history"])
+    assert (ckpt / "lsm" / "model.safetensors").is_file()
+    weights = load_file(str(ckpt / "model.safetensors"))
+    # only the generator is trained: the frozen tokenizers are not in the trainer's model
+    assert weights and all(k.startswith("generator.") for k in weights)
+    assert not list(lsm_run.rglob("*.tmp"))
+
+
+def test_resume_after_interruption_matches_the_straight_run(tiny_tokenizer, lsm_run, capsys):
+    out = tiny_tokenizer / "lsm_resumed"
+    assert main([*lsm_argv(tiny_tokenizer, out), "--steps", "2"]) == 0
+    assert "step 2/4" in capsys.readouterr().out
+    assert main(["train", "lsm", "--resume", str(out), "--no-progress"]) == 0
+    assert "step 4/4" in capsys.readouterr().out
+    resumed = load_file(str(out / "checkpoints" / "step_0000004" / "model.safetensors"))
+    straight = load_file(str(lsm_run / "checkpoints" / "step_0000004" / "model.safetensors"))
+    assert resumed.keys() == straight.keys()
+    for k in straight:  # noise, t, d, condition and seed dropout draws all repeat
+        assert torch.equal(resumed[k], straight[k]), k
+    a = load_file(str(out / "lsm" / "model_ema.safetensors"))
+    b = load_file(str(lsm_run / "lsm" / "model_ema.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_window_plan_covers_the_tail():
+    # 32-frame windows, 4x downsampling, 2 seed latents: hop 6 latents = 24 frames
+    for frames in (1, 31, 32, 33, 100, 1906, 1922):
+        windows, hop, covered = window_plan(frames, 32, 4, 2)
+        assert hop == 6 and covered * 4 >= frames and (covered - hop) * 4 < max(frames, 33)
+
+
+@pytest.mark.skipif(not SCOTT_WAV.is_file(), reason="BEAT2 fixture not available")
+def test_generates_the_length_of_the_real_beat2_audio(lsm_run, tmp_path, capsys):
+    out = tmp_path / "motion.npz"
+    argv = ["generate", "--audio", str(SCOTT_WAV), "--textgrid", str(SCOTT_TG)]
+    assert main([*argv, "--checkpoint", str(lsm_run), "--steps", "2", "--out", str(out)]) == 0
+    assert "1922 frames" in capsys.readouterr().out
+    # the wav has 1,025,558 samples = 64.097 s -> floor(64.097 * 30) = 1922 frames, no dropped
+    # tail (its mocap file stops 0.56 s earlier, at 1906 frames; see below)
+    m = load_motion(out)  # gesture_data's BEAT2 reader accepts it
+    with np.load(out, allow_pickle=False) as z:
+        assert z["poses"].shape == (1922, 165) and z["poses"].dtype == np.float32
+        assert z["trans"].shape == (1922, 3) and z["expressions"].shape == (1922, 100)
+        assert z["betas"].shape == (300,) and str(z["model"]) == "smplx2020"
+        assert str(z["gender"]) == "neutral" and int(z["mocap_frame_rate"]) == 30
+        for k in ("poses", "trans", "expressions"):
+            assert np.isfinite(z[k]).all(), k
+    assert m["poses"].shape == (1922, 165)
+    assert not list(tmp_path.glob(".*tmp"))
+
+    # the same speech cut to its motion capture's 1906 frames (63.53 s) gives 1906 frames
+    audio, sr = sf.read(str(SCOTT_WAV), dtype="float32")
+    cut = audio[: int(np.ceil(1906 * sr / 30))]
+    motion = generate(cut, checkpoint=lsm_run, steps=1, guidance=1.0)
+    assert isinstance(motion, Motion) and motion.num_frames == 1906
+    assert motion.poses.shape == (1906, 165) and np.isfinite(motion.poses).all()
+
+
+def test_python_api_is_deterministic_and_guidance_matters(lsm_run, tmp_path):
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32)
+    a = generate(audio, checkpoint=lsm_run, steps=2, seed=3)
+    b = generate(audio, checkpoint=lsm_run / "lsm", steps=2, seed=3, out=tmp_path / "x.npz")
+    assert a.num_frames == 90 and np.array_equal(a.poses, b.poses)
+    assert np.array_equal(np.load(tmp_path / "x.npz")["poses"], a.poses)
+    c = generate(audio, checkpoint=lsm_run, steps=2, seed=3, guidance=1.0)
+    assert not np.array_equal(a.poses, c.poses)
+
+
+def _wav(path, samples, sr=16000):
+    sf.write(str(path), samples, sr, subtype="FLOAT")
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(1)
+    speech = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32)
+    _wav(d / "ok.wav", speech)
+    _wav(d / "empty.wav", np.zeros(0, np.float32))
+    _wav(d / "short.wav", speech[:4000])
+    _wav(d / "stereo.wav", np.stack([speech, speech], 1))
+    _wav(d / "44k.wav", np.zeros(44100 * 2, np.float32), 44100)
+    (d / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    write_textgrid(d / "other.TextGrid", {"words": [(0.5, 1.0, "hello")]}, xmax=20.0)
+    write_textgrid(d / "ok.TextGrid", {"words": [(0.5, 1.0, "hello")]}, xmax=3.0)
+    return d
+
+
+@pytest.mark.parametrize(
+    ("audio", "textgrid", "message"),
+    [
+        ("missing.wav", None, "audio file not found"),
+        ("empty.wav", None, "audio is empty"),
+        ("short.wav", None, "audio too short"),
+        ("stereo.wav", None, "expected mono audio, found 2 channels"),
+        ("44k.wav", None, "expected 16000 Hz audio, found 44100 Hz"),
+        ("corrupt.wav", None, "cannot read audio"),
+        ("ok.wav", "other.TextGrid", "TextGrid does not match the audio"),
+        ("ok.wav", "missing.TextGrid", "TextGrid file missing"),
+    ],
+)
+def test_bad_audio_is_one_line_and_writes_nothing(
+    lsm_run, inputs, tmp_path, capsys, audio, textgrid, message
+):
+    out = tmp_path / "m.npz"
+    argv = ["generate", "--audio", str(inputs / audio), "--checkpoint", str(lsm_run)]
+    if textgrid:
+        argv += ["--textgrid", str(inputs / textgrid)]
+    err = one_line_error(capsys, [*argv, "--out", str(out)])
+    assert message in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_matching_textgrid_is_accepted(lsm_run, inputs, tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    argv = ["generate", "--audio", str(inputs / "ok.wav"), "--textgrid"]
+    argv += [str(inputs / "ok.TextGrid"), "--checkpoint", str(lsm_run), "--out", str(out)]
+    assert main(argv) == 0 and np.load(out)["poses"].shape == (90, 165)
+
+
+def _corrupt_weights(export: Path) -> None:
+    for name in ("model.safetensors", "model_ema.safetensors"):
+        (export / name).write_bytes(b"not a safetensors file")
+
+
+def _corrupt_config(export: Path) -> None:
+    (export / "config.json").write_text("{", encoding="utf-8")
+
+
+@pytest.mark.parametrize("damage", [None, _corrupt_weights, _corrupt_config])
+def test_bad_checkpoint_is_one_line_and_writes_nothing(
+    lsm_run, inputs, tmp_path, capsys, damage
+):
+    import shutil
+
+    if damage is None:
+        ckpt, message = tmp_path / "nothing_here", "checkpoint not found"
+    else:
+        ckpt, message = tmp_path / "export", "corrupt checkpoint"
+        shutil.copytree(lsm_run / "lsm", ckpt)
+        damage(ckpt)
+    out = tmp_path / "out" / "m.npz"
+    argv = ["generate", "--audio", str(inputs / "ok.wav"), "--checkpoint", str(ckpt)]
+    assert message in one_line_error(capsys, [*argv, "--out", str(out)])
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--preset", "lsm_tiny"], "tokenizer: pass the folder"),
+        (["--preset", "lsm_tiny", "--tokenizer", "MISSING"], "not a tokenizer export"),
+        (["--preset", "lsm_tiny", "model.size=huge"], "expected one of"),
+    ],
+)
+def test_bad_training_input_is_one_line(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "lsm", "--no-progress", "--out", str(out), *extra])
+    assert message in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["train", "lsm", "--help"], ["generate", "--help"]])
+def test_help(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0 and "usage: gesture" in capsys.readouterr().out
