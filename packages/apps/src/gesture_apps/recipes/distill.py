@@ -49,7 +49,7 @@ from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
 
 from ..runtime import EMA, TrainConfig, Trainer, TrainResult
-from ..runtime.checkpoint import resolve_checkpoint, rng_state, set_rng_state, write_latest
+from ..runtime.checkpoint import rng_state, set_rng_state, write_latest
 
 logger = logging.getLogger(__name__)
 
@@ -468,7 +468,7 @@ class APTState:
         return directory
 
     def load(self, path: str | Path) -> Path:
-        directory = resolve_checkpoint(path)
+        directory = _resolve_apt(Path(path))
         try:
             state = load_state(directory, "apt_state")
             load_model(self.G, str(directory / "generator.safetensors"), strict=True)
@@ -488,6 +488,19 @@ class APTState:
                 f"{directory}: not an APT checkpoint of this model ({msg})"
             ) from e
         return directory
+
+
+def _resolve_apt(path: Path) -> Path:
+    """An APT checkpoint folder, or a run folder whose ``checkpoints/latest.txt`` names one."""
+    if (path / "apt_state.json").is_file():
+        return path
+    pointer = path / "checkpoints" / "latest.txt"
+    if pointer.is_file():
+        target = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+        if (target / "apt_state.json").is_file():
+            return target
+        raise CheckpointError(f"{pointer}: names {target.name!r}, which is not an APT checkpoint")
+    raise CheckpointError(f"{path}: not an APT checkpoint or run folder")
 
 
 def discriminator_step(state: APTState, real: Tensor, cond: Any) -> dict[str, float]:
