@@ -178,6 +178,33 @@ def _cmd_train_lsm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_reflow(args: argparse.Namespace) -> int:
+    from .recipes import reflow
+    from .runtime import to_dict
+
+    if args.teacher:
+        args.overrides = [*args.overrides, f"teacher={args.teacher}"]
+    cfg, out, checkpoint = _resolve_train_config(args, reflow.ReflowRecipeConfig)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    _setup_logging()
+    result = reflow.run(
+        cfg, out, resume=checkpoint, steps=args.steps, progress=not args.no_progress
+    )
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    loss = result.metrics.get("loss")
+    shown = f"loss {loss:.4f}, " if loss is not None else ""
+    print(
+        f"reflow: step {result.step}/{cfg.train.max_steps}, {shown}"
+        f"checkpoint {result.checkpoint}, export {out / 'lsm'}"
+    )
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .pipelines import generate
 
@@ -256,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(lsm, "lsm", "lsm_gesturelsm")
     lsm.add_argument("--tokenizer", metavar="DIR", help="tokenizer run folder; sets tokenizer=")
     lsm.set_defaults(func=_cmd_train_lsm)
+    reflow = recipes.add_parser(
+        "reflow",
+        help="straighten a trained `train lsm` model on its own (noise, sample) pairs",
+        description=(
+            "Reflow: the teacher (--teacher: a `gesture train lsm` run) samples every training "
+            "window from seeded noise (20 Euler steps, guidance 2); a student initialised from "
+            "it learns the shortcut objective on these (noise, sample, condition) triples. "
+            "Writes OUT/lsm/ like `train lsm` (sampled with guidance 1, 2 steps by default)."
+        ),
+    )
+    _add_train_args(reflow, "reflow", "reflow_gesturelsm")
+    reflow.add_argument("--teacher", metavar="DIR", help="`train lsm` run folder; sets teacher=")
+    reflow.set_defaults(func=_cmd_train_reflow)
 
     gen = sub.add_parser(
         "generate",
