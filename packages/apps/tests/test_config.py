@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 from gesture_apps.errors import ConfigError
+from gesture_apps.recipes.distill import DistillRecipeConfig
+from gesture_apps.recipes.lsm import LSMRecipeConfig
+from gesture_apps.recipes.reflow import ReflowRecipeConfig
 from gesture_apps.recipes.tokenizer import TokenizerRecipeConfig
 from gesture_apps.runtime import (
     TrainConfig,
@@ -18,7 +21,12 @@ from gesture_apps.runtime import (
 )
 
 ROOT = Path(__file__).resolve().parents[3]
-RECIPES = {"tokenizer": TokenizerRecipeConfig}
+RECIPES = {
+    "tokenizer": TokenizerRecipeConfig,
+    "lsm": LSMRecipeConfig,
+    "reflow": ReflowRecipeConfig,
+    "distill": DistillRecipeConfig,
+}
 
 
 def test_presets_ship_inside_the_package_and_the_root_folder_lists_them():
