@@ -295,3 +295,34 @@ def test_reflow_trains_resumes_exactly_and_generates(tiny_tokenizer, lsm_run, tm
     capsys.readouterr()
     err = one_line_error(capsys, ["train", "reflow", "--no-progress", "--out", str(tmp_path / "x")])
     assert "teacher: pass" in err
+
+
+@pytest.mark.skipif(not (BEAT2 / "smplxflame_30").is_dir(), reason="BEAT2 fixture not available")
+def test_trains_on_the_real_beat2_fixture(tiny_tokenizer, tmp_path, capsys):
+    argv = ["train", "lsm", "--preset", "lsm_tiny", "--tokenizer", str(tiny_tokenizer / "tok")]
+    argv += ["--data", f"beat2:{BEAT2}", "--out", str(tmp_path), "--no-progress"]
+    assert main([*argv, "train.max_steps=2", "data.split=null"]) == 0
+    assert "lsm: step 2/2" in capsys.readouterr().out
+    vocab = (tmp_path / "lsm" / "vocab.txt").read_text().split("\n")
+    assert len(vocab) > 100 and "<unk>" in vocab  # the fixture's TextGrid words
+
+
+def test_paper_preset_builds_gesturelsm_sizes():
+    from gesture_apps.recipes.lsm import LSMGenerator, LSMRecipeConfig, build_spec
+    from gesture_apps.runtime import load_config
+    from motion_tokenizers import RVQVAE, MultiPartTokenizer
+
+    cfg = load_config(LSMRecipeConfig, "lsm_gesturelsm", ["tokenizer=unused"])
+    tok = MultiPartTokenizer(
+        {p: RVQVAE.gesturelsm(p, width=8, depth=1) for p in cfg.model.parts}, latent_scale=5.0
+    )
+    spec = build_spec(cfg, tok, vocab_size=100)
+    assert spec["pose_length"] == 128 and spec["factor"] == 4
+    assert spec["denoiser"]["part_dim"] == 128 and spec["denoiser"]["max_cond_len"] == 32
+    with torch.device("meta"):
+        gen = LSMGenerator(spec)
+    d = gen.denoiser
+    assert (d.num_parts, d.latent_dim, len(d.blocks), len(d.cross_blocks)) == (3, 256, 8, 3)
+    assert d.seed_frames == 4 and d.cond_dim == 768
+    assert 29e6 < sum(p.numel() for p in d.parameters()) < 32e6  # GestureLSM: 30.6 M
+    assert (cfg.train.batch_size, cfg.train.betas, cfg.sample.steps) == (128, (0.5, 0.999), 2)
