@@ -4,10 +4,14 @@ Toy problem: a 2-D, 2-class conditional flow teacher (3 Gaussian modes per class
 guidance 2 in 16 Euler steps. Distances are energy distances on 1000 fresh samples, measured
 against that multi-step teacher. Recorded on the 2-core CPU (1 torch thread):
 
-    teacher, second noise draw (noise floor)   0.0005
-    teacher, 1 Euler step (the reference hack)  0.468
-    student after stage 1 (400 steps)           0.0024
-    student after APT (100 steps, EMA)          0.0017
+    teacher, second noise draw (noise floor)   0.0019
+    teacher, 1 Euler step (the reference hack)  0.536
+    student after stage 1 (250 steps)           0.0028
+    student after APT (60 steps, EMA)           0.0039
+
+Asserted: each student < 0.01 and < 5% of the teacher's 1-step distance; APT keeps the student
+there (on this toy the stage-1 student already sits at the noise floor, so APT cannot improve it
+measurably; the test checks that the adversarial stage does not undo the distillation).
 """
 
 import copy
@@ -29,10 +33,10 @@ STUDENT_MAX_RATIO = 0.05  # of the teacher's own 1-step distance
 
 @pytest.fixture(scope="module")
 def toy():
-    teacher = D.train_toy_teacher(400)
-    cc = D.ConsistencyConfig(num_pairs=2048, guidance=2.0, teacher_steps=16)
+    teacher = D.train_toy_teacher(250)
+    cc = D.ConsistencyConfig(num_pairs=1024, guidance=2.0, teacher_steps=16)
     pairs = D.make_pairs(teacher, D.toy_condition, (2,), cc)
-    train = TrainConfig(max_steps=400, batch_size=128, lr=1e-3, ema_decay=0.95, log_every=100)
+    train = TrainConfig(max_steps=250, batch_size=128, lr=1e-3, ema_decay=0.95, log_every=100)
     _, trainer, _ = D.distill_consistency(
         teacher, D.toy_condition, (2,), config=cc, train=train, pairs=pairs
     )
@@ -41,7 +45,7 @@ def toy():
 
 def test_one_step_student_matches_the_multistep_teacher_and_apt_keeps_it(toy):
     teacher, cc, pairs, student = toy
-    apt = D.APTConfig(steps=100, batch_size=128, lr_g=1e-4, lr_d=1e-3, ema_decay=0.99)
+    apt = D.APTConfig(steps=60, batch_size=128, lr_g=1e-4, lr_d=1e-3, ema_decay=0.99)
     state = D.adversarial_post_train(
         copy.deepcopy(student), teacher, D.pairs_sampler(pairs), config=apt
     )
@@ -52,7 +56,7 @@ def test_one_step_student_matches_the_multistep_teacher_and_apt_keeps_it(toy):
     for name in ("stage1", "apt"):
         assert ed[name] < STUDENT_MAX_ED, (name, ed)
         assert ed[name] < STUDENT_MAX_RATIO * ed["teacher_1step"], (name, ed)
-    assert len(state.history) == 10
+    assert len(state.history) == 6
     assert all(torch.isfinite(torch.tensor(list(h.values()))).all() for h in state.history)
     assert all(h["g_grad_norm"] > 0 for h in state.history)
 
@@ -207,6 +211,7 @@ def test_gesture_distill_cli_from_a_backbone_checkpoint_and_bad_input(tmp_path, 
     teacher.save_pretrained(tmp_path / "teacher")
     common = [
         "--no-progress",
+        "teacher.kind=backbone",
         "teacher.backbone=DiT",
         "teacher.sample_shape=[6,4]",
         "teacher.conditions=none",

@@ -23,17 +23,25 @@ def add_distill_command(sub) -> None:
             "multi-step ODE solution. Stage 2: Seaweed-APT adversarial post-training (a "
             "backbone-copy discriminator with query heads on three blocks, non-saturating loss, "
             "approximate R1, RMSprop, generator EMA). --teacher DIR takes a flow_backbones "
-            "save_pretrained folder (teacher.backbone names its class, default the GestureLSM "
-            "denoiser, preset distill_gesturelsm); without it the distill_tiny preset trains a "
-            "toy 2-D teacher. Writes OUT/consistency/ and OUT/apt/ (resumable run folders), "
-            "OUT/student/ (the one-step model) and OUT/metrics.json (energy distances to the "
-            "teacher's multi-step samples)."
+            "save_pretrained folder with teacher.kind=backbone (teacher.backbone names its class, "
+            "e.g. DiT); a `gesture train lsm` run (preset distill_gesturelsm, the default with "
+            "--teacher) exports OUT/student/ as an lsm export that `gesture generate "
+            "--checkpoint OUT/student` runs in one step. Without --teacher the distill_tiny "
+            "preset trains a toy 2-D teacher. Writes OUT/consistency/ and OUT/apt/ (resumable "
+            "run folders), OUT/student/ (the one-step model) and OUT/metrics.json (energy "
+            "distances to the teacher's multi-step samples)."
         ),
     )
     p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. apt.steps=0"
     )
-    p.add_argument("--teacher", metavar="DIR", help="teacher checkpoint folder (save_pretrained)")
+    p.add_argument(
+        "--teacher",
+        metavar="DIR",
+        help="`gesture train lsm` run (teacher.kind=lsm, the distill_gesturelsm default) or a "
+        "flow_backbones save_pretrained folder (teacher.kind=backbone); sets teacher.path",
+    )
+    p.add_argument("--data", help="kind lsm: condition windows, synthetic (default) or beat2:PATH")
     p.add_argument(
         "--preset",
         help="preset name or yaml (default distill_gesturelsm with --teacher, else distill_tiny)",
@@ -54,7 +62,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     overrides = [*args.overrides, *args.sets]
     if args.teacher:
-        overrides += ["teacher.kind=backbone", f"teacher.path={args.teacher}"]
+        overrides.append(f"teacher.path={args.teacher}")
+    if args.data:
+        overrides.append(f"data.source={args.data}")
     if args.resume:
         if args.preset:
             raise CLIError("--preset cannot be combined with --resume (use KEY=VALUE overrides)")

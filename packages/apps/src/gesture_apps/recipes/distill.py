@@ -50,6 +50,7 @@ from motion_tokenizers.io import atomic_directory, atomic_write, load_state, sav
 
 from ..runtime import EMA, TrainConfig, Trainer, TrainResult
 from ..runtime.checkpoint import rng_state, set_rng_state, write_latest
+from .data import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -745,13 +746,19 @@ class TeacherConfig:
 
     ``kind: toy2d`` trains (once, saved in the run folder) the 2-D :class:`ToyFlowMLP` teacher;
     ``kind: backbone`` loads a flow_backbones ``save_pretrained`` folder (``path``, or
-    ``--teacher DIR``) of class ``backbone``. ``conditions`` names a registered condition
-    source (:func:`register_condition_source`): ``toy`` (one-hot classes), ``none`` (the null
-    condition; unconditional teachers), or one a recipe adds (e.g. GestureLSM's audio windows).
+    ``--teacher DIR``) of class ``backbone``; ``kind: lsm`` loads a ``gesture train lsm`` (or
+    ``train reflow``) run and draws conditions (audio/word features + seed frames) from the
+    training windows of ``data`` through the run's own encoder (``sample_shape`` and
+    ``conditions`` are then taken from the run); the student is exported in the same ``lsm/``
+    layout with 1 step and guidance 1, so ``gesture generate --checkpoint OUT/student`` runs it.
+    ``conditions`` names a registered condition source (:func:`register_condition_source`):
+    ``toy`` (one-hot classes), ``none`` (the null condition; unconditional teachers), or one a
+    caller adds.
     """
 
-    kind: Literal["toy2d", "backbone"] = "toy2d"
+    kind: Literal["toy2d", "backbone", "lsm"] = "toy2d"
     path: str | None = None
+    weights: Literal["ema", "model"] = "ema"  # kind lsm: which weights of the run
     backbone: Literal["DiT", "SpatialTemporalDenoiser"] = "SpatialTemporalDenoiser"
     sample_shape: list[int] = field(default_factory=lambda: [2])
     conditions: str = "toy"
@@ -767,6 +774,7 @@ class DistillRecipeConfig:
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)  # stage 1 optimisation
     apt: APTConfig = field(default_factory=APTConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # kind lsm: condition windows
     eval_samples: int = 1000  # samples for the energy distances in metrics.json
 
 
@@ -807,6 +815,77 @@ def load_teacher(cfg: DistillRecipeConfig, run_dir: Path) -> nn.Module:
         raise CheckpointError(f"{path}: teacher checkpoint folder not found")
     cls = getattr(flow_backbones, tc.backbone)
     return cls.from_pretrained(path).eval().requires_grad_(False)
+
+
+@dataclass
+class LSMTeacher:
+    """A ``gesture train lsm`` run as a distillation teacher."""
+
+    bundle: Any  # pipelines.LSMBundle
+    cond_sampler: CondSampler
+    sample_shape: tuple[int, ...]
+
+
+@torch.no_grad()
+def load_lsm_teacher(cfg: DistillRecipeConfig) -> LSMTeacher:
+    """Load the run and encode every training window's condition once (as reflow does)."""
+    import dataclasses
+
+    from gesture_data.datasets.windows import collate
+
+    from ..pipelines import load_lsm
+    from .data import PartWindows, load_windows
+    from .lsm import LatentWindows, encode_windows
+    from .reflow import _remap_words
+    from .tokenizer import DATA_KEYS
+
+    if not cfg.teacher.path:
+        raise ValueError("teacher.path: pass a `gesture train lsm` run folder (--teacher DIR)")
+    bundle = load_lsm(cfg.teacher.path, ema=cfg.teacher.weights == "ema")
+    gen, tok = bundle.generator, bundle.tokenizer
+    data = dataclasses.replace(cfg.data, pose_length=bundle.spec["pose_length"])
+    windows, vocab = load_windows(data)
+    _remap_words(windows, vocab, bundle.vocab)
+    parts = [DATA_KEYS[p] for p in tok.part_names]
+    latents = encode_windows(tok, PartWindows(windows, parts, bundle.normalizer))
+    ds = LatentWindows(windows, latents)
+    feats = []
+    for i in range(0, len(ds), 64):
+        b = collate([ds[j] for j in range(i, min(i + 64, len(ds)))])
+        feats.append(gen.encoder(b["audio"], b["words"]))
+    features = torch.cat(feats)
+    s = gen.seed_frames
+    seed = latents[:, :s].clone() if s else None
+
+    def sample(n: int, g: torch.Generator) -> dict[str, Tensor]:
+        idx = torch.randint(len(features), (n,), generator=g)
+        cond = {"features": features[idx]}
+        if seed is not None:
+            cond["seed"] = seed[idx]
+        return cond
+
+    return LSMTeacher(bundle, sample, tuple(latents.shape[1:]))
+
+
+def export_lsm_student(teacher: LSMTeacher, student: nn.Module, folder: Path, info: dict) -> None:
+    """Write the student as a ``gesture train lsm`` export: the teacher's encoder, tokenizer,
+    normaliser and vocabulary with the one-step denoiser; sampling 1 step, guidance 1."""
+    bundle = teacher.bundle
+    gen = copy.deepcopy(bundle.generator)
+    backbone = student.model if isinstance(student, OneStepGenerator) else student
+    gen.denoiser.load_state_dict(backbone.state_dict())
+    spec = copy.deepcopy(bundle.spec)
+    spec["sample"] = {"steps": 1, "guidance": 1.0}
+    spec["distill"] = info
+
+    def write(tmp: Path) -> None:
+        save_model(gen, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+        (tmp / "vocab.txt").write_text("\n".join(bundle.vocab.itos) + "\n", encoding="utf-8")
+        bundle.normalizer.save(tmp / "normalizer.npz")
+        bundle.tokenizer.save_pretrained(tmp / "tokenizer")
+
+    atomic_directory(folder, write)
 
 
 @dataclass
@@ -890,6 +969,13 @@ def run(
     With ``resume`` each stage continues from its latest checkpoint. Bad teacher settings
     raise before anything is written; ``on_start`` runs once the inputs are checked."""
     out = Path(out_dir)
+    lsm = None
+    if cfg.teacher.kind == "lsm":
+        lsm = load_lsm_teacher(cfg)  # raises before anything is written
+        cfg = copy.deepcopy(cfg)
+        cfg.teacher.sample_shape = list(lsm.sample_shape)
+        register_condition_source("lsm", lambda c, t: lsm.cond_sampler)
+        cfg.teacher.conditions = "lsm"
     if cfg.teacher.conditions not in _CONDITION_SOURCES:
         known = ", ".join(sorted(_CONDITION_SOURCES))
         raise ValueError(
@@ -897,12 +983,14 @@ def run(
             f"(registered: {known}; the LSM recipe registers its own)"
         )
     torch.manual_seed(cfg.train.seed)
-    if cfg.teacher.kind == "backbone":
+    if lsm is not None:
+        teacher = lsm.bundle.generator.denoiser
+    elif cfg.teacher.kind == "backbone":
         teacher = load_teacher(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     if on_start is not None:
         on_start()
-    if cfg.teacher.kind != "backbone":
+    if cfg.teacher.kind == "toy2d":
         teacher = load_teacher(cfg, out)
     cond_sampler = _CONDITION_SOURCES[cfg.teacher.conditions](cfg, teacher)
     shape = tuple(cfg.teacher.sample_shape)
@@ -943,7 +1031,11 @@ def run(
     metrics = distance_report(
         teacher, generators, cond_sampler, shape, cfg.consistency, cfg.eval_samples
     )
-    _save_generator(final, out / "student", cfg)
+    if lsm is not None:
+        info = {"teacher": cfg.teacher.path, "energy_distance": metrics}
+        export_lsm_student(lsm, final, out / "student", info)
+    else:
+        _save_generator(final, out / "student", cfg)
     text = json.dumps({"energy_distance": metrics}, indent=2)
     atomic_write(out / "metrics.json", lambda p: p.write_text(text, encoding="utf-8"))
     return DistillRun(final, metrics, result, state)
