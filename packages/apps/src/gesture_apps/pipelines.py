@@ -150,11 +150,16 @@ def find_export(path: str | Path) -> Path:
 def load_lsm(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"):
     """Load an export (see :func:`find_export`); raises :class:`GenerationError` if broken."""
     folder = find_export(path)
-    return _load_lsm(str(folder.resolve()), ema, str(device))
+    # the files' modification times are part of the cache key: a retrained export reloads
+    stamp = tuple(
+        f.stat().st_mtime_ns if f.exists() else 0
+        for f in (folder / n for n in ("config.json", "model.safetensors", "model_ema.safetensors"))
+    )
+    return _load_lsm(str(folder.resolve()), ema, str(device), stamp)
 
 
 @lru_cache(maxsize=4)
-def _load_lsm(folder_s: str, ema: bool, device: str) -> LSMBundle:
+def _load_lsm(folder_s: str, ema: bool, device: str, stamp: tuple = ()) -> LSMBundle:
     from safetensors.torch import load_model
 
     from gesture_data import Normalizer
