@@ -158,7 +158,8 @@ def _cmd_train_lsm(args: argparse.Namespace) -> int:
     from .runtime import to_dict
 
     if args.tokenizer:
-        args.overrides = [*args.overrides, f"tokenizer={args.tokenizer}"]
+        # absolute, so `--resume` works from another folder
+        args.overrides = [*args.overrides, f"tokenizer={Path(args.tokenizer).resolve()}"]
     cfg, out, checkpoint = _resolve_train_config(args, lsm.LSMRecipeConfig)
     if args.print_config:
         import yaml
@@ -183,7 +184,7 @@ def _cmd_train_reflow(args: argparse.Namespace) -> int:
     from .runtime import to_dict
 
     if args.teacher:
-        args.overrides = [*args.overrides, f"teacher={args.teacher}"]
+        args.overrides = [*args.overrides, f"teacher={Path(args.teacher).resolve()}"]
     cfg, out, checkpoint = _resolve_train_config(args, reflow.ReflowRecipeConfig)
     if args.print_config:
         import yaml
