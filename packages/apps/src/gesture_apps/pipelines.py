@@ -16,6 +16,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -176,7 +178,8 @@ def _load_lsm(folder_s: str, ema: bool, device: str, stamp: tuple = ()) -> LSMBu
         if not weights.is_file():
             weights = folder / "model.safetensors"
         load_model(gen, str(weights), strict=True)
-        tok = MultiPartTokenizer.from_pretrained(folder / "tokenizer")
+        with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints a line
+            tok = MultiPartTokenizer.from_pretrained(folder / "tokenizer")
         normalizer = Normalizer.load(folder / "normalizer.npz")
         itos = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
         vocab = Vocabulary(itos[2:])

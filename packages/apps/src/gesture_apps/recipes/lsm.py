@@ -27,7 +27,9 @@ The run folder gets ``checkpoints/step_*/`` (resumable; each holds an ``lsm/`` e
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -331,7 +333,8 @@ def load_tokenizer(cfg: LSMRecipeConfig):
     sub = "model_ema" if cfg.tokenizer_weights == "ema" else "model"
     if not (folder / sub).is_dir():
         sub = "model"
-    full = MultiPartTokenizer.from_pretrained(folder / sub)
+    with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints a line
+        full = MultiPartTokenizer.from_pretrained(folder / sub)
     missing = [p for p in cfg.model.parts if p not in full.part_names]
     if missing:
         raise ConfigError(f"model.parts: {missing} not in the tokenizer's {full.part_names}")
