@@ -599,10 +599,11 @@ def adversarial_post_train(
     if state is None:
         probe_x, probe_c = real_sampler(2, torch.Generator().manual_seed(cfg.seed + 1))
         dev = next(generator.parameters()).device
+        bdev = next(backbone.parameters()).device  # the probe runs where the teacher lives
         D = Discriminator(
-            backbone.cpu() if dev.type == "cpu" else backbone,
-            probe_x.to(dev),
-            _tree_map(lambda c: c.to(dev), probe_c),
+            backbone,
+            probe_x.to(bdev),
+            _tree_map(lambda c: c.to(bdev), probe_c),
             layers=cfg.layers or None,
             head_heads=cfg.head_heads,
         ).to(dev)
