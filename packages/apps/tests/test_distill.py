@@ -249,3 +249,16 @@ def test_gesture_distill_help():
     with pytest.raises(SystemExit) as e:
         main(["distill", "--help"])
     assert e.value.code == 0
+
+
+def test_reference_style_no_grad_backbone_is_caught(toy):
+    """The OmniHuman-1-hack runs D's backbone under no_grad: its generator loss has no path to
+    the generator. The generator step refuses to run like that."""
+    teacher, _, pairs, student = toy
+    x, c = D.pairs_sampler(pairs)(4, torch.Generator().manual_seed(0))
+    disc = D.Discriminator(teacher, x, c)
+    forward = disc.backbone.forward
+    disc.backbone.forward = lambda *a, **k: torch.no_grad()(forward)(*a, **k)
+    state = D.APTState(copy.deepcopy(student), disc, D.APTConfig())
+    with pytest.raises(RuntimeError):
+        D.generator_step(state, x, c)
