@@ -206,6 +206,15 @@ def test_matching_textgrid_is_accepted(lsm_run, inputs, tmp_path, capsys):
     assert main(argv) == 0 and np.load(out)["poses"].shape == (90, 165)
 
 
+def test_render_writes_a_video_with_the_npz(lsm_run, inputs, tmp_path, capsys):
+    out, video = tmp_path / "m.npz", tmp_path / "m.mp4"
+    argv = ["generate", "--audio", str(inputs / "ok.wav"), "--checkpoint", str(lsm_run)]
+    assert main([*argv, "--out", str(out), "--render", str(video)]) == 0
+    assert out.is_file() and video.stat().st_size > 1000
+    err = one_line_error(capsys, [*argv, "--out", str(tmp_path / "n.npz"), "--render", "v.avi"])
+    assert "expected a .mp4 or .gif" in err and not (tmp_path / "n.npz").exists()
+
+
 def _corrupt_weights(export: Path) -> None:
     for name in ("model.safetensors", "model_ema.safetensors"):
         (export / name).write_bytes(b"not a safetensors file")

@@ -207,13 +207,15 @@ def _cmd_train_reflow(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .pipelines import generate
+    from .pipelines import generate, write_beat2_npz
 
     out = Path(args.out)
-    if out.suffix != ".npz":
+    if out.suffix != ".npz" or out.is_dir():
         raise CLIError(f"--out {out}: expected a .npz file name")
     if args.steps is not None and args.steps < 1:
         raise CLIError(f"--steps must be at least 1, found {args.steps}")
+    if args.render and Path(args.render).suffix.lower() not in (".mp4", ".gif"):
+        raise CLIError(f"--render {args.render}: expected a .mp4 or .gif file name")
     motion = generate(
         args.audio,
         checkpoint=args.checkpoint,
@@ -221,9 +223,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
         seed=args.seed,
-        out=out,
     )
-    print(f"generate: {motion.num_frames} frames ({motion.num_frames / motion.fps:.2f} s) -> {out}")
+    seconds = motion.num_frames / motion.fps
+    shown = f"generate: {motion.num_frames} frames ({seconds:.2f} s) -> {out}"
+    if args.render:  # first, so that a failed render leaves no npz behind
+        from .pipelines import read_audio, render_video
+
+        render_video(args.render, motion, read_audio(args.audio))
+        shown += f", {args.render}"
+    write_beat2_npz(out, motion)
+    print(shown)
     return 0
 
 
@@ -317,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", type=float, help="classifier-free guidance (default 2)")
     gen.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     gen.add_argument("--out", required=True, help="output .npz")
+    gen.add_argument(
+        "--render", metavar="VIDEO", help="also draw a stick figure: .mp4 (with audio) or .gif"
+    )
     gen.set_defaults(func=_cmd_generate)
 
     from .distill_cli import add_distill_command  # `gesture distill` (recipes/distill.py)

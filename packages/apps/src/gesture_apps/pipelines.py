@@ -354,5 +354,29 @@ def write_beat2_npz(path: str | Path, motion: Motion) -> Path:
     return path
 
 
+def render_video(
+    path: str | Path, motion: Motion, audio: np.ndarray | None = None, size: int = 320
+) -> Path:
+    """Stick-figure video of ``motion`` (SMPL-X joints from an approximate rest skeleton),
+    ``.mp4`` with the speech muxed in, or ``.gif``; written atomically."""
+    from gesture_data.render import render_motion
+    from gesture_data.skeleton import smplx_joints_approx
+
+    path = Path(path)
+    if path.suffix.lower() not in (".mp4", ".gif"):
+        raise GenerationError(f"{path}: expected a .mp4 or .gif file name")
+    joints = smplx_joints_approx(torch.from_numpy(motion.poses), torch.from_numpy(motion.trans))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return render_motion(
+        np.asarray(joints, np.float32),
+        path,
+        fps=motion.fps,
+        audio=audio,
+        sample_rate=SAMPLE_RATE,
+        titles=["generated"],
+        size=(size, size),
+    )
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
