@@ -192,3 +192,16 @@ def test_paper_presets_on_meta_device():
     assert seg.downsample_factor == 8 and seg.parts["body"].num_quantizers == 4
     assert upper.codebook_size == 1024 and upper.num_quantizers == 6 and upper.latent_dim == 128
     assert t2m.codebook_size == 512 and t2m.latent_dim == 512
+
+
+def test_polyphase_weight_cache_follows_weight_updates():
+    torch.manual_seed(0)
+    model = RVQVAE.tiny(12, width=16).eval()
+    plain = RVQVAE.tiny(12, width=16, polyphase_upsample=False).eval()
+    z = torch.randn(2, 4, 16)
+    with torch.no_grad():
+        plain.load_state_dict(model.state_dict())
+        torch.testing.assert_close(model.decode(z), plain.decode(z), rtol=1e-5, atol=1e-6)
+        for m in (model, plain):  # an in-place update (optimizer step, load_state_dict)
+            m.decoder.model[2][2].weight.mul_(1.5)
+        torch.testing.assert_close(model.decode(z), plain.decode(z), rtol=1e-5, atol=1e-6)

@@ -130,7 +130,18 @@ class Conv1dEncoder(nn.Module):
         return self.model(x.transpose(1, 2)).transpose(1, 2)
 
 
-def upsample_conv1d(x: Tensor, conv: nn.Conv1d, polyphase: bool = True) -> Tensor:
+def polyphase_weights(conv: nn.Conv1d) -> tuple[Tensor, Tensor]:
+    """The k2 weights ``(2 C_out, C_in, 2)`` and bias ``(2 C_out,)`` of both output phases."""
+    w0, w1, w2 = conv.weight.unbind(-1)  # each (C_out, C_in)
+    # even outputs: w0*x[i-1] + (w1+w2)*x[i]; odd outputs: (w0+w1)*x[i] + w2*x[i+1]
+    w_even = torch.stack([w0, w1 + w2], dim=-1)
+    w_odd = torch.stack([w0 + w1, w2], dim=-1)
+    return torch.cat([w_even, w_odd]), torch.cat([conv.bias, conv.bias])
+
+
+def upsample_conv1d(
+    x: Tensor, conv: nn.Conv1d, polyphase: bool = True, weights: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """``conv(nearest_upsample(x, 2))`` for a k3, padding-1 ``conv``, computed without upsampling.
 
     After nearest upsampling every output sample of a k3 conv sees only two distinct input
@@ -140,14 +151,10 @@ def upsample_conv1d(x: Tensor, conv: nn.Conv1d, polyphase: bool = True) -> Tenso
     """
     if not polyphase:
         return conv(F.interpolate(x, scale_factor=2, mode="nearest"))
-    w, b = conv.weight, conv.bias  # w: (C_out, C_in, 3)
-    w0, w1, w2 = w.unbind(-1)
-    # even outputs: w0*x[i-1] + (w1+w2)*x[i]; odd outputs: (w0+w1)*x[i] + w2*x[i+1]
-    w_even = torch.stack([w0, w1 + w2], dim=-1)
-    w_odd = torch.stack([w0 + w1, w2], dim=-1)
+    w, b = weights if weights is not None else polyphase_weights(conv)
     # one conv with both phases stacked on the output channels
-    y = F.conv1d(F.pad(x, (1, 1)), torch.cat([w_even, w_odd]), torch.cat([b, b]))
-    C = w.shape[0]
+    y = F.conv1d(F.pad(x, (1, 1)), w, b)
+    C = conv.out_channels
     even, odd = y[:, :C, :-1], y[:, C:, 1:]
     B, _, T = even.shape
     return torch.stack([even, odd], dim=-1).reshape(B, C, 2 * T)
@@ -167,11 +174,23 @@ class UpsampleBlock(nn.Sequential):
             nn.Conv1d(channels, channels, 3, 1, 1),
         )
         self.scale, self.polyphase = scale, polyphase and scale == 2
+        self._cache: tuple | None = None
+
+    def _weights(self) -> tuple[Tensor, Tensor] | None:
+        conv = self[2]
+        if torch.is_grad_enabled() and conv.weight.requires_grad:
+            return None  # training: rebuild inside the graph every step
+        # inference: build once per weight version (it costs more than the conv at batch 1)
+        key = (conv.weight.data_ptr(), conv.weight._version, conv.bias._version, conv.weight.device)
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, polyphase_weights(conv))
+        return self._cache[1]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self[0](x)
         if self.polyphase:
-            return upsample_conv1d(x, self[2])
+            return upsample_conv1d(x, self[2], weights=self._weights())
         return self[2](self[1](x))
 
 
