@@ -3,8 +3,8 @@
 15 sequences x 60 s at 30 fps (1800 frames), 55 SMPL-X joints, 16 kHz click-track audio,
 random-weight FGD encoder with EMAGE's architecture (timing does not depend on the weights).
 
-    uv run python benchmarks/eval_metrics.py
-    uv run python benchmarks/eval_metrics.py --reference /path/to/parent_of_emage_evaltools
+    uv run python benchmarks/metrics.py
+    uv run python benchmarks/metrics.py --reference /path/to/parent_of_emage_evaltools
 
 ``--reference`` times PantoMatrix ``emage_evaltools/mertic.py`` (not part of this repo; give
 the folder that contains the ``emage_evaltools`` package, plotting/download imports are

@@ -1,6 +1,6 @@
 """Speed of the flow-backbones models on this machine (CPU by default); prints a table.
 
-    uv run python benchmarks/flow_backbones.py [--threads N] [--repeats R]
+    uv run python benchmarks/backbones.py [--threads N] [--repeats R]
 
 Rows: this machine's fp32 matmul rate (the reference), MMDiT and DiT at a mid size (8 blocks,
 512 wide; MMDiT with 3 streams of 128 tokens, DiT with 384 tokens) forward and forward+backward

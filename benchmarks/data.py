@@ -1,6 +1,6 @@
 """gesture-data loading speed: BEAT2 load+featurise, cache build/read, synthetic corpus.
 
-Run: uv run python benchmarks/data_loading.py [--fixtures DIR]
+Run: uv run python benchmarks/data.py [--fixtures DIR]
 Prints a table; never run by CI. Uses the real BEAT2 take in $GESTURE_FIXTURES
 (default ../shared/fixtures) when present, else only the synthetic corpus.
 """
