@@ -122,6 +122,8 @@ def test_save_load_bit_identical(tmp_path, kind):
 
 
 def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint folder not found"):
+        RVQVAE.from_pretrained(tmp_path / "missing")  # never a hub download
     with pytest.raises(CheckpointError, match=r"model\.safetensors: file not found"):
         (tmp_path / "empty").mkdir()
         (tmp_path / "empty" / "config.json").write_text("{}")

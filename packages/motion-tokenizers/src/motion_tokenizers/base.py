@@ -201,12 +201,16 @@ class MotionTokenizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Rebuild from a folder written by :meth:`save_pretrained` (strict key matching)."""
+        """Rebuild from a local folder written by :meth:`save_pretrained` (strict key matching).
+
+        Only local folders: nothing is downloaded at run time.
+        """
         path = Path(pretrained_model_name_or_path)
-        if path.exists():
-            for name in ("config.json", "model.safetensors"):
-                if not (path / name).is_file():
-                    raise CheckpointError(f"{path / name}: file not found")
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: checkpoint folder not found")
+        for name in ("config.json", "model.safetensors"):
+            if not (path / name).is_file():
+                raise CheckpointError(f"{path / name}: file not found")
         kwargs.setdefault("strict", True)
         try:
             return PyTorchModelHubMixin.from_pretrained.__func__(
