@@ -13,7 +13,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,6 @@ class TokenizerTrainConfig:
     usage_every: int = 1000
     checkpoint_every: int = 0
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> TokenizerTrainConfig:
