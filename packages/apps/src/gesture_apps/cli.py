@@ -334,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .distill_cli import add_distill_command  # `gesture distill` (recipes/distill.py)
 
     add_distill_command(sub)
+
+    from .recipes.demo import add_demo_command  # `gesture demo` (recipes/demo.py)
+
+    add_demo_command(sub)
     return parser
 
 
