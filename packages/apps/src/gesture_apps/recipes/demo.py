@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +46,8 @@ class DemoConfig:
     """All sizes of the demo. ``SIZES`` holds the named ones; any field can be overridden."""
 
     data: str = "synthetic"  # or beat2:PATH
+    train_split: str = "train"  # BEAT2: the split the models (and the FGD encoder) train on
+    test_split: str = "test"  # BEAT2: the held-out split
     num_clips: int = 12  # synthetic training clips
     test_clips: int = 4  # held-out clips (synthetic: the next indices; BEAT2: the test split)
     seconds: float = 8.0  # synthetic training clip length
@@ -54,8 +55,8 @@ class DemoConfig:
     seed: int = 0
     pose_length: int = 32
     stride: int = 8
-    tokenizer_steps: int = 300
-    lsm_steps: int = 600
+    tokenizer_steps: int = 600
+    lsm_steps: int = 1500
     lsm_batch: int = 16
     lsm_lr: float = 2e-3
     distill_pairs: int = 512
@@ -63,7 +64,7 @@ class DemoConfig:
     apt_steps: int = 20
     teacher_steps: int = 20
     guidance: float = 2.0
-    fgd_steps: int = 200
+    fgd_steps: int = 400
     render: bool = True
     size: str = "default"
     extra: dict[str, list[str]] = field(default_factory=dict)  # recipe -> KEY=VALUE overrides
@@ -143,10 +144,14 @@ def _held_out(cfg: DemoConfig) -> tuple[list[Clip], list[np.ndarray]]:
     from gesture_data.datasets.beat2 import list_clips, load_clip
 
     root = Path(cfg.data.split(":", 1)[1]).expanduser()
-    tests = list_clips(root, split="test")[: cfg.test_clips]
-    trains = list_clips(root, split="train")
+    tests = list_clips(root, split=cfg.test_split)[: cfg.test_clips]
+    # FGD encoder, mean pose, mean speed and the other-recording baseline: a bounded sample
+    trains = list_clips(root, split=cfg.train_split)[: max(cfg.num_clips, 16)]
     if not tests or not trains:
-        raise ValueError(f"{root}: BEAT2 needs clips in both the train and the test split")
+        raise ValueError(
+            f"{root}: no clips in split {cfg.train_split!r} or {cfg.test_split!r} "
+            "(set train_split= / test_split=)"
+        )
     test = []
     for cid in tests:
         c = load_clip(root, cid)
@@ -164,7 +169,9 @@ def _recipe_config(cls, preset: str, overrides: list[str]):
 
 
 def _data_overrides(cfg: DemoConfig, cache: Path) -> list[str]:
+    split = [f"data.split={cfg.train_split}"] if cfg.data != "synthetic" else []
     return [
+        *split,
         f"data.source={cfg.data}",
         f"data.num_clips={cfg.num_clips}",
         f"data.seconds={cfg.seconds}",
@@ -255,6 +262,8 @@ def train_models(cfg: DemoConfig, runs: Path, progress: bool = False) -> dict[st
 
 
 def _joints(poses: np.ndarray, trans: np.ndarray | None = None) -> np.ndarray:
+    import torch
+
     from gesture_data.skeleton import smplx_joints_approx
 
     t = None if trans is None else torch.from_numpy(np.asarray(trans, np.float64))
@@ -355,6 +364,8 @@ def run(
 ) -> dict[str, Any]:
     """The whole demo into ``out_dir``; returns ``{"metrics", "seconds", ...}``. Runs on one
     torch thread (the models are tiny: extra threads only wait on each other)."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -364,16 +375,18 @@ def run(
 
 
 def _run(cfg: DemoConfig, out_dir: str | Path, *, progress: bool, show: bool) -> dict[str, Any]:
+    import torch
+
     from gesture_eval import FGDEncoder, train_fgd_encoder
 
     from ..pipelines import Motion, generate_motion, load_lsm, write_beat2_npz
 
     start = time.perf_counter()
+    if cfg.test_clips < 1 or cfg.num_clips < 1:
+        raise ValueError("num_clips and test_clips must be at least 1")
+    test, train_poses = _held_out(cfg)  # raises before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    test, train_poses = _held_out(cfg)
-    if len(test) < 2:
-        raise ValueError("test_clips: at least 2 held-out clips are needed (other-clip baseline)")
     trained = train_models(cfg, out / "runs", progress=progress)
 
     t0 = time.perf_counter()
