@@ -128,18 +128,18 @@ def _resolve_train_config(args: argparse.Namespace, cls):
     return cfg, out, checkpoint
 
 
-def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    from .recipes import tokenizer
+def _run_train_recipe(args: argparse.Namespace, module, config_cls, export: str) -> int:
+    """Shared body of ``gesture train <recipe>``: config, ``--print-config``, run, summary."""
     from .runtime import to_dict
 
-    cfg, out, checkpoint = _resolve_train_config(args, tokenizer.TokenizerRecipeConfig)
+    cfg, out, checkpoint = _resolve_train_config(args, config_cls)
     if args.print_config:
         import yaml
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
     _setup_logging()
-    result = tokenizer.run(
+    result = module.run(
         cfg, out, resume=checkpoint, steps=args.steps, progress=not args.no_progress
     )
     if os.environ.get("RANK", "0") != "0":
@@ -147,63 +147,33 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     loss = result.metrics.get("loss")
     shown = f"loss {loss:.4f}, " if loss is not None else ""
     print(
-        f"tokenizer: step {result.step}/{cfg.train.max_steps}, {shown}"
-        f"checkpoint {result.checkpoint}, export {out / 'tokenizer'}"
+        f"{args.recipe_name}: step {result.step}/{cfg.train.max_steps}, {shown}"
+        f"checkpoint {result.checkpoint}, export {out / export}"
     )
     return 0
+
+
+def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from .recipes import tokenizer
+
+    return _run_train_recipe(args, tokenizer, tokenizer.TokenizerRecipeConfig, "tokenizer")
 
 
 def _cmd_train_lsm(args: argparse.Namespace) -> int:
     from .recipes import lsm
-    from .runtime import to_dict
 
     if args.tokenizer:
         # absolute, so `--resume` works from another folder
         args.overrides = [*args.overrides, f"tokenizer={Path(args.tokenizer).resolve()}"]
-    cfg, out, checkpoint = _resolve_train_config(args, lsm.LSMRecipeConfig)
-    if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        return 0
-    _setup_logging()
-    result = lsm.run(cfg, out, resume=checkpoint, steps=args.steps, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") != "0":
-        return 0
-    loss = result.metrics.get("loss")
-    shown = f"loss {loss:.4f}, " if loss is not None else ""
-    print(
-        f"lsm: step {result.step}/{cfg.train.max_steps}, {shown}"
-        f"checkpoint {result.checkpoint}, export {out / 'lsm'}"
-    )
-    return 0
+    return _run_train_recipe(args, lsm, lsm.LSMRecipeConfig, "lsm")
 
 
 def _cmd_train_reflow(args: argparse.Namespace) -> int:
     from .recipes import reflow
-    from .runtime import to_dict
 
     if args.teacher:
         args.overrides = [*args.overrides, f"teacher={Path(args.teacher).resolve()}"]
-    cfg, out, checkpoint = _resolve_train_config(args, reflow.ReflowRecipeConfig)
-    if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        return 0
-    _setup_logging()
-    result = reflow.run(
-        cfg, out, resume=checkpoint, steps=args.steps, progress=not args.no_progress
-    )
-    if os.environ.get("RANK", "0") != "0":
-        return 0
-    loss = result.metrics.get("loss")
-    shown = f"loss {loss:.4f}, " if loss is not None else ""
-    print(
-        f"reflow: step {result.step}/{cfg.train.max_steps}, {shown}"
-        f"checkpoint {result.checkpoint}, export {out / 'lsm'}"
-    )
-    return 0
+    return _run_train_recipe(args, reflow, reflow.ReflowRecipeConfig, "lsm")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:

@@ -46,7 +46,6 @@ from torch.utils.data import Dataset
 from flow_backbones import ShortcutLoss, SpatialTemporalDenoiser
 from motion_tokenizers import MultiPartTokenizer
 from motion_tokenizers.errors import CheckpointError
-from motion_tokenizers.io import atomic_directory
 
 from ..errors import ConfigError
 from ..runtime import TrainConfig, Trainer, TrainResult, to_dict
@@ -443,9 +442,4 @@ def run(
 ) -> TrainResult:
     """Train (or continue) and copy the final export to ``out_dir/lsm/``."""
     r = prepare(cfg, out_dir, resume=resume, progress=progress)
-    result = r.trainer.train(steps)
-    if r.trainer.accelerator.is_main_process:
-        atomic_directory(Path(out_dir), lambda tmp: export(r, tmp))
-    r.trainer.accelerator.wait_for_everyone()
-    r.trainer.close()
-    return result
+    return r.trainer.train_and_export(out_dir, steps, lambda tmp: export(r, tmp))

@@ -31,7 +31,6 @@ import torch
 from torch import Tensor, nn
 
 from flow_backbones import ShortcutLoss, build_reflow_pairs
-from motion_tokenizers.io import atomic_directory
 
 from ..errors import ConfigError
 from ..runtime import TrainConfig, Trainer, TrainResult, to_dict
@@ -226,9 +225,4 @@ def run(
 ) -> TrainResult:
     """Build the pairs, train (or continue) the student, export it to ``out_dir/lsm/``."""
     r = prepare(cfg, out_dir, resume=resume, progress=progress)
-    result = r.trainer.train(steps)
-    if r.trainer.accelerator.is_main_process:
-        atomic_directory(Path(out_dir), lambda tmp: export(r, tmp))  # type: ignore[arg-type]
-    r.trainer.accelerator.wait_for_everyone()
-    r.trainer.close()
-    return result
+    return r.trainer.train_and_export(out_dir, steps, lambda tmp: export(r, tmp))

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from motion_tokenizers import BEAT2_PART_DIMS, RVQVAE, MultiPartTokenizer
-from motion_tokenizers.io import atomic_directory
 from motion_tokenizers.losses import acceleration_loss, reconstruction_loss, velocity_loss
 
 from ..runtime import TrainConfig, Trainer, TrainResult, to_dict
@@ -189,9 +188,6 @@ def run(
 ) -> TrainResult:
     """Train (or continue) and copy the final export to ``out_dir/tokenizer/``."""
     r = prepare(cfg, out_dir, resume=resume, progress=progress)
-    result = r.trainer.train(steps)
-    if r.trainer.accelerator.is_main_process:
-        atomic_directory(Path(out_dir), lambda tmp: export(r.trainer, tmp, r.normalizer))
-    r.trainer.accelerator.wait_for_everyone()
-    r.trainer.close()
-    return result
+    return r.trainer.train_and_export(
+        out_dir, steps, lambda tmp: export(r.trainer, tmp, r.normalizer)
+    )

@@ -234,6 +234,18 @@ class Trainer:
             self._writer.flush()
         return TrainResult(self.step, metrics, checkpoint, list(self.history))
 
+    def train_and_export(
+        self, out_dir: str | Path, steps: int | None, write: Callable[[Path], None]
+    ) -> TrainResult:
+        """Train, let the main process fill ``out_dir`` atomically with ``write(tmp_dir)``,
+        wait for every rank and close: the common ending of every recipe's ``run``."""
+        result = self.train(steps)
+        if self.accelerator.is_main_process:
+            atomic_directory(Path(out_dir), write)
+        self.accelerator.wait_for_everyone()
+        self.close()
+        return result
+
     def close(self) -> None:
         """Close the TensorBoard writer; in a multi-process run also wait for every rank and
         leave the process group (gloo can abort at exit otherwise)."""
