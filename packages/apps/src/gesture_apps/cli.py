@@ -305,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_distill_command(sub)
 
+    from .eval_cli import add_eval_command, add_render_command  # `gesture eval`, `gesture render`
+
+    add_eval_command(sub)
+    add_render_command(sub)
+
     from .recipes.demo import add_demo_command  # `gesture demo` (recipes/demo.py)
 
     add_demo_command(sub)

@@ -1,0 +1,380 @@
+"""``gesture eval`` (FGD / BC / L1div of generated BEAT2 npz files against ground truth) and
+``gesture render`` (stick-figure video of a BEAT2 npz).
+
+Kept out of ``cli.py`` so each subcommand is one call there; torch is imported only when a
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = ("evaltools", "cvpr24")
+NUM_POSE = 165  # SMPL-X axis-angle, 55 joints
+
+
+class MotionFileError(ValueError):
+    """A BEAT2 npz is missing, unreadable or holds the wrong arrays (names file and field)."""
+
+
+@dataclass
+class Pair:
+    """One test sequence: prediction, ground truth and (optionally) its speech."""
+
+    stem: str
+    pred: Path
+    gt: Path
+    audio: Path | None = None
+
+
+def read_motion_npz(path: str | Path) -> dict[str, np.ndarray | float | None]:
+    """BEAT2 npz -> ``{"poses" (T, 165) float32, "trans" (T, 3) float32 or None, "fps"}``.
+
+    Only ``poses`` is required (a method's output may carry nothing else); ``trans``, if
+    present, must match it. Raises :class:`MotionFileError` naming the file and field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MotionFileError(f"{path}: motion file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "poses" not in z.files:
+                raise MotionFileError(f"{path}: no 'poses' array (found {sorted(z.files)})")
+            poses = z["poses"]
+            trans = z["trans"] if "trans" in z.files else None
+            fps = float(z["mocap_frame_rate"]) if "mocap_frame_rate" in z.files else 30.0
+    except MotionFileError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise MotionFileError(f"{path}: not a readable npz ({type(e).__name__}: {e})") from None
+    if poses.ndim != 2 or poses.shape[1] != NUM_POSE or poses.shape[0] == 0:
+        raise MotionFileError(f"{path}: 'poses' must be (T, {NUM_POSE}), found {poses.shape}")
+    _check_finite(path, "poses", poses)
+    if trans is not None:
+        if trans.shape != (poses.shape[0], 3):
+            raise MotionFileError(
+                f"{path}: 'trans' must be ({poses.shape[0]}, 3) like 'poses', found {trans.shape}"
+            )
+        _check_finite(path, "trans", trans)
+        trans = trans.astype(np.float32)
+    if not (np.isfinite(fps) and fps > 0):
+        raise MotionFileError(f"{path}: 'mocap_frame_rate' must be positive, found {fps}")
+    return {"poses": poses.astype(np.float32), "trans": trans, "fps": fps}
+
+
+def _check_finite(path: Path, key: str, a: np.ndarray) -> None:
+    if not np.issubdtype(a.dtype, np.number):
+        raise MotionFileError(f"{path}: '{key}' must be numeric, found dtype {a.dtype}")
+    if not np.isfinite(a).all():
+        bad = int(np.flatnonzero(~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1))[0])
+        raise MotionFileError(f"{path}: '{key}' has non-finite values (first at frame {bad})")
+
+
+def pair_files(pred: str | Path, gt: str | Path, audio: str | Path | None = None) -> list[Pair]:
+    """Match predictions to ground truth (and speech) by file name stem.
+
+    Each of ``pred`` / ``gt`` is an ``.npz`` file or a folder of them; ``audio`` a ``.wav`` or a
+    folder of them. Two files pair with each other whatever their names; a folder must hold a
+    file for every stem of the other side.
+    """
+    from .cli import CLIError
+
+    pred, gt = Path(pred), Path(gt)
+    preds = _npz_files(pred, "--pred")
+    gts = _npz_files(gt, "--gt")
+    if pred.is_file() and gt.is_file():
+        pairs = [Pair(pred.stem, pred, gt)]
+    elif pred.is_file() or gt.is_file():  # one file scored against its namesake in a folder
+        stem, folder = (pred.stem, gt) if pred.is_file() else (gt.stem, pred)
+        if stem not in preds or stem not in gts:
+            raise CLIError(f"{folder / (stem + '.npz')}: not found (no pair for {stem!r})")
+        pairs = [Pair(stem, preds[stem], gts[stem])]
+    else:
+        for a, b, b_dir, what in (
+            (preds, gts, gt, "ground truth"),
+            (gts, preds, pred, "prediction"),
+        ):
+            missing = sorted(set(a) - set(b))
+            if missing:
+                raise CLIError(
+                    f"{b_dir / (missing[0] + '.npz')}: not found (no {what} for "
+                    f"{a[missing[0]]}; {len(missing)} unpaired)"
+                )
+        pairs = [Pair(s, preds[s], gts[s]) for s in sorted(preds)]
+    if audio is not None:
+        audio = Path(audio)
+        if audio.is_dir():
+            for p in pairs:
+                p.audio = audio / f"{p.gt.stem}.wav"
+                if not p.audio.is_file():
+                    raise CLIError(f"{p.audio}: not found (audio for {p.stem!r})")
+        elif audio.is_file():
+            if len(pairs) != 1:
+                raise CLIError(
+                    f"--audio {audio}: one wav for {len(pairs)} sequences; give a folder of "
+                    "wavs named like the npz files"
+                )
+            pairs[0].audio = audio
+        else:
+            raise CLIError(f"{audio}: audio file or folder not found")
+    return pairs
+
+
+def _npz_files(path: Path, flag: str) -> dict[str, Path]:
+    from .cli import CLIError
+
+    if path.is_dir():
+        files = {f.stem: f for f in sorted(path.glob("*.npz"))}
+        if not files:
+            raise CLIError(f"{flag} {path}: folder holds no .npz files")
+        return files
+    if not path.exists():
+        raise CLIError(f"{path}: {flag} file or folder not found")
+    if path.suffix.lower() != ".npz":
+        raise CLIError(f"{flag} {path}: expected a .npz file or a folder of them")
+    return {path.stem: path}
+
+
+# ----- gesture eval ------------------------------------------------------------------------
+
+
+def add_eval_command(sub) -> None:
+    """Register ``gesture eval`` on the top-level subparsers."""
+    p = sub.add_parser(
+        "eval",
+        help="FGD, BC and L1div of generated motion against ground truth",
+        description=(
+            "Score predictions (--pred: a BEAT2 npz or a folder of them) against ground truth "
+            "(--gt, matched by file name stem; lengths cut to the shorter, as the reference "
+            "evaltools do) with gesture_eval.evaluate. FGD needs --fgd-encoder (a "
+            "save_pretrained folder, or EMAGE's AESKConv_240_100.bin); BC needs --audio (a wav "
+            "or a folder of wavs named like the npz files) and normalises joint speeds by "
+            "--mean-velocity (BEAT2's mean_vel_smplxflame_30.npy) or, without it, by the mean "
+            "speed of the ground truth. Joints come from --smplx-model (SMPL-X npz, each "
+            "variant's convention) or gesture_data's approximate rest skeleton. Metrics that "
+            "cannot be computed are skipped with the reason."
+        ),
+    )
+    p.add_argument("--pred", required=True, metavar="P", help="predicted npz or folder")
+    p.add_argument("--gt", required=True, metavar="G", help="ground-truth npz or folder")
+    p.add_argument("--audio", metavar="A", help="speech wav or folder of wavs (enables BC)")
+    p.add_argument(
+        "--fgd-encoder", metavar="DIR", help="FGDEncoder save_pretrained folder or EMAGE .bin"
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME",
+        help="evaltools (PantoMatrix emage_evaltools) or cvpr24 (EMAGE metric.py); "
+        "repeatable (default: both)",
+    )
+    p.add_argument("--mean-velocity", metavar="FILE.npy", help="(55,) per-joint mean speed for BC")
+    p.add_argument(
+        "--smplx-model", metavar="PATH", help="SMPL-X model npz (or its folder) for the joints"
+    )
+    p.add_argument("--out", metavar="metrics.json", help="also write the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .cli import CLIError
+
+    variants = list(dict.fromkeys(args.variant or VARIANTS))
+    for v in variants:
+        if v not in VARIANTS:
+            raise CLIError(f"--variant {v!r}: expected one of {', '.join(VARIANTS)}")
+    out = Path(args.out) if args.out else None
+    if out is not None and (out.is_dir() or out.suffix.lower() != ".json"):
+        raise CLIError(f"--out {out}: expected a .json file name")
+    pairs = pair_files(args.pred, args.gt, args.audio)
+    pred = [read_motion_npz(p.pred)["poses"] for p in pairs]
+    gt_files = [read_motion_npz(p.gt) for p in pairs]
+    gt = [g["poses"] for g in gt_files]
+    fps = {g["fps"] for g in gt_files}
+    if len(fps) != 1 or not float(next(iter(fps))).is_integer():
+        raise CLIError(f"--gt {args.gt}: frame rates differ or are not whole ({sorted(fps)})")
+    fps = int(fps.pop())
+    audios = None
+    if args.audio is not None:
+        from gesture_data.datasets.beat2 import load_audio
+
+        audios = [load_audio(p.audio) for p in pairs]  # resampled to 16 kHz like the references
+    encoder = _load_fgd_encoder(args.fgd_encoder) if args.fgd_encoder else None
+    rest = _smplx_rest(args.smplx_model) if args.smplx_model else None
+    mean_velocity, mv_source = _mean_velocity(args.mean_velocity, gt, rest, fps)
+
+    import gesture_eval
+
+    result = gesture_eval.evaluate(
+        pred,
+        gt,
+        audios=audios,
+        pred_joints=None if rest is not None else [joints_approx(p) for p in pred],
+        smplx_model=args.smplx_model if rest is not None else None,
+        fgd_encoder=encoder,
+        mean_velocity=mean_velocity,
+        variants=variants,
+        fps=fps,
+    )
+    if "fgd" in result["skipped"] and encoder is None:
+        result["skipped"]["fgd"] = "needs --fgd-encoder"
+    if "bc" in result["skipped"] and audios is None:
+        result["skipped"]["bc"] = "needs --audio"
+    result["inputs"] = {
+        "pred": str(args.pred),
+        "gt": str(args.gt),
+        "audio": None if args.audio is None else str(args.audio),
+        "fgd_encoder": args.fgd_encoder,
+        "joints": args.smplx_model or "gesture_data.skeleton.smplx_joints_approx",
+        "mean_velocity": mv_source,
+        "sequences": [p.stem for p in pairs],
+    }
+    _print_table(result)
+    if out is not None:
+        from .runtime import write_json
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, result)
+        print(f"eval: {len(pairs)} sequences -> {out}")
+    return 0
+
+
+def joints_approx(poses: np.ndarray) -> np.ndarray:
+    """(T, 55, 3) float32 joints of (T, 165) poses on the approximate SMPL-X rest skeleton
+    (no translation, as ``gesture demo`` scores them)."""
+    import torch
+
+    from gesture_data.skeleton import smplx_joints_approx
+
+    j = smplx_joints_approx(torch.from_numpy(np.asarray(poses, np.float64)))
+    return np.asarray(j, np.float32)
+
+
+def _mean_velocity(
+    path: str | None, gt: list[np.ndarray], rest, fps: int
+) -> tuple[np.ndarray, str]:
+    """BC's (55,) per-joint speed normaliser: the given .npy, else the ground truth's mean."""
+    from gesture_eval.beat import joint_speed
+
+    if path is not None:
+        try:
+            mv = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise MotionFileError(f"{path}: cannot read mean velocity ({e})") from None
+        mv = np.asarray(mv, np.float64).reshape(-1)
+        if mv.shape != (55,) or not np.isfinite(mv).all() or (mv <= 0).any():
+            raise MotionFileError(f"{path}: mean velocity must be 55 positive finite values")
+        return mv, str(path)
+    if rest is not None:
+        from gesture_eval import smplx_joints
+
+        joints = [smplx_joints(g, rest) for g in gt]
+    else:
+        joints = [joints_approx(g) for g in gt]
+    speeds = np.concatenate([joint_speed(j, fps) for j in joints])
+    return np.maximum(speeds.mean(axis=0), 1e-6), "ground-truth mean joint speed"
+
+
+def _load_fgd_encoder(path: str):
+    import contextlib
+    import io
+
+    from gesture_eval import FGDEncoder
+
+    from .cli import CLIError
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"--fgd-encoder {p}: not found")
+    if p.is_dir() and not (p / "config.json").is_file():
+        raise CLIError(f"--fgd-encoder {p}: not an FGDEncoder folder (no config.json)")
+    try:
+        if p.is_file():
+            return FGDEncoder.from_emage_checkpoint(p).eval()
+        with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub may print a line
+            return FGDEncoder.from_pretrained(p).eval()
+    except Exception as e:  # torch.load / safetensors / json raise many types
+        message = " ".join(str(e).split())[:300]
+        raise CLIError(f"--fgd-encoder {p}: cannot load ({message})") from None
+
+
+def _smplx_rest(path: str):
+    from gesture_eval import SmplxRest
+
+    from .cli import CLIError
+
+    if not Path(path).exists():
+        raise CLIError(f"--smplx-model {path}: not found")
+    return SmplxRest(path)
+
+
+def _print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    variants = result["variants"]
+    metrics = list(dict.fromkeys(k for r in variants.values() for k in r))
+    table = Table(
+        title=f"{result['num_sequences']} sequences, {result['num_frames']} frames",
+        title_justify="left",
+    )
+    table.add_column("metric")
+    for v in variants:
+        table.add_column(v, justify="right")
+    for m in metrics:
+        table.add_row(m, *(f"{variants[v][m]:.4f}" if m in variants[v] else "-" for v in variants))
+    console = Console(highlight=False)
+    console.print(table)
+    for m, why in result["skipped"].items():
+        console.print(f"skipped {m}: {why}")
+
+
+# ----- gesture render ----------------------------------------------------------------------
+
+
+def add_render_command(sub) -> None:
+    """Register ``gesture render`` on the top-level subparsers."""
+    p = sub.add_parser(
+        "render",
+        help="draw a BEAT2 npz as a stick-figure video",
+        description=(
+            "Draw the SMPL-X joints of a BEAT2 npz (poses (T,165) + trans) on an approximate "
+            "rest skeleton as a stick figure: .mp4 (with --audio muxed in, cut to the shorter "
+            "stream) or .gif. The video is written to a temporary name, then renamed."
+        ),
+    )
+    p.add_argument("motion", metavar="MOTION.npz", help="BEAT2 npz (poses, trans)")
+    p.add_argument("--out", required=True, metavar="VIDEO", help="output .mp4 or .gif")
+    p.add_argument("--audio", help="speech, mono 16 kHz wav (mp4 only)")
+    p.add_argument("--size", type=int, default=320, help="frame width and height (default 320)")
+    p.set_defaults(func=cmd_render)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .cli import CLIError
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".mp4", ".gif") or out.is_dir():
+        raise CLIError(f"--out {out}: expected a .mp4 or .gif file name")
+    if not 64 <= args.size <= 2048:
+        raise CLIError(f"--size must be between 64 and 2048, found {args.size}")
+    if args.audio and out.suffix.lower() == ".gif":
+        raise CLIError("--audio needs an .mp4 --out (a gif has no sound)")
+    data = read_motion_npz(args.motion)
+    from .pipelines import Motion, read_audio, render_video
+
+    audio = read_audio(args.audio) if args.audio else None
+    poses = data["poses"]
+    trans = data["trans"] if data["trans"] is not None else np.zeros((len(poses), 3), np.float32)
+    fps = data["fps"]
+    if fps != round(fps):
+        raise MotionFileError(f"{args.motion}: 'mocap_frame_rate' must be whole, found {fps}")
+    motion = Motion(poses, trans, np.zeros((len(poses), 100), np.float32), fps=int(fps))
+    render_video(out, motion, audio, size=args.size)
+    print(f"render: {motion.num_frames} frames ({motion.num_frames / fps:.2f} s) -> {out}")
+    return 0
