@@ -175,7 +175,9 @@ def add_eval_command(sub) -> None:
     )
     p.add_argument("--mean-velocity", metavar="FILE.npy", help="(55,) per-joint mean speed for BC")
     p.add_argument(
-        "--smplx-model", metavar="PATH", help="SMPL-X model npz (or its folder) for the joints"
+        "--smplx-model",
+        metavar="PATH",
+        help="SMPL-X model .npz file (e.g. SMPLX_NEUTRAL_2020.npz) for the joints",
     )
     p.add_argument("--out", metavar="metrics.json", help="also write the metrics as JSON")
     p.set_defaults(func=cmd_eval)
