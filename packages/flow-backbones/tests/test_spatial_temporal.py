@@ -98,3 +98,35 @@ def test_gesturelsm_preset_on_meta_device():
     assert abs(m.num_parameters() - 30.6e6) / 30.6e6 < 0.005
     assert sum(p.numel() for p in m.cross_blocks.parameters()) == 21_268_224
     assert sum(p.numel() for p in m.blocks.parameters()) == 8_427_520
+
+
+def test_cached_cross_attention_equals_uncached():
+    """Keys/values computed once (for a batch of windows, or the null condition) and passed as
+    ``cross_kv`` give the same velocity as the plain forward, in training mode too."""
+    m = randomize(SpatialTemporalDenoiser.tiny(cross_layers=2))
+    g = torch.Generator().manual_seed(3)
+    x, cond = torch.randn(3, 8, 12, generator=g), torch.randn(3, 8, 12, generator=g)
+    t, d, seed = torch.rand(3, generator=g), torch.full((3,), 0.5), torch.randn(3, 2, 12)
+    keep = torch.tensor([True, False, True])
+    with torch.inference_mode():
+        plain = m(x, t, d, cond, keep, seed=seed)
+        kv = m.cross_kv(cond, keep, n_frames=8)
+        torch.testing.assert_close(
+            m(x, t, d, None, seed=seed, cross_kv=kv), plain, atol=1e-5, rtol=0
+        )
+        # one window's slice of a batched cache, and the null condition's cache
+        one = [(k[2:], v[2:]) for k, v in kv]
+        out = m(x[2:], t[2:], d[2:], None, seed=seed[2:], cross_kv=one)
+        torch.testing.assert_close(out, plain[2:], atol=1e-5, rtol=0)
+        null = m.cross_kv(None, n_frames=8)
+        out = m(x[1:2], t[1:2], d[1:2], None, seed=seed[1:2], cross_kv=null)
+        torch.testing.assert_close(out, plain[1:2], atol=1e-5, rtol=0)
+    with pytest.raises(fb.FlowInputError, match="cross_kv"):
+        m(x[:2], t[:2], d[:2], cross_kv=kv)
+    m.train()
+    torch.manual_seed(0)
+    a = m(x, t, d, cond, keep, seed=seed)
+    torch.manual_seed(0)
+    b = m(x, t, d, None, seed=seed, cross_kv=m.cross_kv(cond, keep, n_frames=8))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    b.sum().backward()  # cached rotary tables made under inference_mode are not reused here

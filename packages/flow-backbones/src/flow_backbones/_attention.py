@@ -61,6 +61,18 @@ class Attention(nn.Module):
         self.norm_q = RMSNorm(hd, eps=1e-6) if qk_norm else nn.Identity()
         self.norm_k = RMSNorm(hd, eps=1e-6) if qk_norm else nn.Identity()
 
+    def keys_values(
+        self, context: Tensor, rope_k: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Keys and values ``(B, H, S, hd)`` of ``context (B, S, kv_dim)``, normed and rotated
+        as :meth:`forward` makes them; pass them back as ``kv=`` to reuse them (a condition
+        that stays the same over the steps of a sampler)."""
+        k, v = (split_heads(h, self.heads) for h in self.to_kv(context).chunk(2, dim=-1))
+        k = self.norm_k(k)
+        if rope_k is not None:
+            k = RotaryEmbedding.apply(k, rope_k)
+        return k, v
+
     def forward(
         self,
         x: Tensor,
@@ -69,15 +81,16 @@ class Attention(nn.Module):
         rope_q: tuple[Tensor, Tensor] | None = None,
         rope_k: tuple[Tensor, Tensor] | None = None,
         key_mask: Tensor | None = None,
+        kv: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        ctx = x if context is None else context
+        """``kv``: keys and values from :meth:`keys_values` (then ``context`` and ``rope_k``
+        are not used)."""
         q = self.norm_q(split_heads(self.to_q(x), self.heads))
-        k, v = (split_heads(h, self.heads) for h in self.to_kv(ctx).chunk(2, dim=-1))
-        k = self.norm_k(k)
         if rope_q is not None:
             q = RotaryEmbedding.apply(q, rope_q)
-        if rope_k is not None:
-            k = RotaryEmbedding.apply(k, rope_k)
+        if kv is None:
+            kv = self.keys_values(x if context is None else context, rope_k)
+        k, v = kv
         mask = None if key_mask is None else key_mask[:, None, None, :]
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)

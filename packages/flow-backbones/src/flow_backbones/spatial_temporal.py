@@ -62,8 +62,15 @@ class CrossAttentionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = _MLP(dim, int(dim * mlp_ratio), dropout)
 
-    def forward(self, f: Tensor, cond: Tensor, rope_q, rope_k) -> Tensor:
-        f = f + self.attn(self.norm1(f), self.norm_kv(cond), rope_q=rope_q, rope_k=rope_k)
+    def keys_values(self, cond: Tensor, rope_k) -> tuple[Tensor, Tensor]:
+        """The attention's keys and values for ``cond``; they depend on nothing else, so a
+        sampler can compute them once for all its steps (``kv=``)."""
+        return self.attn.keys_values(self.norm_kv(cond), rope_k)
+
+    def forward(self, f: Tensor, cond: Tensor | None, rope_q, rope_k, kv=None) -> Tensor:
+        if kv is None:
+            kv = self.keys_values(cond, rope_k)
+        f = f + self.attn(self.norm1(f), rope_q=rope_q, kv=kv)
         return f + self.mlp(self.norm2(f))
 
 
@@ -222,6 +229,7 @@ class SpatialTemporalDenoiser(HubModule):
         keep_cond: Tensor | None = None,
         *,
         seed: Tensor | None = None,
+        cross_kv: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Tensor:
         """Velocity for motion latents.
 
@@ -234,6 +242,8 @@ class SpatialTemporalDenoiser(HubModule):
                 None = the null condition for every row.
             keep_cond: ``(B,)`` bool; False rows use the null condition.
             seed: ``(B, seed_frames, P * C)`` latent frames preceding the window (None = zeros).
+            cross_kv: the cross-attention keys and values from :meth:`cross_kv`; when given,
+                ``cond``'s features and ``keep_cond`` are not used (its seed still is).
 
         Returns:
             ``(B, N, P * C)``.
@@ -259,40 +269,110 @@ class SpatialTemporalDenoiser(HubModule):
             glob = glob + self.seed_proj(seed.reshape(B, -1))
         h = self.token_proj(torch.cat([h, glob[:, None, None].expand_as(h)], dim=-1))
 
-        if features is None:
-            S = min(N, self.max_cond_len)
-            feats = self.null_cond[:S].expand(B, S, self.cond_dim)
-        else:
-            if features.ndim != 3 or features.shape[0] != B or features.shape[2] != self.cond_dim:
-                raise FlowInputError(
-                    f"cond: expected shape ({B}, S, {self.cond_dim}), found {tuple(features.shape)}"
-                )
-            S = features.shape[1]
-            if self.max_cond_len < S:
-                raise FlowInputError(
-                    f"cond: expected at most max_cond_len={self.max_cond_len} frames, found {S}"
-                )
-            feats = features
-            if keep_cond is not None:
-                if keep_cond.shape != (B,) or keep_cond.dtype != torch.bool:
-                    raise FlowInputError(
-                        f"keep_cond: expected a bool tensor of shape ({B},), found "
-                        f"{tuple(keep_cond.shape)} {keep_cond.dtype}"
-                    )
-                null = self.null_cond[:S].to(feats.dtype).expand_as(feats)
-                feats = torch.where(keep_cond[:, None, None], feats, null)
-
-        # one frame clock for queries and keys: feature s sits at latent frame s * N / S
-        frame_pos = torch.arange(N, device=x.device, dtype=torch.float32)
-        cond_pos = torch.arange(S, device=x.device, dtype=torch.float32) * (N / S)
-        rope_q, rope_k = self.rope_cross.freqs(frame_pos), self.rope_cross.freqs(cond_pos)
+        if cross_kv is None:
+            cross_kv = self.cross_kv(features, keep_cond, batch=B, n_frames=N)
+        elif len(cross_kv) != len(self.cross_blocks) or cross_kv[0][0].shape[0] != B:
+            raise FlowInputError(
+                f"cross_kv: expected {len(self.cross_blocks)} (keys, values) pairs of batch {B} "
+                "from cross_kv()"
+            )
+        S = cross_kv[0][0].shape[2]
+        rope_q, _ = self._rope_cross(N, S, x.device)
         f = frames_to_tokens(h)  # (B, N, P * D), frame-aligned with the features
-        for blk in self.cross_blocks:
-            f = self._run_block(blk, f, feats, rope_q, rope_k)
+        for blk, kv in zip(self.cross_blocks, cross_kv, strict=True):
+            f = self._run_block(blk, f, None, rope_q, None, kv)
         h = tokens_to_frames(f, P)
 
-        rope_t = self.rope.freqs(frame_pos)
-        rope_s = self.rope.freqs(torch.arange(P, device=x.device))
+        rope_t, rope_s = self._rope_frames(N, x.device)
         for blk in self.blocks:
             h = self._run_block(blk, h, rope_t, rope_s)
         return self.out_proj(h).permute(0, 2, 1, 3).reshape(B, N, P * C)
+
+    def cross_kv(
+        self,
+        cond: Tensor | dict[str, Tensor] | None,
+        keep_cond: Tensor | None = None,
+        *,
+        batch: int | None = None,
+        n_frames: int,
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Keys and values of every cross-attention block for a condition, to pass to
+        :meth:`forward` as ``cross_kv=`` (same result, computed once for all the steps of a
+        sampler, or for many windows in one batch).
+
+        Args:
+            cond: ``(B, S, cond_dim)`` features or a dict with ``"features"`` (a ``"seed"`` is
+                ignored); None = the null condition.
+            keep_cond: ``(B,)`` bool; False rows use the null condition.
+            batch: rows (checked against the features; default: theirs, or 1 for the null
+                condition).
+            n_frames: latent frames ``N`` of the windows the keys will be attended from.
+
+        Returns:
+            one ``(keys, values)`` pair per cross block, each ``(B, heads, S, head_dim)``.
+        """
+        features, _ = self._split_cond(cond, None)
+        if batch is None:
+            batch = 1 if features is None else features.shape[0]
+        feats = self._cond_features(features, keep_cond, batch, n_frames)
+        _, rope_k = self._rope_cross(n_frames, feats.shape[1], feats.device)
+        return [blk.keys_values(feats, rope_k) for blk in self.cross_blocks]
+
+    def _cond_features(
+        self, features: Tensor | None, keep_cond: Tensor | None, B: int, N: int
+    ) -> Tensor:
+        """``(B, S, cond_dim)`` features with the null condition where not kept."""
+        if features is None:
+            S = min(N, self.max_cond_len)
+            return self.null_cond[:S].expand(B, S, self.cond_dim)
+        if features.ndim != 3 or features.shape[0] != B or features.shape[2] != self.cond_dim:
+            raise FlowInputError(
+                f"cond: expected shape ({B}, S, {self.cond_dim}), found {tuple(features.shape)}"
+            )
+        S = features.shape[1]
+        if self.max_cond_len < S:
+            raise FlowInputError(
+                f"cond: expected at most max_cond_len={self.max_cond_len} frames, found {S}"
+            )
+        feats = features
+        if keep_cond is not None:
+            if keep_cond.shape != (B,) or keep_cond.dtype != torch.bool:
+                raise FlowInputError(
+                    f"keep_cond: expected a bool tensor of shape ({B},), found "
+                    f"{tuple(keep_cond.shape)} {keep_cond.dtype}"
+                )
+            null = self.null_cond[:S].to(feats.dtype).expand_as(feats)
+            feats = torch.where(keep_cond[:, None, None], feats, null)
+        return feats
+
+    def _rope_cross(self, N: int, S: int, device) -> tuple:
+        """Rotary (cos, sin) of the queries (N frames) and keys (S features) on one frame
+        clock: feature ``s`` sits at latent frame ``s * N / S``."""
+
+        def make():
+            frame_pos = torch.arange(N, device=device, dtype=torch.float32)
+            cond_pos = torch.arange(S, device=device, dtype=torch.float32) * (N / S)
+            return self.rope_cross.freqs(frame_pos), self.rope_cross.freqs(cond_pos)
+
+        return self._cached(("cross", N, S, device), make)
+
+    def _rope_frames(self, N: int, device) -> tuple:
+        """Rotary (cos, sin) over the N frames and over the parts."""
+
+        def make():
+            frame_pos = torch.arange(N, device=device, dtype=torch.float32)
+            parts = torch.arange(self.num_parts, device=device)
+            return self.rope.freqs(frame_pos), self.rope.freqs(parts)
+
+        return self._cached(("frames", N, device), make)
+
+    def _cached(self, key, make):
+        # position tables depend only on sizes; an inference-mode tensor cannot be saved for
+        # backward, so those made under inference_mode are kept apart
+        key = (*key, torch.is_inference_mode_enabled())
+        cache = self.__dict__.setdefault("_rope_cache", {})
+        if key not in cache:
+            if len(cache) > 32:
+                cache.clear()
+            cache[key] = make()
+        return cache[key]
