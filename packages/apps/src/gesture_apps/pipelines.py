@@ -208,7 +208,7 @@ def window_plan(num_frames: int, pose_length: int, factor: int, seed_frames: int
     return windows, hop, n + (windows - 1) * hop
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_motion(
     bundle: LSMBundle,
     audio: np.ndarray,
@@ -221,7 +221,7 @@ def generate_motion(
 ) -> Motion:
     """Audio samples ``(N,)`` at 16 kHz (+ word intervals) -> :class:`Motion` of
     ``floor(N * 30 / 16000)`` frames."""
-    from flow_backbones import conditioned, sample_euler
+    from flow_backbones import sample_euler
     from gesture_data.datasets.beat2 import frame_word_indices
     from gesture_data.features.audio import onset_amplitude
 
@@ -260,21 +260,57 @@ def generate_motion(
         ]
     )  # (W, n, cond_dim)
 
-    D = gen.denoiser.num_parts * gen.denoiser.part_dim
+    den = gen.denoiser
+    D = den.num_parts * den.part_dim
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(W, n, D, generator=g).to(device)
+    # the condition does not change over the Euler steps: its cross-attention keys and values
+    # are computed once, for all windows in one batch (and once for the null condition)
+    kv_all = den.cross_kv(feats, n_frames=n)
+    guided = guidance != 1.0
+    kv_null = den.cross_kv(None, batch=1, n_frames=n) if guided else None
     pieces: list[Tensor] = []
     prev: Tensor | None = None
     for i in range(W):
-        cond: dict[str, Tensor] = {"features": feats[i : i + 1]}
+        kv = [(k[i : i + 1], v[i : i + 1]) for k, v in kv_all]
+        seed_i = None
         if s:
-            cond["seed"] = prev[:, -s:] if prev is not None else noise.new_zeros(1, s, D)
-        fn = conditioned(gen.denoiser, cond, guidance=guidance)
+            seed_i = prev[:, -s:] if prev is not None else noise.new_zeros(1, s, D)
+        if guided:  # [conditional | unconditional] in one batch-2 forward
+            kv = [
+                (torch.cat([k, kn]), torch.cat([v, vn]))
+                for (k, v), (kn, vn) in zip(kv, kv_null, strict=True)
+            ]
+            seed_i = None if seed_i is None else torch.cat([seed_i, seed_i])
+        fn = _velocity(den, kv, seed_i, guidance if guided else None)
         z = sample_euler(fn, noise[i : i + 1], steps, pass_step_size=True)
         pieces.append(z if i == 0 else z[:, s:])
         prev = z
     latents = torch.cat(pieces, dim=1)  # (1, n_cover, D)
     return decode_motion(bundle, latents, T)
+
+
+def _velocity(den, cross_kv, seed: Tensor | None, guidance: float | None):
+    """``(x, t, d) -> v`` of one window: the denoiser on cached cross-attention keys/values;
+    with ``guidance``, the cached batch is [conditional | unconditional] and the two velocities
+    are combined (what ``flow_backbones.conditioned`` does, without recomputing the keys)."""
+    from flow_backbones import cfg_combine
+
+    def fn(x: Tensor, t: Tensor, d: Tensor) -> Tensor:
+        if guidance is None:
+            return den(x, t, d, None, seed=seed, cross_kv=cross_kv)
+        v = den(
+            torch.cat([x, x]),
+            torch.cat([t, t]),
+            torch.cat([d, d]),
+            None,
+            seed=seed,
+            cross_kv=cross_kv,
+        )
+        B = x.shape[0]
+        return cfg_combine(v[:B], v[B:], torch.full_like(t, guidance))
+
+    return fn
 
 
 def decode_motion(bundle: LSMBundle, latents: Tensor, num_frames: int) -> Motion:
