@@ -217,7 +217,7 @@ def generate_motion(
     steps: int | None = None,
     guidance: float | None = None,
     seed: int = 0,
-    encoder_batch: int = 16,
+    encoder_batch: int = 4,
 ) -> Motion:
     """Audio samples ``(N,)`` at 16 kHz (+ word intervals) -> :class:`Motion` of
     ``floor(N * 30 / 16000)`` frames."""
