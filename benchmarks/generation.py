@@ -85,14 +85,19 @@ class Timers:
 
     def __init__(self) -> None:
         self.total: dict[str, float] = defaultdict(float)
+        self.depth = 0  # only the outermost timed call counts (forward calls cross_kv)
 
     def wrap(self, key: str, fn):
         def timed(*args, **kwargs):
+            if self.depth:
+                return fn(*args, **kwargs)
+            self.depth += 1
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.total[key] += time.perf_counter() - t0
+                self.depth -= 1
 
         return timed
 

@@ -208,7 +208,7 @@ def window_plan(num_frames: int, pose_length: int, factor: int, seed_frames: int
     return windows, hop, n + (windows - 1) * hop
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: FLOP counters and hooks need autograd metadata
 def generate_motion(
     bundle: LSMBundle,
     audio: np.ndarray,

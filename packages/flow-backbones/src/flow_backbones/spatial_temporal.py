@@ -324,7 +324,9 @@ class SpatialTemporalDenoiser(HubModule):
         """``(B, S, cond_dim)`` features with the null condition where not kept."""
         if features is None:
             S = min(N, self.max_cond_len)
-            return self.null_cond[:S].expand(B, S, self.cond_dim)
+            # a copy, not a view: a view of a parameter made under no_grad has requires_grad
+            # but no grad_fn, which module hooks (FlopCounterMode's tracker) cannot handle
+            return self.null_cond[:S].expand(B, S, self.cond_dim).clone()
         if features.ndim != 3 or features.shape[0] != B or features.shape[2] != self.cond_dim:
             raise FlowInputError(
                 f"cond: expected shape ({B}, S, {self.cond_dim}), found {tuple(features.shape)}"
