@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -137,7 +138,13 @@ def test_existing_run_needs_resume(straight_run, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["train", "--help"], ["train", "tokenizer", "--help"], ["presets", "--help"]],
+    [
+        ["--help"],
+        ["presets", "--help"],
+        ["train", "--help"],
+        *([*cmd, "--help"] for cmd in (["train", r] for r in ("tokenizer", "lsm", "reflow"))),
+        *([cmd, "--help"] for cmd in ("distill", "generate", "eval", "render", "demo")),
+    ],
 )
 def test_every_subcommand_has_help(capsys, argv):
     with pytest.raises(SystemExit) as e:
@@ -188,3 +195,20 @@ def test_single_part_rvqvae(tmp_path, capsys):
     tok = RVQVAE.from_pretrained(tmp_path / "tokenizer" / "model")
     assert tok.codebook_size == 32
     assert tok(torch.randn(2, 32, 180)).recon.shape == (2, 32, 180)
+
+
+def test_fitted_stds_are_clamped_to_min_std():
+    """data.min_std keeps near-static channels (the synthetic spine's idle sway) from being
+    blown up to unit variance; channels that move are left as fitted."""
+    from gesture_apps.recipes.data import DataConfig, fit_normalizer, load_windows
+
+    cfg = DataConfig(num_clips=1, seconds=4.0, pose_length=32, stride=8)
+    windows, _ = load_windows(cfg)
+    plain = fit_normalizer(windows, ["upper"], cfg).stats["upper"][1]
+    clamped = fit_normalizer(windows, ["upper"], DataConfig(**{**vars(cfg), "min_std": 0.05}))
+    clamped = clamped.stats["upper"][1]
+    small = plain < 0.05
+    assert 0 < small.sum() < small.size  # the clip has both kinds of channel
+    assert np.allclose(clamped[small], 0.05) and (clamped[~small] == plain[~small]).all()
+    with pytest.raises(ValueError, match="min_std"):
+        DataConfig(min_std=0.0)

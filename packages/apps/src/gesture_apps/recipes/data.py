@@ -28,6 +28,9 @@ class DataConfig:
     split: str | None = "train"
     speakers: tuple[int, ...] | None = None
     mean_std_dir: str | None = None  # BEAT2's beatx_2_330_{mean,std}.npy; else fitted
+    # fitted stds are clamped to at least this: a channel that barely moves (idle sway of the
+    # spine) would otherwise be blown up to unit variance and eat the tokenizer's capacity
+    min_std: float = 1e-4
     # windows
     pose_length: int = 64
     stride: int = 20
@@ -39,6 +42,8 @@ class DataConfig:
             raise ValueError(f"source: expected 'synthetic' or 'beat2:PATH', found {self.source!r}")
         if self.pose_length < 2 or self.stride < 1 or self.num_clips < 1 or self.seconds <= 0:
             raise ValueError("pose_length >= 2, stride >= 1, num_clips >= 1, seconds > 0 required")
+        if not self.min_std > 0:
+            raise ValueError(f"min_std must be positive, found {self.min_std}")
 
 
 def load_windows(cfg: DataConfig):
@@ -81,7 +86,8 @@ def fit_normalizer(ds, parts: list[str], cfg: DataConfig, max_windows: int = 512
         return Normalizer({k: v for k, v in norm.stats.items() if k in parts})
     pick = np.unique(np.linspace(0, len(ds) - 1, min(len(ds), max_windows)).round().astype(int))
     items = [ds[int(i)] for i in pick]
-    return Normalizer.fit({p: np.stack([it[p].numpy() for it in items]) for p in parts})
+    stacked = {p: np.stack([it[p].numpy() for it in items]) for p in parts}
+    return Normalizer.fit(stacked, min_std=cfg.min_std)
 
 
 class PartWindows(Dataset):
