@@ -15,9 +15,9 @@
 Reading the numbers: FGD pools windows over the held-out clips, so real motion of another clip
 is a strong baseline that tends to 0 as the held-out set grows; the generator wins on a few
 clips because it follows each clip's own speech. BC rewards any speed minimum near an audio
-onset: decoded motion, whose small joints wiggle a little, scores above the ground truth
-(compare ``tokenizer_reconstruction``), so BC here says "moves with the speech", not "better
-than the capture".
+onset: decoded motion carries a small speed ripple (about three times the capture's speed
+minima per upper-body joint) and scores above the ground truth, the tokenizer reconstruction
+included, so BC here says "moves with the speech", not "better than the capture".
 
 FGD uses a tiny :class:`gesture_eval.FGDEncoder` trained here (``train_fgd_encoder``) on the
 training clips, so its values are relative to that encoder and comparable only within one demo
