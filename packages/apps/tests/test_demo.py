@@ -28,7 +28,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert metrics["baseline_mean_pose"]["l1div"] < 1e-3
     assert metrics["ground_truth"]["l1div"] > 0.0
 
-    # the trained models beat both baselines on the held-out clips. Recorded (torch 2.13 CPU):
+    # the trained models beat both baselines on the held-out clips. Recorded (torch 2.15 CPU):
     # FGD teacher 0.0103, student 0.0094, other clip 0.0167, mean pose 0.0256, tokenizer
     # floor 0.0039; BC 0.822 / 0.807 vs 0.465 / 0.0 (ground truth 0.467).
     fgd = {m: v["fgd"] for m, v in metrics.items()}
