@@ -133,9 +133,8 @@ def instrument(bundle, timers: Timers) -> None:
     gen = bundle.generator
     gen.encoder.forward = timers.wrap(PARTS[1], gen.encoder.forward)
     den = gen.denoiser
-    for name in ("forward", "cross_kv", "forward_cached"):
-        if hasattr(den, name):
-            setattr(den, name, timers.wrap(PARTS[2], getattr(den, name)))
+    for name in ("forward", "cross_kv"):
+        setattr(den, name, timers.wrap(PARTS[2], getattr(den, name)))
     bundle.tokenizer.decode = timers.wrap(PARTS[3], bundle.tokenizer.decode)
 
 

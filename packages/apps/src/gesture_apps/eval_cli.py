@@ -212,6 +212,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     import gesture_eval
 
+    from .pipelines import joints_approx
+
     result = gesture_eval.evaluate(
         pred,
         gt,
@@ -246,22 +248,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def joints_approx(poses: np.ndarray) -> np.ndarray:
-    """(T, 55, 3) float32 joints of (T, 165) poses on the approximate SMPL-X rest skeleton
-    (no translation, as ``gesture demo`` scores them)."""
-    import torch
-
-    from gesture_data.skeleton import smplx_joints_approx
-
-    j = smplx_joints_approx(torch.from_numpy(np.asarray(poses, np.float64)))
-    return np.asarray(j, np.float32)
-
-
 def _mean_velocity(
     path: str | None, gt: list[np.ndarray], rest, fps: int
 ) -> tuple[np.ndarray, str]:
     """BC's (55,) per-joint speed normaliser: the given .npy, else the ground truth's mean."""
-    from gesture_eval.beat import joint_speed
+    from .pipelines import joints_approx, mean_joint_speed
 
     if path is not None:
         try:
@@ -278,8 +269,7 @@ def _mean_velocity(
         joints = [smplx_joints(g, rest) for g in gt]
     else:
         joints = [joints_approx(g) for g in gt]
-    speeds = np.concatenate([joint_speed(j, fps) for j in joints])
-    return np.maximum(speeds.mean(axis=0), 1e-6), "ground-truth mean joint speed"
+    return mean_joint_speed(joints, fps), "ground-truth mean joint speed"
 
 
 def _load_fgd_encoder(path: str):

@@ -396,15 +396,14 @@ def render_video(
     """Stick-figure video of ``motion`` (SMPL-X joints from an approximate rest skeleton),
     ``.mp4`` with the speech muxed in, or ``.gif``; written atomically."""
     from gesture_data.render import render_motion
-    from gesture_data.skeleton import smplx_joints_approx
 
     path = Path(path)
     if path.suffix.lower() not in (".mp4", ".gif"):
         raise GenerationError(f"{path}: expected a .mp4 or .gif file name")
-    joints = smplx_joints_approx(torch.from_numpy(motion.poses), torch.from_numpy(motion.trans))
+    joints = joints_approx(motion.poses, motion.trans)
     path.parent.mkdir(parents=True, exist_ok=True)
     return render_motion(
-        np.asarray(joints, np.float32),
+        joints,
         path,
         fps=motion.fps,
         audio=audio,
@@ -412,6 +411,25 @@ def render_video(
         titles=["generated"],
         size=(size, size),
     )
+
+
+def joints_approx(poses: np.ndarray, trans: np.ndarray | None = None) -> np.ndarray:
+    """``(T, 55, 3)`` float32 SMPL-X joints of ``(T, 165)`` axis-angle poses (+ ``(T, 3)``
+    translation) on gesture_data's approximate rest skeleton: no SMPL-X model file needed."""
+    from gesture_data.skeleton import smplx_joints_approx
+
+    t = None if trans is None else torch.from_numpy(np.asarray(trans, np.float64))
+    j = smplx_joints_approx(torch.from_numpy(np.asarray(poses, np.float64)), t)
+    return np.asarray(j, np.float32)
+
+
+def mean_joint_speed(joints: list[np.ndarray], fps: float = FPS) -> np.ndarray:
+    """Per-joint mean speed ``(J,)`` over sequences of ``(T, J, 3)`` joints: BC's speed
+    normaliser when BEAT2's ``mean_vel`` file does not apply."""
+    from gesture_eval.beat import joint_speed
+
+    speeds = np.concatenate([joint_speed(j, fps) for j in joints])
+    return np.maximum(speeds.mean(axis=0), 1e-6)
 
 
 def _one_line(e: BaseException) -> str:

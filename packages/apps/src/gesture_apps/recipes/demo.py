@@ -173,12 +173,6 @@ def _held_out(cfg: DemoConfig) -> tuple[list[Clip], list[np.ndarray]]:
 # ----- training ----------------------------------------------------------------------------
 
 
-def _recipe_config(cls, preset: str, overrides: list[str]):
-    from ..runtime import apply_overrides, from_dict, read_preset
-
-    return from_dict(cls, apply_overrides(read_preset(preset), overrides))
-
-
 def _data_overrides(cfg: DemoConfig, cache: Path) -> list[str]:
     split = [f"data.split={cfg.train_split}"] if cfg.data != "synthetic" else []
     return [
@@ -193,44 +187,50 @@ def _data_overrides(cfg: DemoConfig, cache: Path) -> list[str]:
     ]
 
 
+def _schedule(steps: int) -> list[str]:
+    """``steps`` training steps, one checkpoint at the end, ~20 log lines."""
+    return [
+        f"train.max_steps={steps}",
+        f"train.checkpoint_every={max(1, steps)}",
+        f"train.log_every={max(1, steps // 20)}",
+    ]
+
+
 def train_models(cfg: DemoConfig, runs: Path, progress: bool = False) -> dict[str, Any]:
     """tokenizer -> lsm -> distill; returns the folders and the loss histories."""
+    from ..runtime import load_config
     from . import distill, lsm, tokenizer
 
     cache = runs / "cache"
     data = _data_overrides(cfg, cache)
     t0 = time.perf_counter()
-    tok_cfg = _recipe_config(
+    tok_cfg = load_config(
         tokenizer.TokenizerRecipeConfig,
         "tokenizer_demo",
         [
             *data,
-            f"train.max_steps={cfg.tokenizer_steps}",
-            f"train.checkpoint_every={cfg.tokenizer_steps}",
-            f"train.log_every={max(1, cfg.tokenizer_steps // 20)}",
+            *_schedule(cfg.tokenizer_steps),
             *cfg.extra.get("tokenizer", []),
         ],
     )
     tok = tokenizer.run(tok_cfg, runs / "tokenizer", progress=progress)
     t1 = time.perf_counter()
-    lsm_cfg = _recipe_config(
+    lsm_cfg = load_config(
         lsm.LSMRecipeConfig,
         "lsm_demo",
         [
             *data,
             f"tokenizer={(runs / 'tokenizer').resolve()}",
-            f"train.max_steps={cfg.lsm_steps}",
+            *_schedule(cfg.lsm_steps),
             f"train.batch_size={cfg.lsm_batch}",
             f"train.lr={cfg.lsm_lr}",
-            f"train.checkpoint_every={cfg.lsm_steps}",
-            f"train.log_every={max(1, cfg.lsm_steps // 20)}",
             f"sample.guidance={cfg.guidance}",
             *cfg.extra.get("lsm", []),
         ],
     )
     gen = lsm.run(lsm_cfg, runs / "lsm", progress=progress)
     t2 = time.perf_counter()
-    dist_cfg = _recipe_config(
+    dist_cfg = load_config(
         distill.DistillRecipeConfig,
         "distill_gesturelsm",
         [
@@ -239,13 +239,11 @@ def train_models(cfg: DemoConfig, runs: Path, progress: bool = False) -> dict[st
             f"consistency.num_pairs={cfg.distill_pairs}",
             f"consistency.teacher_steps={cfg.teacher_steps}",
             f"consistency.guidance={cfg.guidance}",
-            f"train.max_steps={cfg.distill_steps}",
+            *_schedule(cfg.distill_steps),
             f"train.batch_size={min(64, cfg.distill_pairs)}",
             "train.lr=5.0e-4",
             f"train.warmup_steps={max(1, cfg.distill_steps // 10)}",
             "train.ema_decay=0.9",
-            f"train.checkpoint_every={max(1, cfg.distill_steps)}",
-            f"train.log_every={max(1, cfg.distill_steps // 20)}",
             f"apt.steps={cfg.apt_steps}",
             f"apt.batch_size={min(16, cfg.distill_pairs)}",
             f"apt.checkpoint_every={max(1, cfg.apt_steps)}",
@@ -273,33 +271,23 @@ def train_models(cfg: DemoConfig, runs: Path, progress: bool = False) -> dict[st
 
 
 def reconstruct(bundle, clip: Clip) -> np.ndarray:
-    """The clip's motion encoded and decoded by the bundle's tokenizer: poses ``(T', 165)``,
-    ``T'`` the motion length cut to the tokenizer's downsampling factor."""
+    """The clip's motion encoded and decoded by the bundle's tokenizer: poses ``(T, 165)``
+    (the last frame repeated up to the tokenizer's downsampling factor, then cropped)."""
     import torch
 
     from gesture_data.datasets.windows import WindowDataset, collate, prepare_clip
+    from motion_tokenizers import pad_to_multiple
 
     from ..pipelines import decode_motion
     from .tokenizer import DATA_KEYS
 
     prepared = prepare_clip(clip.source)
-    f = bundle.spec["factor"]
-    t = prepared["rot6d"].shape[0] // f * f
+    t = prepared["rot6d"].shape[0]
     item = collate([WindowDataset([prepared], t, t, normalizer=bundle.normalizer)[0]])
-    tok = bundle.tokenizer
+    tok, f = bundle.tokenizer, bundle.spec["factor"]
+    parts = {n: pad_to_multiple(item[DATA_KEYS[n]], f)[0] for n in tok.part_names}
     with torch.no_grad():
-        z = tok.encode_continuous({n: item[DATA_KEYS[n]] for n in tok.part_names})
-        return decode_motion(bundle, z, t).poses
-
-
-def _joints(poses: np.ndarray, trans: np.ndarray | None = None) -> np.ndarray:
-    import torch
-
-    from gesture_data.skeleton import smplx_joints_approx
-
-    t = None if trans is None else torch.from_numpy(np.asarray(trans, np.float64))
-    j = smplx_joints_approx(torch.from_numpy(np.asarray(poses, np.float64)), t)
-    return np.asarray(j, np.float32)
+        return decode_motion(bundle, tok.encode_continuous(parts), t).poses
 
 
 def _fit_length(poses: np.ndarray, n: int) -> np.ndarray:
@@ -317,6 +305,8 @@ def evaluate_methods(
     evaltools conventions; joints from the approximate skeleton, root at the origin)."""
     from gesture_eval import evaluate
 
+    from ..pipelines import joints_approx
+
     gt = [c.poses for c in test]
     out = {}
     for name, poses in preds.items():
@@ -324,7 +314,7 @@ def evaluate_methods(
             poses,
             gt,
             audios=[c.audio for c in test],
-            pred_joints=[_joints(p) for p in poses],
+            pred_joints=[joints_approx(p) for p in poses],
             fgd_encoder=encoder,
             mean_velocity=mean_velocity,
             variants=["evaltools"],
@@ -335,10 +325,9 @@ def evaluate_methods(
 
 def mean_speed(poses: list[np.ndarray], fps: int = 30) -> np.ndarray:
     """Per-joint mean speed (55,) of the training clips (BEAT2's ``mean_vel`` analogue)."""
-    from gesture_eval.beat import joint_speed
+    from ..pipelines import joints_approx, mean_joint_speed
 
-    speeds = np.concatenate([joint_speed(_joints(p), fps) for p in poses])
-    return np.maximum(speeds.mean(axis=0), 1e-6)
+    return mean_joint_speed([joints_approx(p) for p in poses], fps)
 
 
 # ----- outputs -----------------------------------------------------------------------------
@@ -371,7 +360,9 @@ def plot_curves(history: dict[str, list[dict]], path: Path) -> Path:
 def render_side_by_side(path: Path, clip: Clip, motions: dict[str, np.ndarray]) -> Path:
     from gesture_data.render import render_motion
 
-    joints = [_joints(p, clip.trans[: p.shape[0]]) for p in motions.values()]
+    from ..pipelines import joints_approx
+
+    joints = [joints_approx(p, clip.trans[: p.shape[0]]) for p in motions.values()]
     return render_motion(
         joints, path, fps=30, audio=clip.audio, sample_rate=16000, titles=list(motions)
     )
