@@ -1,5 +1,20 @@
+import os
+from pathlib import Path
+
+import pytest
 import torch
 
 # The test models are tiny: one intra-op thread is 5-10x faster than two on a shared 2-core
 # machine, where OpenMP workers wait on cores that other processes hold.
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def beat2_root() -> Path:
+    """The shared BEAT2 fixture folder (``GESTURE_FIXTURES``, default ``../shared/fixtures``
+    beside the checkout); the test is skipped when it is absent."""
+    base = os.environ.get("GESTURE_FIXTURES")
+    root = Path(base) if base else Path(__file__).resolve().parents[3].parent / "shared/fixtures"
+    if not (root / "beat2" / "wave16k").is_dir():
+        pytest.skip(f"BEAT2 fixture not found under {root}")
+    return root / "beat2"

@@ -60,6 +60,32 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("gesture: error: ")
 
 
+def test_demo_runs_on_real_beat2(beat2_root, tmp_path):
+    """``--data beat2:PATH`` end to end on the fixture's one take (a smoke run: a few steps of
+    everything, the take both trains and scores), so only the plumbing and the lengths count."""
+    out = tmp_path / "demo"
+    settings = [
+        "train_split=test",
+        "test_split=test",
+        "test_clips=1",
+        "tokenizer_steps=3",
+        "lsm_steps=3",
+        "distill_pairs=8",
+        "distill_steps=2",
+        "apt_steps=1",
+        "teacher_steps=2",
+        "fgd_steps=3",
+        "render=false",
+    ]
+    argv = ["demo", "--data", f"beat2:{beat2_root}", "--out", str(out), *settings]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(math.isfinite(v) for m in metrics.values() for v in m.values())
+    for method in METHODS:  # every method scored on the capture's 1906 frames
+        with np.load(out / "motion" / f"2_scott_0_1_1_{method}.npz") as f:
+            assert f["poses"].shape == (1906, 165), method
+
+
 def test_demo_settings_are_checked(capsys):
     assert parse_overrides(["lsm_steps=5", "render=false", "lsm_lr=1"]) == {
         "lsm_steps": 5,
