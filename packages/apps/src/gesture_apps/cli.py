@@ -193,6 +193,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
         seed=args.seed,
+        bf16=args.bf16,
     )
     seconds = motion.num_frames / motion.fps
     shown = f"generate: {motion.num_frames} frames ({seconds:.2f} s) -> {out}"
@@ -295,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=int, help="sampling steps (default: the model's, 2)")
     gen.add_argument("--guidance", type=float, help="classifier-free guidance (default 2)")
     gen.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    gen.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 networks: ~1.4x faster on CPUs with bf16 units, rotations within degrees",
+    )
     gen.add_argument("--out", required=True, help="output .npz")
     gen.add_argument(
         "--render", metavar="VIDEO", help="also draw a stick figure: .mp4 (with audio) or .gif"
