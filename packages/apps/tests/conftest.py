@@ -4,9 +4,17 @@ from pathlib import Path
 import pytest
 import torch
 
-# The test models are tiny: one intra-op thread is 5-10x faster than two on a shared 2-core
-# machine, where OpenMP workers wait on cores that other processes hold.
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The test models are tiny: one intra-op thread is 5-10x faster than two on a shared 2-core
+    machine, where OpenMP workers wait on cores that other processes hold. Set per test and
+    restored after the module (module scope: autouse fixtures run before the module's
+    trained-model fixtures, which get the same count), so no other package's tests inherit this package's thread count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

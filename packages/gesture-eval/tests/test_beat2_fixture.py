@@ -51,8 +51,15 @@ def test_bc_own_vs_reversed_audio_and_l1div(take, smplx_file, variant):
     joints = smplx_joints(poses, SmplxRest(smplx_file, betas), variant=variant)
     own = beat_consistency(joints, audio, mean_velocity=mv, variant=variant)
     rev = beat_consistency(joints, audio[::-1].copy(), mean_velocity=mv, variant=variant)
-    assert own == pytest.approx(REF[variant, "own"], rel=1e-6)
-    assert rev == pytest.approx(REF[variant, "reversed"], rel=1e-6)
+    # Noise floor: our float32 joints move by ~2e-7 m with the BLAS kernel (CPU, thread count),
+    # and BC counts velocity minima against a threshold, so it jumps with them. Measured: this
+    # machine's joints give evaltools BC 7.3e-5 (relative) off the recording; adding N(0, 2e-7 m)
+    # to the joints moves BC by up to 1.9e-4 and L1div by up to 2.3e-7 (10 draws, both
+    # variants, own and reversed audio). Tolerances are ~2.5x and ~4x those; own vs reversed
+    # audio differ by 7e-3, so BC parity still separates them. Parity on bit-identical joints
+    # (1e-6, BLAS-free) is test_parity_core's job.
+    assert own == pytest.approx(REF[variant, "own"], rel=5e-4)
+    assert rev == pytest.approx(REF[variant, "reversed"], rel=5e-4)
     assert own > rev
     assert l1_diversity(joints) == pytest.approx(REF[variant, "l1div"], rel=1e-6)
     # The class over the same single sequence gives the same numbers.

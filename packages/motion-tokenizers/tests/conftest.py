@@ -19,11 +19,14 @@ def beat2_dir() -> Path:
     return d
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _threads():
-    # the CI box has 2 cores; more threads only add contention
-    torch.set_num_threads(2)
+    # the CI box has 2 cores; more threads only add contention. Restored after each module so
+    # the count never leaks into another package's tests.
+    n = torch.get_num_threads()
+    torch.set_num_threads(min(n, 2))
     yield
+    torch.set_num_threads(n)
 
 
 def smooth_motion(n: int, T: int, C: int, seed: int = 0) -> torch.Tensor:
