@@ -8,9 +8,9 @@ import torch
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """The test models are tiny: one intra-op thread is 5-10x faster than two on a shared 2-core
-    machine, where OpenMP workers wait on cores that other processes hold. Set per test and
-    restored after the module (module scope: autouse fixtures run before the module's
-    trained-model fixtures, which get the same count), so no other package's tests inherit this package's thread count."""
+    machine, where OpenMP workers wait on cores that other processes hold. Module scope: autouse
+    fixtures run before the module's trained-model fixtures, which get the same count; restored
+    afterwards, so no other package's tests inherit it."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

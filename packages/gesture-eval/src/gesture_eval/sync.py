@@ -138,8 +138,11 @@ def sync_scores(
         check_finite(wav, "audio")
         wav = np.round(np.clip(wav, -1, 1) * 32767).astype(np.int16)
     mfcc = python_speech_features.mfcc(wav, sample_rate).T  # (13, frames)
-    cct = torch.from_numpy(mfcc.astype(float)).float()[None, None]
-    imtv = torch.from_numpy(np.transpose(im, (3, 0, 1, 2)).astype(float)).float()[None]
+    # device and dtype follow the network (float64 gives the exact scores the float32 ones round)
+    param = next(model.parameters())
+    cct = torch.from_numpy(mfcc.astype(float)).to(param.device, param.dtype)[None, None]
+    imtv = torch.from_numpy(np.transpose(im, (3, 0, 1, 2)).astype(float))
+    imtv = imtv.to(param.device, param.dtype)[None]
     lastframe = min(im.shape[0], math.floor(len(wav) / 640)) - 5
     if lastframe < 1:
         raise EvalError(f"need more than 5 frames of video and audio, found {im.shape[0]} frames")
