@@ -30,7 +30,7 @@ def toy_loss(model, batch):
     return loss, {"mse": loss.detach()}
 
 
-def make_trainer(out_dir=None, **overrides):
+def make_trainer(out_dir=None, accelerator=None, **overrides):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(22, 4, generator=g)
@@ -55,6 +55,7 @@ def make_trainer(out_dir=None, **overrides):
         config=TrainConfig(**cfg),
         out_dir=out_dir,
         run_config={"recipe": "toy"},
+        accelerator=accelerator,
         progress=False,
     )
 
@@ -104,6 +105,41 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     assert json.loads((ckpts / "step_0000009" / "run_config.json").read_text()) == {"recipe": "toy"}
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def make_scaled_trainer(out_dir=None):
+    """A trainer whose steps go through a grad scaler, as fp16 training does on a GPU.
+
+    accelerate builds its scaler only for fp16 on an accelerator; here the same torch
+    GradScaler is given to a CPU Accelerator before ``prepare``. Its initial scale is so large
+    that scaled gradients overflow: those steps are skipped and the scale halves (it would grow
+    back after 1000 good steps), so which steps update the weights depends on the scaler's
+    state, exactly what an fp16 resume must restore."""
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127, growth_interval=1000)
+    return make_trainer(out_dir, accelerator=acc, grad_clip=None)
+
+
+def test_resume_restores_the_grad_scaler(tmp_path):
+    full = make_scaled_trainer()
+    full.train()
+    expected, expected_scaler = snapshot(full), full.accelerator.scaler.state_dict()
+    assert expected_scaler["scale"] < 2.0**127  # overflowing steps did back the scale off
+
+    first = make_scaled_trainer(tmp_path / "run")
+    first.train(steps=4)
+    saved = json.loads(
+        (tmp_path / "run" / "checkpoints" / "step_0000004" / "trainer_state.json").read_text()
+    )
+    assert saved["scaler"] == first.accelerator.scaler.state_dict()
+    second = make_scaled_trainer(tmp_path / "run")
+    second.load_checkpoint(tmp_path / "run")
+    assert second.accelerator.scaler.state_dict() == saved["scaler"]
+    second.train()
+    assert second.accelerator.scaler.state_dict() == expected_scaler
+    assert_same(snapshot(second), expected)
 
 
 def test_periodic_checkpoints_are_pruned(tmp_path):

@@ -289,6 +289,11 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            # fp16: the loss scale and its growth tracker decide which steps are skipped, so an
+            # exact resume needs them (None when no grad scaler is in use)
+            "scaler": None
+            if self.accelerator.scaler is None
+            else self.accelerator.scaler.state_dict(),
             "history": self.history,
         }
 
@@ -352,6 +357,9 @@ class Trainer:
                 if state["ema"] is None:
                     raise KeyError("checkpoint has no EMA weights")
                 self.ema.load_state_dict(state["ema"])
+            # checkpoints from before the scaler was saved have no entry: the scale restarts
+            if self.accelerator.scaler is not None and state.get("scaler"):
+                self.accelerator.scaler.load_state_dict(state["scaler"])
             self.step, self.epoch = int(state["step"]), int(state["epoch"])
             self.cursor = int(state["cursor"])
             self.history = list(state["history"])

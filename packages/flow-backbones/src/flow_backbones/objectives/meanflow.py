@@ -36,7 +36,10 @@ class MeanFlowLoss:
     """MeanFlow objective.
 
     Args:
-        t_sampler, t_kwargs: how the two times are drawn (paper: logit-normal(-0.4, 1)).
+        t_sampler, t_kwargs: how the two times are drawn. Default logit-normal(+0.4, 1): the
+            paper's logit-normal(-0.4, 1) is in its own time, where t = 0 is data; mirrored into
+            library time (t = 0 noise, logit(1 - t) = -logit(t)) the mean is +0.4, so the draws
+            lean towards data as the paper's do.
         flow_fraction: share of rows with ``r = t`` (plain flow matching; paper: 0.75).
         adaptive_p: adaptive weight ``1 / (||err||^2 + c)^p`` (paper: p = 1); 0 disables it.
         cond_drop: condition-dropout rate.
@@ -52,7 +55,8 @@ class MeanFlowLoss:
         cond_drop: float = 0.0,
         **t_kwargs: float,
     ) -> None:
-        t_kwargs.setdefault("logit_mean", -0.4)
+        # +0.4, not the paper's -0.4: see ``t_kwargs`` above (the paper's t = 0 is data)
+        t_kwargs.setdefault("logit_mean", 0.4)
         self.t_sampler, self.flow_fraction = t_sampler, flow_fraction
         self.adaptive_p, self.adaptive_c, self.cond_drop = adaptive_p, adaptive_c, cond_drop
         self.t_kwargs = t_kwargs
