@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -20,6 +21,14 @@ LIBRARIES = ("motion-tokenizers", "flow-backbones", "gesture-data", "gesture-eva
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the same one-line error as every other failure (argparse's default
+    prints the whole usage block first, burying the line that says what is wrong)."""
+
+    def error(self, message: str):
+        self.exit(2, f"gesture: error: {message} (see `{self.prog} --help`)\n")
 
 
 def environment_report() -> dict[str, object]:
@@ -94,7 +103,7 @@ def _add_train_args(p: argparse.ArgumentParser, recipe: str, default_preset: str
 
 def _resolve_train_config(args: argparse.Namespace, cls):
     """(config, out_dir, checkpoint or None) from the preset / resumed run and overrides."""
-    from .runtime import from_dict, read_preset, read_run_config, resolve_checkpoint
+    from .runtime import from_dict, preset_path, read_preset, read_run_config, resolve_checkpoint
     from .runtime.config import apply_overrides
 
     overrides = [*args.overrides, *args.sets]
@@ -106,13 +115,18 @@ def _resolve_train_config(args: argparse.Namespace, cls):
             raise CLIError("--preset cannot be combined with --resume (use KEY=VALUE overrides)")
         checkpoint = resolve_checkpoint(args.resume)
         raw = read_run_config(checkpoint)
+        source = checkpoint / "run_config.json"
     else:
-        raw = read_preset(args.preset or args.default_preset)
+        source = preset_path(args.preset or args.default_preset)
+        raw = read_preset(str(source))
     recipe = raw.get("recipe", args.recipe_name)
     if recipe != args.recipe_name:
-        source = checkpoint or args.preset
         raise CLIError(f"{source}: is a {recipe!r} config, not {args.recipe_name!r}")
-    cfg = from_dict(cls, apply_overrides(raw, overrides))
+    # a saved run config must be whole: a default standing in for a lost key would resume a
+    # different run; a preset may leave keys to their defaults
+    cfg = from_dict(
+        cls, apply_overrides(raw, overrides), source=source, complete=checkpoint is not None
+    )
     if args.out:
         out = Path(args.out)
     elif checkpoint is not None and checkpoint.parent.name == "checkpoints":
@@ -125,6 +139,13 @@ def _resolve_train_config(args: argparse.Namespace, cls):
         )
     if args.steps is not None and args.steps < 1:
         raise CLIError(f"--steps must be at least 1, found {args.steps}")
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: is a file, not a run folder")
+    from .paths import check_output
+
+    # the run fills out/ (checkpoints/, the export); it must not be one of the models it reads
+    inputs = [(k, getattr(cfg, k, None)) for k in ("tokenizer", "teacher")]
+    check_output(out, "--out", folders=[(k, p) for k, p in inputs if p])
     return cfg, out, checkpoint
 
 
@@ -182,10 +203,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npz" or out.is_dir():
         raise CLIError(f"--out {out}: expected a .npz file name")
-    if args.steps is not None and args.steps < 1:
-        raise CLIError(f"--steps must be at least 1, found {args.steps}")
+    from .pipelines import MAX_STEPS
+
+    if args.steps is not None and not 1 <= args.steps <= MAX_STEPS:
+        raise CLIError(f"--steps must be between 1 and {MAX_STEPS}, found {args.steps}")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise CLIError(f"--guidance must be a finite number, found {args.guidance}")
     if args.render and Path(args.render).suffix.lower() not in (".mp4", ".gif"):
         raise CLIError(f"--render {args.render}: expected a .mp4 or .gif file name")
+    from .paths import check_output
+
+    inputs = [("--audio", args.audio), ("--textgrid", args.textgrid)]
+    for flag, path in (("--out", out), ("--render", args.render)):
+        if path is not None:
+            check_output(path, flag, files=inputs, folders=[("--checkpoint", args.checkpoint)])
     motion = generate(
         args.audio,
         checkpoint=args.checkpoint,
@@ -214,15 +245,14 @@ def _setup_logging() -> None:
 def _usage(parser: argparse.ArgumentParser):
     def show(args: argparse.Namespace) -> int:
         parser.print_help()
+        print(f"gesture: error: {parser.prog} needs a subcommand", file=sys.stderr)
         return 2
 
     return show
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gesture", description="Co-speech gesture and human-motion generation."
-    )
+    parser = _Parser(prog="gesture", description="Co-speech gesture and human-motion generation.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_own_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser("info", help="show library versions and the compute device")
@@ -340,9 +370,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
+        print("gesture: error: a command is required", file=sys.stderr)
         return 2
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a user stops a long run; the atomic writers leave no partial file
+        if os.environ.get("GESTURE_DEBUG"):
+            raise
+        print("gesture: interrupted", file=sys.stderr)
+        return 130
     except (CLIError, ValueError, OSError) as e:
         # ConfigError, CheckpointError and DataError are ValueErrors naming the file/key
         if os.environ.get("GESTURE_DEBUG"):

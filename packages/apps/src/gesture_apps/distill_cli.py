@@ -58,7 +58,7 @@ def add_distill_command(sub) -> None:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from .cli import CLIError
-    from .runtime import apply_overrides, from_dict, read_preset, to_dict
+    from .runtime import apply_overrides, from_dict, preset_path, read_preset, to_dict
 
     overrides = [*args.overrides, *args.sets]
     if args.teacher:
@@ -74,21 +74,38 @@ def cmd_distill(args: argparse.Namespace) -> int:
             raise CLIError(f"{run_dir}: not a distill run folder (no {CONFIG_NAME})")
         try:
             raw = json.loads(saved.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CLIError(f"{saved}: invalid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise CLIError(f"{saved}: expected a JSON object, found {type(raw).__name__}")
         out = Path(args.out) if args.out else run_dir
+        source = saved
     else:
-        raw = read_preset(args.preset or ("distill_gesturelsm" if args.teacher else "distill_tiny"))
+        source = preset_path(
+            args.preset or ("distill_gesturelsm" if args.teacher else "distill_tiny")
+        )
+        raw = read_preset(str(source))
         out = Path(args.out or "runs/distill")
         if (out / CONFIG_NAME).is_file():
             raise CLIError(
                 f"{out} already holds a distill run; pass --resume {out} or another --out"
             )
     if raw.get("recipe", "distill") != "distill":
-        raise CLIError(f"config is a {raw.get('recipe')!r} config, not 'distill'")
+        raise CLIError(f"{source}: is a {raw.get('recipe')!r} config, not 'distill'")
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: is a file, not a run folder")
     from .recipes import distill
 
-    cfg = from_dict(distill.DistillRecipeConfig, apply_overrides(raw, overrides))
+    # the saved config of a run must be whole (a default for a lost key is another run)
+    cfg = from_dict(
+        distill.DistillRecipeConfig,
+        apply_overrides(raw, overrides),
+        source=source,
+        complete=bool(args.resume),
+    )
+    from .paths import check_output
+
+    check_output(out, "--out", folders=[("--teacher", cfg.teacher.path)])
     if args.print_config:
         import yaml
 

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class GenerationError(ValueError):
     """Generation input is unusable: audio, word alignment, checkpoint or output path."""
+
+
+class TrainingError(ValueError):
+    """A run cannot go on: the loss or the weights became NaN or infinite (it diverged)."""

@@ -47,7 +47,9 @@ def read_motion_npz(path: str | Path) -> dict[str, np.ndarray | float | None]:
                 raise MotionFileError(f"{path}: no 'poses' array (found {sorted(z.files)})")
             poses = z["poses"]
             trans = z["trans"] if "trans" in z.files else None
-            fps = float(z["mocap_frame_rate"]) if "mocap_frame_rate" in z.files else 30.0
+            fps = (
+                _frame_rate(path, z["mocap_frame_rate"]) if "mocap_frame_rate" in z.files else 30.0
+            )
     except MotionFileError:
         raise
     except (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
@@ -65,6 +67,15 @@ def read_motion_npz(path: str | Path) -> dict[str, np.ndarray | float | None]:
     if not (np.isfinite(fps) and fps > 0):
         raise MotionFileError(f"{path}: 'mocap_frame_rate' must be positive, found {fps}")
     return {"poses": poses.astype(np.float32), "trans": trans, "fps": fps}
+
+
+def _frame_rate(path: Path, a: np.ndarray) -> float:
+    """BEAT2 stores ``mocap_frame_rate`` as one number; anything else is named, not cast."""
+    if a.size != 1 or not np.issubdtype(a.dtype, np.number):
+        raise MotionFileError(
+            f"{path}: 'mocap_frame_rate' must be one number, found {a.dtype} of shape {a.shape}"
+        )
+    return float(a.reshape(()))
 
 
 def _check_finite(path: Path, key: str, a: np.ndarray) -> None:
@@ -193,13 +204,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and (out.is_dir() or out.suffix.lower() != ".json"):
         raise CLIError(f"--out {out}: expected a .json file name")
+    if out is not None:
+        from .paths import check_output
+
+        inputs = [(f"--{k.replace('_', '-')}", getattr(args, k)) for k in _EVAL_INPUTS]
+        check_output(out, "--out", files=inputs, folders=[("--fgd-encoder", args.fgd_encoder)])
     pairs = pair_files(args.pred, args.gt, args.audio)
-    pred = [read_motion_npz(p.pred)["poses"] for p in pairs]
+    pred_files = [read_motion_npz(p.pred) for p in pairs]
+    pred = [m["poses"] for m in pred_files]
     gt_files = [read_motion_npz(p.gt) for p in pairs]
     gt = [g["poses"] for g in gt_files]
     fps = {g["fps"] for g in gt_files}
     if len(fps) != 1 or not float(next(iter(fps))).is_integer():
         raise CLIError(f"--gt {args.gt}: frame rates differ or are not whole ({sorted(fps)})")
+    for p, m, g in zip(pairs, pred_files, gt_files, strict=True):
+        # frames are compared one to one: a 60 fps prediction against 30 fps ground truth
+        # would be scored at twice its speed and half its length without a word
+        if m["fps"] != g["fps"]:
+            raise CLIError(
+                f"{p.pred}: mocap_frame_rate {m['fps']:g} fps differs from the ground truth's "
+                f"{g['fps']:g} fps ({p.gt}); resample one of them"
+            )
     fps = int(fps.pop())
     audios = None
     if args.audio is not None:
@@ -248,6 +273,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# every input of `gesture eval` that --out must not overwrite
+_EVAL_INPUTS = ("pred", "gt", "audio", "fgd_encoder", "mean_velocity", "smplx_model")
+
+
 def _mean_velocity(
     path: str | None, gt: list[np.ndarray], rest, fps: int
 ) -> tuple[np.ndarray, str]:
@@ -287,12 +316,40 @@ def _load_fgd_encoder(path: str):
         raise CLIError(f"--fgd-encoder {p}: not an FGDEncoder folder (no config.json)")
     try:
         if p.is_file():
-            return FGDEncoder.from_emage_checkpoint(p).eval()
-        with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub may print a line
-            return FGDEncoder.from_pretrained(p).eval()
+            encoder = FGDEncoder.from_emage_checkpoint(p).eval()
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub may print a line
+                encoder = FGDEncoder.from_pretrained(p).eval()
+            _check_all_keys(encoder, p / "model.safetensors")
+    except CLIError:
+        raise
     except Exception as e:  # torch.load / safetensors / json raise many types
         message = " ".join(str(e).split())[:300]
         raise CLIError(f"--fgd-encoder {p}: cannot load ({message})") from None
+    for name, t in encoder.state_dict().items():
+        if t.is_floating_point() and not t.isfinite().all():  # every FGD would be NaN
+            raise CLIError(f"--fgd-encoder {p}: tensor {name!r} has non-finite values")
+    return encoder
+
+
+def _check_all_keys(encoder, weights: Path) -> None:
+    """An FGD from a partly loaded encoder is a number about nothing: every tensor of the
+    model must come from the file, and the file must hold nothing else."""
+    from safetensors import safe_open
+
+    from .cli import CLIError
+
+    if not weights.is_file():
+        raise CLIError(f"--fgd-encoder {weights}: file not found")
+    with safe_open(str(weights), framework="pt") as f:
+        stored = set(f.keys())
+    expected = set(encoder.state_dict())
+    if stored != expected:
+        missing, extra = sorted(expected - stored), sorted(stored - expected)
+        raise CLIError(
+            f"--fgd-encoder {weights}: does not match FGDEncoder ({len(missing)} tensors "
+            f"missing, e.g. {missing[:1]}; {len(extra)} unexpected, e.g. {extra[:1]})"
+        )
 
 
 def _smplx_rest(path: str):
@@ -302,7 +359,13 @@ def _smplx_rest(path: str):
 
     if not Path(path).exists():
         raise CLIError(f"--smplx-model {path}: not found")
-    return SmplxRest(path)
+    try:
+        return SmplxRest(path)
+    except (ValueError, OSError):
+        raise
+    except Exception as e:  # numpy raises BadZipFile, KeyError, EOFError for foreign files
+        message = " ".join(str(e).split())[:200]
+        raise CLIError(f"--smplx-model {path}: not an SMPL-X model file ({message})") from None
 
 
 def _print_table(result: dict) -> None:

@@ -30,12 +30,30 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .errors import GenerationError
 
 SAMPLE_RATE = 16000
 FPS = 30
 MIN_SECONDS = 1.0  # shorter recordings are refused ("too short")
+# sampling steps per window: the shortcut model is trained on step sizes down to 1/128, and
+# past a few hundred Euler steps the output no longer changes; a typo such as 100000 would
+# otherwise run for hours with nothing on the screen
+MAX_STEPS = 1000
+# config.json keys generation reads, with their types (a hand-edited or foreign export fails
+# here with the key named instead of deep inside the model)
+SPEC_KEYS = {
+    "parts": list,
+    "pose_length": int,
+    "factor": int,
+    "vocab_size": int,
+    "audio_channels": list,
+    "audio_dim": int,
+    "word_dim": int,
+    "denoiser": dict,
+    "sample": dict,
+}
 TEXTGRID_TOLERANCE_S = 2.0  # BEAT2's audio and alignments differ by up to ~0.6 s
 
 
@@ -168,19 +186,29 @@ def _load_lsm(folder_s: str, ema: bool, device: str, stamp: tuple = ()) -> LSMBu
     from gesture_data.datasets.beat2 import Vocabulary
     from motion_tokenizers import MultiPartTokenizer
 
-    from .recipes.lsm import LSMGenerator
+    from .recipes.data import check_normalizer
+    from .recipes.lsm import LSMGenerator, check_finite
 
     folder = Path(folder_s)
     try:
         spec = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        _check_spec(spec, folder / "config.json")
         gen = LSMGenerator(spec)
         weights = folder / ("model_ema.safetensors" if ema else "model.safetensors")
         if not weights.is_file():
             weights = folder / "model.safetensors"
         load_model(gen, str(weights), strict=True)
+        check_finite(gen, weights)
         with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints a line
             tok = MultiPartTokenizer.from_pretrained(folder / "tokenizer")
+        check_finite(tok, folder / "tokenizer")
+        if list(tok.part_names) != list(spec["parts"]):
+            raise GenerationError(
+                f"{folder}: tokenizer parts {tok.part_names} do not match config.json's "
+                f"{spec['parts']}"
+            )
         normalizer = Normalizer.load(folder / "normalizer.npz")
+        check_normalizer(normalizer, folder / "normalizer.npz", spec["parts"])
         itos = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
         vocab = Vocabulary(itos[2:])
     except GenerationError:
@@ -192,6 +220,24 @@ def _load_lsm(folder_s: str, ema: bool, device: str, stamp: tuple = ()) -> LSMBu
     gen.eval().to(device)
     tok.eval().to(device)
     return LSMBundle(gen, tok, normalizer, vocab, spec, folder)
+
+
+def _check_spec(spec: Any, path: Path) -> None:
+    """config.json must be an object holding :data:`SPEC_KEYS` with sane values."""
+    if not isinstance(spec, dict):
+        raise GenerationError(f"{path}: expected a JSON object, found {type(spec).__name__}")
+    for key, kind in SPEC_KEYS.items():
+        if key not in spec:
+            raise GenerationError(f"{path}: missing key {key!r}")
+        value = spec[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise GenerationError(
+                f"{path}: {key!r} must be {kind.__name__}, found {type(value).__name__}"
+            )
+        if kind is int and value < 1:
+            raise GenerationError(f"{path}: {key!r} must be at least 1, found {value}")
+    if spec["pose_length"] % spec["factor"]:
+        raise GenerationError(f"{path}: 'pose_length' is not a multiple of 'factor'")
 
 
 # ----- generation --------------------------------------------------------------------------
@@ -230,8 +276,10 @@ def generate_motion(
     spec, gen = bundle.spec, bundle.generator
     steps = int(steps if steps is not None else spec["sample"]["steps"])
     guidance = float(guidance if guidance is not None else spec["sample"]["guidance"])
-    if steps < 1:
-        raise GenerationError(f"steps must be at least 1, found {steps}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise GenerationError(f"steps must be between 1 and {MAX_STEPS}, found {steps}")
+    if not math.isfinite(guidance):
+        raise GenerationError(f"guidance must be a finite number, found {guidance}")
     device = next(gen.parameters()).device
     L, f, s = spec["pose_length"], spec["factor"], gen.seed_frames
     T = int(audio.size * FPS // SAMPLE_RATE)
@@ -276,7 +324,12 @@ def generate_motion(
         kv_null = den.cross_kv(None, batch=1, n_frames=n) if guided else None
         pieces: list[Tensor] = []
         prev: Tensor | None = None
-        for i in range(W):
+        # a long recording at many steps takes minutes: show where it is (on a terminal only;
+        # tqdm's disable=None stays quiet when stderr is a file or a pipe)
+        windows = tqdm(range(W), desc="generate", unit="window", leave=False, disable=None)
+        if W * steps < 200:
+            windows = range(W)
+        for i in windows:
             kv = [(k[i : i + 1], v[i : i + 1]) for k, v in kv_all]
             seed_i = None
             if s:

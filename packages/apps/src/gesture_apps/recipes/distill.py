@@ -48,6 +48,7 @@ from flow_backbones.flow import interpolate
 from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
 
+from ..errors import TrainingError
 from ..runtime import EMA, TrainConfig, Trainer, TrainResult
 from ..runtime.checkpoint import rng_state, set_rng_state, write_latest
 from .data import DataConfig
@@ -621,6 +622,12 @@ def adversarial_post_train(
         cond = _tree_map(lambda c: c.to(dev), cond)
         metrics = discriminator_step(state, real, cond)
         metrics.update(generator_step(state, real, cond))
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if bad:  # stop before a diverged generator is checkpointed or exported
+            raise TrainingError(
+                f"apt step {state.step + 1}: {', '.join(f'{k} {v}' for k, v in bad.items())} "
+                "(non-finite), training diverged; lower apt.lr_g / apt.lr_d"
+            )
         state.step += 1
         if state.step % cfg.log_every == 0 or state.step == end:
             state.history.append({"step": state.step, **metrics})

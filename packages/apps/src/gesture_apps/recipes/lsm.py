@@ -50,7 +50,7 @@ from motion_tokenizers.errors import CheckpointError
 from ..errors import ConfigError
 from ..runtime import TrainConfig, Trainer, TrainResult, to_dict
 from ..runtime.checkpoint import resolve_checkpoint
-from .data import DataConfig, PartWindows, load_windows
+from .data import DataConfig, PartWindows, check_normalizer, load_windows
 from .tokenizer import DATA_KEYS
 
 logger = logging.getLogger(__name__)
@@ -332,8 +332,14 @@ def load_tokenizer(cfg: LSMRecipeConfig):
     sub = "model_ema" if cfg.tokenizer_weights == "ema" else "model"
     if not (folder / sub).is_dir():
         sub = "model"
-    with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints a line
-        full = MultiPartTokenizer.from_pretrained(folder / sub)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints a line
+            full = MultiPartTokenizer.from_pretrained(folder / sub)
+    except (ValueError, OSError):
+        raise
+    except Exception as e:  # safetensors and json raise their own types for broken files
+        message = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"{folder / sub}: cannot load the tokenizer ({message})") from None
     missing = [p for p in cfg.model.parts if p not in full.part_names]
     if missing:
         raise ConfigError(f"model.parts: {missing} not in the tokenizer's {full.part_names}")
@@ -341,7 +347,18 @@ def load_tokenizer(cfg: LSMRecipeConfig):
         {p: full.parts[p] for p in cfg.model.parts}, latent_scale=full.latent_scale
     )
     tok.eval().requires_grad_(False)
-    return tok, Normalizer.load(folder / "normalizer.npz"), folder
+    check_finite(tok, folder / sub)
+    normalizer = Normalizer.load(folder / "normalizer.npz")
+    check_normalizer(normalizer, folder / "normalizer.npz", cfg.model.parts)
+    return tok, normalizer, folder
+
+
+def check_finite(module: nn.Module, where: str | Path) -> None:
+    """Refuse weights with NaN or inf: they load without complaint and turn every output into
+    NaN (a run trains on with loss nan; generation writes NaN motion)."""
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{where}: tensor {name!r} has non-finite values")
 
 
 @torch.no_grad()
@@ -379,6 +396,11 @@ def prepare(
 ) -> LSMRun:
     """Load the frozen tokenizers, encode the training windows, build model and trainer."""
     tok, normalizer, _ = load_tokenizer(cfg)
+    if cfg.data.pose_length % tok.downsample_factor:  # before the windows are encoded with it
+        raise ConfigError(
+            f"data.pose_length: {cfg.data.pose_length} is not a multiple of the tokenizer's "
+            f"downsampling factor {tok.downsample_factor}"
+        )
     windows, vocab = load_windows(cfg.data)
     data_parts = [DATA_KEYS[p] for p in cfg.model.parts]
     latents = encode_windows(tok, PartWindows(windows, data_parts, normalizer))

@@ -10,6 +10,7 @@ and wrongly typed value raises :class:`ConfigError` with a one-line message.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -34,8 +35,8 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.yaml"))
 
 
-def read_preset(name_or_path: str) -> dict[str, Any]:
-    """Raw mapping of a preset name (``tokenizer_tiny``) or a path to a yaml file."""
+def preset_path(name_or_path: str) -> Path:
+    """The yaml file of a preset name (``tokenizer_tiny``) or a path; errors name it."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = presets_dir() / f"{name_or_path}.yaml"
@@ -45,6 +46,12 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
             )
     elif not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    return path
+
+
+def read_preset(name_or_path: str) -> dict[str, Any]:
+    """Raw mapping of a preset name (``tokenizer_tiny``) or a path to a yaml file."""
+    path = preset_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -89,8 +96,30 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, checking keys and value types recursively."""
+def from_dict(
+    cls: type[T],
+    data: dict[str, Any],
+    where: str = "",
+    *,
+    source: str | Path | None = None,
+    complete: bool = False,
+) -> T:
+    """Build dataclass ``cls`` from a mapping, checking keys and value types recursively.
+
+    ``source`` (the file the mapping came from) prefixes every error, so the message names
+    both the file and the key. ``complete=True`` also refuses a missing key: a config saved
+    by a run (``run_config.json``) must rebuild that run, and a default silently standing in
+    for a lost key would train or load a different model.
+    """
+    if source is None:
+        return _from_dict(cls, data, where, complete)
+    try:
+        return _from_dict(cls, data, where, complete)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _from_dict(cls: type[T], data: Any, where: str, complete: bool) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, found {_kind(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -99,7 +128,14 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     if unknown:
         key = f"{where}.{unknown[0]}" if where else str(unknown[0])
         raise ConfigError(f"unknown config key {key!r} (known: {', '.join(fields)})")
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    if complete:
+        missing = [k for k in fields if k not in data]
+        if missing:
+            key = f"{where}.{missing[0]}" if where else missing[0]
+            raise ConfigError(f"missing config key {key!r}")
+    kwargs = {
+        k: _coerce(hints[k], v, f"{where}.{k}" if where else k, complete) for k, v in data.items()
+    }
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as e:
@@ -117,13 +153,14 @@ def load_config(
 ) -> T:
     """Preset name, yaml path or mapping + overrides -> validated ``cls`` instance."""
     data = read_preset(preset) if isinstance(preset, str) else preset
-    return from_dict(cls, apply_overrides(data, list(overrides or [])))
+    source = preset_path(preset) if isinstance(preset, str) else None
+    return from_dict(cls, apply_overrides(data, list(overrides or [])), source=source)
 
 
 # ----- helpers ---------------------------------------------------------------------------
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
+def _coerce(tp: Any, value: Any, where: str, complete: bool = False) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -136,7 +173,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(arg, value, where)
+                return _coerce(arg, value, where, complete)
             except ConfigError as e:
                 errors.append(e)
         raise errors[0] if errors else ConfigError(f"{where}: unexpected value {value!r}")
@@ -148,7 +185,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             )
         return value
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, {} if value is None else value, where)
+        return _from_dict(tp, {} if value is None and not complete else value, where, complete)
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, found {_kind(value)} {value!r}")
@@ -157,11 +194,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} values, found {len(value)}")
             return tuple(
-                _coerce(a, v, f"{where}[{i}]")
+                _coerce(a, v, f"{where}[{i}]", complete)
                 for i, (a, v) in enumerate(zip(args, value, strict=True))
             )
         item = args[0] if args else Any
-        out = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        out = [_coerce(item, v, f"{where}[{i}]", complete) for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
@@ -180,6 +217,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, found {value!r}")
+        # yaml spells .nan and .inf; no setting means them, and a NaN slips through every
+        # range check (nan <= 0 is False) into a run that trains on NaN
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, found {value!r}")
         return float(value)
     if tp is str:
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
 
+from ..errors import TrainingError
 from .checkpoint import STATE_NAME, resolve_checkpoint, rng_state, set_rng_state, write_latest
 from .ema import EMA
 
@@ -190,6 +191,7 @@ class Trainer:
         self.model.train()
         with acc.autocast():
             loss, metrics = self.loss_fn(self.model, batch)
+        self._check_finite_loss(loss)  # before the update: the weights stay the last good ones
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
         if cfg.grad_clip:
@@ -203,6 +205,27 @@ class Trainer:
         out.update({k: float(v) for k, v in metrics.items()})
         out["lr"] = self.scheduler.get_last_lr()[0]
         return out
+
+    def _check_finite_loss(self, loss: Tensor) -> None:
+        """Stop a diverged run (e.g. ``train.lr=1e12``, a NaN teacher) with one clear error
+        instead of training on NaN and exporting NaN weights. Every rank takes part, so all
+        stop together; nothing is saved, the last checkpoint written stays the newest."""
+        bad = torch.logical_not(torch.isfinite(loss.detach().float())).float().reshape(1)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if bad.item() == 0:
+            return
+        raise TrainingError(
+            f"step {self.step + 1}: the loss is {float(loss.detach())} (non-finite), training "
+            f"diverged; stopped without saving (last good checkpoint: {self._newest_checkpoint()}"
+            "); lower train.lr or check the data and the teacher"
+        )
+
+    def _newest_checkpoint(self) -> str:
+        pointer = (self.out_dir or Path()) / "checkpoints" / "latest.txt"
+        if self.out_dir is None or not pointer.is_file():
+            return "none"
+        return str(pointer.parent / pointer.read_text(encoding="utf-8").strip())
 
     def train(self, steps: int | None = None) -> TrainResult:
         """Train ``steps`` more steps (default: up to ``max_steps``); checkpoint at the end."""
@@ -306,6 +329,13 @@ class Trainer:
                 raise ValueError("save_checkpoint: no directory and no out_dir")
             directory = self.out_dir / "checkpoints" / f"step_{self.step:07d}"
         directory = Path(directory)
+        for name, t in self.raw_model.state_dict().items():
+            # a finite loss can still come with an overflowing update; never write such weights
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise TrainingError(
+                    f"step {self.step}: weight {name!r} is non-finite, training diverged; not "
+                    f"saved (last good checkpoint: {self._newest_checkpoint()})"
+                )
         rngs = gather_object([rng_state()])  # one entry per rank, in rank order
         if acc.is_main_process:
             state = self.state_dict()
@@ -340,7 +370,12 @@ class Trainer:
         """Restore model, optimizer, scheduler, EMA, data position and RNGs from ``path`` (a
         checkpoint folder or a run folder). Raises :class:`CheckpointError` if unreadable."""
         directory = resolve_checkpoint(path)
-        state = load_state(directory, STATE_NAME)
+        try:
+            state = load_state(directory, STATE_NAME)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:  # json refers to a tensor not stored
+            raise CheckpointError(f"{directory}: unreadable trainer state ({e!r})") from None
         weights = directory / "model.safetensors"
         if not weights.is_file():
             raise CheckpointError(f"{weights}: file not found")
@@ -350,6 +385,9 @@ class Trainer:
             )
         except Exception as e:  # safetensors/torch raise several types for bad files
             raise CheckpointError(f"{weights}: does not match the model ({_one_line(e)})") from e
+        for name, t in self.raw_model.state_dict().items():
+            if t.is_floating_point() and not torch.isfinite(t).all():  # it would train on NaN
+                raise CheckpointError(f"{weights}: tensor {name!r} has non-finite values")
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
