@@ -32,4 +32,6 @@ class DataError(ValueError):
         text = ": ".join(parts) + ": " + message
         if expected is not None or found is not None:
             text += f" (expected {expected}, found {found})"
-        super().__init__(text)
+        # third-party parsers put newlines in their messages; callers (and the CLI) print
+        # one line per error
+        super().__init__(" ".join(text.split()))

@@ -193,15 +193,51 @@ def velocity_to_trans(trans_v: Tensor, init_xz: Tensor | None = None) -> Tensor:
     return out
 
 
+def _checked_stats(path, part: str, mean, std) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for name, a in (("mean", mean), ("std", std)):
+        a = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a)
+        if a.dtype.kind not in "fiu":
+            raise DataError(path, "not real numbers", key=f"{part}/{name}", found=a.dtype)
+        if a.ndim != 1 or a.size == 0:
+            raise DataError(
+                path, "wrong shape", key=f"{part}/{name}", expected="(C,)", found=a.shape
+            )
+        a = a.astype(np.float32)
+        bad = ~np.isfinite(a) | ((a <= 0) if name == "std" else False)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                path,
+                f"channel {i}",
+                key=f"{part}/{name}",
+                expected="finite" + (" and > 0" if name == "std" else ""),
+                found=float(a[i]),
+            )
+        out.append(a)
+    if out[0].shape != out[1].shape:
+        raise DataError(
+            path, "mean and std lengths differ", key=part, expected=out[0].shape, found=out[1].shape
+        )
+    return out[0], out[1]
+
+
 class Normalizer:
     """Per-part z-score: ``(x - mean) / std``. Parts with no statistics pass through
     (GestureLSM leaves the face unnormalised)."""
 
-    def __init__(self, stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, eps=1e-8):
-        self.stats = {
-            k: (np.asarray(m, np.float32), np.asarray(s, np.float32))
-            for k, (m, s) in (stats or {}).items()
-        }
+    def __init__(
+        self,
+        stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        eps=1e-8,
+        *,
+        path: str | Path | None = None,
+    ):
+        # a NaN, zero or negative std turns every generated frame into NaN or a frozen pose
+        # without an error downstream, so statistics are checked once, here
+        if not (isinstance(eps, int | float) and np.isfinite(eps) and eps >= 0):
+            raise DataError(path, "bad eps", key="__meta__", expected=">= 0", found=eps)
+        self.stats = {k: _checked_stats(path, k, m, s) for k, (m, s) in (stats or {}).items()}
         self.eps = eps
 
     @classmethod
@@ -235,9 +271,17 @@ class Normalizer:
                 raise DataError(p, "normalisation file missing") from None
             except (ValueError, OSError, EOFError) as e:
                 raise DataError(p, f"cannot read npy: {e}") from None
-            if a.shape != shape:
-                raise DataError(p, "wrong shape", expected=shape, found=a.shape)
-            arrs[name] = a.astype(np.float32)
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu" or a.shape != shape:
+                found = getattr(a, "shape", type(a).__name__)
+                raise DataError(p, "wrong shape or type", key=name, expected=shape, found=found)
+            a = a.astype(np.float32)
+            bad = ~np.isfinite(a) | ((a <= 0) if name.endswith("std") else False)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    p, f"bad value at channel {i}", key=name, expected="finite, std > 0", found=a[i]
+                )
+            arrs[name] = a
         stats = {}
         for part, spec in layout.parts.items():
             if not spec.joints:
@@ -294,7 +338,14 @@ class Normalizer:
         try:
             with np.load(path, allow_pickle=False) as z:
                 files = list(z.files)
-                meta = json.loads(str(z["__meta__"])) if "__meta__" in files else {}
+                meta = {}
+                if "__meta__" in files:
+                    try:
+                        meta = json.loads(str(z["__meta__"]))
+                    except json.JSONDecodeError as e:
+                        raise DataError(path, f"not JSON: {e}", key="__meta__") from None
+                    if not isinstance(meta, dict):
+                        raise DataError(path, "not an object", key="__meta__", found=meta)
                 stats = {}
                 for key in files:
                     if key.endswith("/mean"):
@@ -308,4 +359,4 @@ class Normalizer:
             raise DataError(path, "normaliser file missing") from None
         except Exception as e:
             raise DataError(path, f"cannot read normaliser: {e}") from None
-        return cls(stats, eps=meta.get("eps", 1e-8))
+        return cls(stats, eps=meta.get("eps", 1e-8), path=path)

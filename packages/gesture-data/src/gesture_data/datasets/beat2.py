@@ -84,6 +84,29 @@ def find_root(root: str | Path) -> Path:
 
 
 _NPZ_SPEC = {"poses": 165, "trans": 3, "expressions": 100}
+SPLITS = ("train", "val", "test", "additional")
+
+
+def _real_array(path: Path, key: str, a: np.ndarray) -> np.ndarray:
+    # strings, objects and complex numbers would otherwise pass through astype(float32)
+    # (complex silently drops the imaginary part) or fail deep inside numpy
+    if a.dtype.kind not in "fiu":
+        raise DataError(path, "not real numbers", key=key, expected="float array", found=a.dtype)
+    return a
+
+
+def _frame_rate(path: Path, z) -> float:
+    if "mocap_frame_rate" not in z.files:
+        return 30.0
+    a = _real_array(path, "mocap_frame_rate", z["mocap_frame_rate"])
+    if a.size != 1:
+        raise DataError(
+            path, "not a scalar", key="mocap_frame_rate", expected="one value", found=a.shape
+        )
+    fps = float(a.reshape(()))
+    if not np.isfinite(fps) or fps <= 0:
+        raise DataError(path, "bad frame rate", key="mocap_frame_rate", expected="> 0", found=fps)
+    return fps
 
 
 def load_motion(path: str | Path) -> dict[str, np.ndarray]:
@@ -92,7 +115,13 @@ def load_motion(path: str | Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DataError(path, "motion file missing")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(path, f"corrupt or truncated npz: {type(e).__name__}: {e}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(path, "not an npz archive", expected="npz", found=type(z).__name__)
+    try:
+        with z:
             files = set(z.files)
             out = {}
             for key in ("poses", "trans", "expressions", "betas"):
@@ -100,8 +129,8 @@ def load_motion(path: str | Path) -> dict[str, np.ndarray]:
                     raise DataError(
                         path, "key missing", key=key, expected="present", found=sorted(files)
                     )
-                out[key] = z[key]
-            fps = float(z["mocap_frame_rate"]) if "mocap_frame_rate" in files else 30.0
+                out[key] = _real_array(path, key, z[key])
+            fps = _frame_rate(path, z)
     except DataError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
@@ -119,9 +148,35 @@ def load_motion(path: str | Path) -> dict[str, np.ndarray]:
         out[key] = a.astype(np.float32)
     if t == 0:
         raise DataError(path, "empty motion", key="poses", expected="T > 0", found=0)
-    out["betas"] = np.asarray(out["betas"], np.float32).reshape(-1)
+    betas = out["betas"].reshape(-1)
+    if betas.size == 0 or not np.isfinite(betas).all():
+        raise DataError(
+            path, "empty or non-finite body shape", key="betas", expected="finite values"
+        )
+    out["betas"] = betas.astype(np.float32)
     out["fps"] = np.float32(fps)
     return out
+
+
+def _riff_truncation(path: Path) -> str | None:
+    """Why a RIFF/WAVE file is cut short, or None. libsndfile reads whatever samples a cut
+    file still holds without a word, so a half-copied wav would load as shorter audio."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None  # not RIFF (or too short to say): libsndfile decides
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, n = f.read(4), int.from_bytes(f.read(4), "little")
+            if cid == b"data":
+                # 0 and 0xFFFFFFFF are what streaming writers leave when they never seek back
+                if n not in (0, 0xFFFFFFFF) and pos + 8 + n > size:
+                    return f"data chunk declares {n} bytes, file holds {size - pos - 8}"
+                return None
+            pos += 8 + n + (n & 1)
+    return None
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -131,6 +186,11 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise DataError(path, "audio file missing")
+    if not path.is_file():
+        raise DataError(path, "not a file", expected="wav file", found="folder")
+    why = _riff_truncation(path)
+    if why:
+        raise DataError(path, f"truncated wav: {why}")
     try:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError
@@ -176,6 +236,15 @@ def load_clip(
             expected=f"{t_motion:.2f} s (+-{max_length_mismatch_s})",
             found=f"{t_audio:.2f} s",
         )
+    last = max((e for _, e, _ in tiers["words"]), default=0.0)
+    if last > max(t_motion, t_audio) + max_length_mismatch_s:
+        raise DataError(
+            tg_path,
+            "words end after the recording",
+            key="words",
+            expected=f"<= {max(t_motion, t_audio):.2f} s (+-{max_length_mismatch_s})",
+            found=f"{last:.2f} s",
+        )
     return Beat2Clip(
         clip_id=clip_id,
         poses=m["poses"],
@@ -200,11 +269,27 @@ def read_split(root: str | Path) -> dict[str, str]:
             break
     else:
         return {p.stem: "train" for p in sorted((root / "smplxflame_30").glob("*.npz"))}
-    with open(p, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"id", "type"} <= set(rows[0]):
-        raise DataError(p, "bad header", expected=["id", "type"], found=list(rows[0]))
-    return {r["id"].strip(): r["type"].strip() for r in rows}
+    try:
+        with open(p, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(p, f"not a UTF-8 csv: {e}") from None
+    if not header or not {"id", "type"} <= set(header):
+        raise DataError(p, "bad header", expected=["id", "type"], found=header)
+    out: dict[str, str] = {}
+    for line, r in enumerate(rows, 2):
+        cid, typ = (r.get("id") or "").strip(), (r.get("type") or "").strip()
+        if not cid or typ not in SPLITS:
+            raise DataError(
+                p, f"line {line}: bad row {cid!r}", key="type", expected=SPLITS, found=typ
+            )
+        if out.setdefault(cid, typ) != typ:
+            raise DataError(
+                p, f"line {line}: clip {cid!r} listed twice", key="id", found=(out[cid], typ)
+            )
+    return out
 
 
 def list_clips(
@@ -215,6 +300,8 @@ def list_clips(
 ) -> list[str]:
     """Clip ids filtered by split (``train``/``val``/``test``/``additional``) and speaker."""
     root = find_root(root)
+    if split is not None and split not in SPLITS:
+        raise DataError(root, "unknown split", key="split", expected=SPLITS, found=split)
     if speakers is not None:
         speakers = set(speakers)
         bad = [s for s in speakers if not 1 <= int(s) <= NUM_SPEAKERS]

@@ -173,7 +173,19 @@ def parse_bvh(text: str, path=None) -> BvhMotion:
                     found=t,
                 )
 
-    joint(-1)
+    try:
+        joint(-1)
+    except RecursionError:
+        # one Python frame per nesting level; no real skeleton comes near this depth
+        raise DataError(
+            path, "hierarchy nested too deeply", key="JOINT", found=f"> {len(names)} levels"
+        ) from None
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            # joints are looked up by name (layouts, retargeting): two with one name is ambiguous
+            raise DataError(path, "duplicate joint name", key="JOINT", found=n)
+        seen.add(n)
     if not channels[0] or any(c not in channels[0] for c in _POS):
         raise DataError(
             path,
@@ -250,7 +262,7 @@ def read_bvh(path: str | Path) -> BvhMotion:
     return parse_bvh(text, path)
 
 
-def format_bvh(m: BvhMotion, newline: str = "\r\n") -> str:
+def format_bvh(m: BvhMotion, newline: str = "\r\n", path=None) -> str:
     """BVH text in SeG's style: 4-space indent, ``%.6f`` values, CRLF, no final newline."""
     lines = ["HIERARCHY"]
     children: dict[int, list[int]] = {}
@@ -264,7 +276,13 @@ def format_bvh(m: BvhMotion, newline: str = "\r\n") -> str:
         stack.extend(reversed(children.get(j, [])))
     if order != list(range(len(m.names))):
         # frame values are written in joint-index order, so it must be the file's DFS order
-        raise ValueError("joints must be numbered in depth-first hierarchy order")
+        raise DataError(
+            path,
+            "joints must be numbered in depth-first hierarchy order",
+            key="parents",
+            expected=list(range(len(m.names))),
+            found=order,
+        )
     f6 = lambda v: f"{v:.6f}"  # noqa: E731
 
     def emit(j: int, depth: int):
@@ -294,7 +312,7 @@ def write_bvh(path: str | Path, m: BvhMotion, newline: str = "\r\n") -> None:
     """Write atomically (see :func:`format_bvh`)."""
     if m.positions is None:
         m = replace(m, positions=np.zeros_like(m.rotations))
-    write_bytes_atomic(path, format_bvh(m, newline).encode("utf-8"))
+    write_bytes_atomic(path, format_bvh(m, newline, path).encode("utf-8"))
 
 
 def local_matrices(m: BvhMotion) -> np.ndarray:
@@ -351,6 +369,8 @@ def resample_bvh(m: BvhMotion, fps: float) -> BvhMotion:
     otherwise root/positions are interpolated linearly and rotations by slerp."""
     from scipy.spatial.transform import Rotation, Slerp
 
+    if not (isinstance(fps, int | float) and np.isfinite(fps) and fps > 0):
+        raise DataError(None, "bad target frame rate", key="fps", expected="> 0", found=fps)
     ratio = m.fps / fps
     if abs(ratio - round(ratio)) < 1e-3 and round(ratio) >= 1:
         k = round(ratio)

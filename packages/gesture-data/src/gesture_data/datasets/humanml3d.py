@@ -168,14 +168,24 @@ def recover_from_ric(features, joints_num: int = 22):
     """``(..., T, 263)`` features -> ``(..., T, joints_num, 3)`` joint positions (numpy or
     torch in, same out): integrate the root yaw and velocity, un-rotate the root-relative
     joints and add the root."""
-    if features.shape[-1] != feature_dim(joints_num):
+    if not isinstance(features, torch.Tensor):
+        features = np.asarray(features)
+        if features.dtype.kind not in "fiu":
+            raise DataError(
+                None, "not real numbers", key="features", expected="float", found=features.dtype
+            )
+        features = features.astype(np.float64) if features.dtype.kind != "f" else features
+    if features.ndim < 2 or features.shape[-1] != feature_dim(joints_num):
         raise DataError(
             None,
             "wrong feature size",
             key="features",
             expected=feature_dim(joints_num),
-            found=features.shape[-1],
+            found=tuple(features.shape),
         )
+    finite = torch.isfinite(features).all() if isinstance(features, torch.Tensor) else None
+    if not (bool(finite) if finite is not None else np.isfinite(features).all()):
+        raise DataError(None, "non-finite values", key="features")
     quat, rpos = recover_root_rot_pos(features)
     pos = features[..., 4 : (joints_num - 1) * 3 + 4]
     pos = pos.reshape(*pos.shape[:-1], joints_num - 1, 3)
@@ -294,7 +304,10 @@ def joints_to_features(
     """``(T, 22, 3)`` joint positions (metres, Y up) -> ``(T-1, 263)`` HumanML3D features.
     ``hips_swapped=True`` (default) reproduces HumanML3D's published vectors; False uses
     the geometrically intended facing direction (the inverse works either way)."""
-    joints = np.asarray(joints, dtype=np.float64)
+    try:
+        joints = np.asarray(joints, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(None, f"not real numbers: {e}", key="joints") from None
     if joints.ndim != 3 or joints.shape[1:] != (22, 3) or joints.shape[0] < 2:
         raise DataError(
             None, "wrong joints shape", key="joints", expected="(T>=2, 22, 3)", found=joints.shape
@@ -329,16 +342,35 @@ def joints_to_features(
     return out.astype(np.float32)
 
 
-def mean_std(features: list[np.ndarray], joints_num: int = 22, feet_bias: float = 5.0):
+def mean_std(
+    features: list[np.ndarray],
+    joints_num: int = 22,
+    feet_bias: float = 5.0,
+    min_std: float = 1e-4,
+):
     """HumanML3D's Mean/Std: per-channel mean; std averaged within each feature group
-    (root yaw vel, root xz vel, root y, ric, rot, local vel, feet), feet std / ``feet_bias``."""
-    x = np.concatenate([np.asarray(f, np.float64) for f in features], axis=0)
+    (root yaw vel, root xz vel, root y, ric, rot, local vel, feet), feet std / ``feet_bias``.
+    A group that never varies (feet always on the floor for a seated speaker) gets
+    ``min_std`` instead of 0, so normalising it cannot divide by zero."""
+    d = feature_dim(joints_num)
+    arrays = [np.asarray(f, np.float64) for f in features]
+    if not arrays:
+        raise DataError(None, "no feature arrays", key="features", expected=f"(T, {d}) arrays")
+    for i, a in enumerate(arrays):
+        if a.ndim != 2 or a.shape[1] != d:
+            raise DataError(
+                None, f"array {i}: wrong shape", key="features", expected=("T", d), found=a.shape
+            )
+        if not np.isfinite(a).all():
+            raise DataError(None, f"array {i}: non-finite values", key="features")
+    x = np.concatenate(arrays, axis=0)
     mean, std = x.mean(0), x.std(0)
     j = joints_num
     bounds = [0, 1, 3, 4, 4 + (j - 1) * 3, 4 + (j - 1) * 9, 4 + (j - 1) * 9 + j * 3, x.shape[1]]
     for a, b in itertools.pairwise(bounds):
         std[a:b] = std[a:b].mean()
     std[bounds[-2] :] /= feet_bias
+    std = np.maximum(std, min_std)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
@@ -366,6 +398,9 @@ def parse_caption_line(line: str, path=None) -> Caption:
     except ValueError:
         raise DataError(path, f"bad start/end in {line!r}") from None
     s, e = (0.0 if np.isnan(s) else s), (0.0 if np.isnan(e) else e)
+    # 0/0 means "the whole clip" in HumanML3D; otherwise the span must go forwards
+    if s < 0 or e < 0 or (e > 0 and e <= s):
+        raise DataError(path, f"bad caption span in {line!r}", key="start/end", found=(s, e))
     return Caption(parts[0], parts[1].split(), s, e)
 
 
@@ -375,9 +410,16 @@ def write_split(root: str | Path, name: str, ids: list[str]) -> None:
 
 def read_split(root: str | Path, name: str) -> list[str]:
     p = Path(root) / f"{name}.txt"
-    if not p.exists():
-        raise DataError(p, "split file missing")
-    return [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    return [ln.strip() for ln in _read_text(p, "split file").splitlines() if ln.strip()]
+
+
+def _read_text(p: Path, what: str) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(p, f"{what} missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(p, f"cannot read {what}: {type(e).__name__}: {e}") from None
 
 
 def write_texts(root: str | Path, clip_id: str, captions: list[Caption]) -> None:
@@ -388,11 +430,8 @@ def write_texts(root: str | Path, clip_id: str, captions: list[Caption]) -> None
 
 def read_texts(root: str | Path, clip_id: str) -> list[Caption]:
     p = Path(root) / "texts" / f"{clip_id}.txt"
-    if not p.exists():
-        raise DataError(p, "caption file missing")
-    return [
-        parse_caption_line(ln, p) for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()
-    ]
+    text = _read_text(p, "caption file")
+    return [parse_caption_line(ln, p) for ln in text.splitlines() if ln.strip()]
 
 
 def _load_npy(p: Path, shape_tail: tuple, key: str) -> np.ndarray:
@@ -402,8 +441,14 @@ def _load_npy(p: Path, shape_tail: tuple, key: str) -> np.ndarray:
         a = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise DataError(p, f"corrupt npy: {e}") from None
-    if a.shape[1:] != shape_tail:
+    if not isinstance(a, np.ndarray):
+        raise DataError(p, "not an .npy array", key=key, expected="npy", found=type(a).__name__)
+    if a.dtype.kind not in "fiu":
+        raise DataError(p, "not real numbers", key=key, expected="float", found=a.dtype)
+    if a.ndim != len(shape_tail) + 1 or a.shape[1:] != shape_tail:
         raise DataError(p, "wrong shape", key=key, expected=("T", *shape_tail), found=a.shape)
+    if a.shape[0] == 0:
+        raise DataError(p, "no frames", key=key, expected="T > 0", found=a.shape)
     if not np.isfinite(a).all():
         raise DataError(p, "non-finite values", key=key)
     return a
@@ -454,15 +499,34 @@ class HumanML3DReader:
         self.root = Path(root)
         self.joints_num = joints_num
         d = feature_dim(joints_num)
+        have = [(self.root / f"{n}.npy").exists() for n in ("Mean", "Std")]
+        if have[0] != have[1]:
+            # normalising with a mean and no std (or the reverse) is never what was meant
+            missing = self.root / ("Std.npy" if have[0] else "Mean.npy")
+            raise DataError(missing, "Mean.npy and Std.npy come as a pair; this one is missing")
         for name in ("Mean", "Std"):
             p = self.root / f"{name}.npy"
-            if p.exists():
-                a = np.load(p, allow_pickle=False)
-                if a.shape != (d,):
-                    raise DataError(p, "wrong shape", key=name, expected=(d,), found=a.shape)
-                setattr(self, name.lower(), a)
-            else:
+            if not p.exists():
                 setattr(self, name.lower(), None)
+                continue
+            try:
+                a = np.load(p, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise DataError(p, f"corrupt npy: {e}", key=name) from None
+            if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+                raise DataError(p, "not a float array", key=name)
+            if a.shape != (d,):
+                raise DataError(p, "wrong shape", key=name, expected=(d,), found=a.shape)
+            if not np.isfinite(a).all() or (name == "Std" and (a <= 0).any()):
+                bad = np.flatnonzero(~np.isfinite(a) | ((a <= 0) if name == "Std" else False))
+                raise DataError(
+                    p,
+                    f"non-finite{' or non-positive' if name == 'Std' else ''} values "
+                    f"(first at channel {int(bad[0])})",
+                    key=name,
+                    found=float(a[bad[0]]),
+                )
+            setattr(self, name.lower(), a)
 
     def ids(self, split: str = "all") -> list[str]:
         return read_split(self.root, split)

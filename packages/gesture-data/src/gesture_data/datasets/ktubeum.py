@@ -72,9 +72,13 @@ def read_pose_jsons(files_or_dir) -> dict[str, np.ndarray]:
             if k not in d:
                 raise DataError(f, "key missing", key=k, expected=f"{dim} values", found=None)
             try:
-                a = np.asarray(d[k], dtype=np.float64).reshape(-1)
+                raw = np.asarray(d[k])
             except (TypeError, ValueError):
                 raise DataError(f, "not numeric", key=k) from None
+            # bools and nulls would otherwise turn into 1.0 / NaN without a word
+            if raw.dtype.kind not in "fi":
+                raise DataError(f, "not numeric", key=k, expected="numbers", found=raw.dtype)
+            a = raw.astype(np.float64).reshape(-1)
             if a.size != dim:
                 raise DataError(f, "wrong size", key=k, expected=dim, found=a.size)
             if not np.isfinite(a).all() or np.abs(a).max(initial=0) > 1e30:

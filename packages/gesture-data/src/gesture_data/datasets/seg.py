@@ -86,6 +86,9 @@ def read_seg_inventory(xlsx: str | Path, bvh_dir: str | Path | None = None) -> l
     if header != HEADER:
         raise DataError(xlsx, "unexpected header", key="sg_list", expected=HEADER, found=header)
     files: dict[str, list[Path]] = {}
+    if bvh_dir is not None and not Path(bvh_dir).is_dir():
+        # a mistyped folder would otherwise give every record an empty file list
+        raise DataError(bvh_dir, "BVH folder missing", key="bvh_dir", expected="folder")
     if bvh_dir is not None:
         for p in sorted(Path(bvh_dir).glob("*.bvh")):
             stem = re.sub(r"-\d+$", "", p.stem)
@@ -100,5 +103,9 @@ def read_seg_inventory(xlsx: str | Path, bvh_dir: str | Path | None = None) -> l
             idx = f"{int(r[0]):04d}"
         rec = SegRecord(idx, cells[1], cells[2], cells[3], cells[4], cells[5])
         rec.files = sorted(files.get(rec.stem, []), key=lambda p, s=rec.stem: _variant(s, p))
+        if any(r.index == rec.index for r in out):
+            raise DataError(xlsx, "duplicate Semantics-Aware Index", key=HEADER[0], found=rec.index)
         out.append(rec)
+    if not out:
+        raise DataError(xlsx, "no gesture rows below the header", key="sg_list")
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,20 @@ from ..errors import DataError
 log = logging.getLogger(__name__)
 
 Interval = tuple[float, float, str]
+
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+_NEGATIVE = re.compile(r"(?<![\w.])-\s*\.?\d")
+
+
+def _negative_time_line(text: str) -> int | None:
+    """Line number of the first negative number outside quoted labels, or None.
+
+    praatio's number pattern has no sign, so it reads ``xmin = -0.5`` as 0.5: a word
+    would silently move. Labels ("well-known", "-") are quoted, so they are skipped."""
+    for i, line in enumerate(text.splitlines(), 1):
+        if _NEGATIVE.search(_QUOTED.sub("", line)):
+            return i
+    return None
 
 
 def read_textgrid(path: str | Path, tiers=("words",)) -> dict[str, list[Interval]]:
@@ -26,6 +41,21 @@ def read_textgrid(path: str | Path, tiers=("words",)) -> dict[str, list[Interval
     path = Path(path)
     if not path.exists():
         raise DataError(path, "TextGrid file missing")
+    try:
+        raw = path.read_bytes()
+        # Praat writes UTF-8 or UTF-16 (with a byte-order mark); praatio reads both
+        text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(path, f"cannot read TextGrid text: {type(e).__name__}: {e}") from None
+    line = _negative_time_line(text)
+    if line is not None:
+        raise DataError(
+            path,
+            f"line {line}: negative time",
+            key=tiers[0] if tiers else None,
+            expected="times >= 0",
+            found=text.splitlines()[line - 1].strip(),
+        )
     try:
         tg = ptg.openTextgrid(str(path), includeEmptyIntervals=False)
     except Exception as e:  # praatio raises many types for malformed input

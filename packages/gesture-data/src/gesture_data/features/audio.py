@@ -17,9 +17,32 @@ from scipy.fft import dct
 from scipy.ndimage import maximum_filter1d
 from scipy.signal import resample_poly
 
+from ..errors import DataError
+
+
+def _check_audio(audio, sample_rate, *, allow_empty: bool = False) -> np.ndarray:
+    """Mono float32 ``(N,)`` or :class:`DataError`. Stereo would be read as N frames of
+    one channel per row (index errors or features of the wrong length), NaN spreads through
+    every STFT frame it touches, and a zero rate divides by zero."""
+    if not (isinstance(sample_rate, int | np.integer) and sample_rate > 0):
+        raise DataError(None, "bad rate", key="sample_rate", expected="int > 0", found=sample_rate)
+    a = np.asarray(audio)
+    if a.dtype.kind not in "fiu":
+        raise DataError(None, "not real numbers", key="audio", expected="float", found=a.dtype)
+    if a.ndim != 1:
+        raise DataError(None, "not mono", key="audio", expected="(N,)", found=a.shape)
+    if a.size == 0 and not allow_empty:
+        raise DataError(None, "empty", key="audio", expected="N > 0", found=0)
+    a = a.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise DataError(None, "non-finite samples", key="audio")
+    return a
+
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Polyphase resampling ``(N,) -> (N * sr_out / sr_in,)`` float32."""
+    audio = _check_audio(audio, sr_in, allow_empty=True)
+    _check_audio(audio[:0], sr_out, allow_empty=True)
     if sr_in == sr_out:
         return np.asarray(audio, np.float32)
     g = math.gcd(int(sr_in), int(sr_out))
@@ -100,6 +123,7 @@ def log_mel(
 ) -> np.ndarray:
     """``(N,)`` audio -> ``(T, n_mels)`` log10 mel power, frame i centred at ``i / fps`` s.
     ``T = n_frames`` or ``floor(N / sample_rate * fps)``."""
+    audio = _check_audio(audio, sample_rate)
     c = _centers(len(audio), sample_rate, fps, n_frames)
     p = _power_spectrum(audio, c, n_fft)
     mel = p @ mel_filterbank(sample_rate, n_fft, n_mels).T
@@ -127,6 +151,7 @@ def onset_strength(
     80 dB range, zero-padded centred STFT), half-wave rectified and averaged over bands,
     shifted by ``1 + n_fft // (2 * hop)`` frames so a peak sits on the onset rather than
     where the centred window first sees it. One value per ``hop``, ``(1 + N // hop,)``."""
+    audio = _check_audio(audio, sample_rate)
     n = len(audio)
     n_frames = 1 + n // hop
     centers = np.arange(n_frames, dtype=np.int64) * hop
@@ -211,7 +236,7 @@ def onset_amplitude(
     writes onset *frame* numbers (units of 512 samples) as *sample* indices, so all the
     impulses land in the first ~0.1 s of the clip. The default puts them at the onset
     samples (frame * 512), which is what the representation is meant to carry."""
-    audio = np.asarray(audio, np.float32)
+    audio = _check_audio(audio, sample_rate)
     out = np.zeros((audio.size, 2), np.float32)
     out[:, 0] = amplitude_envelope(audio, frame_length)
     frames = onset_frames(audio, sample_rate)
