@@ -25,6 +25,20 @@ def test_tts_is_real_and_deterministic():
     assert np.fft.rfftfreq(a.size, 1 / 16000)[spec.argmax()] < 1000
 
 
+def test_tts_falls_back_to_the_wheel_library(tmp_path, monkeypatch):
+    """Where the private copy cannot be loaded (a noexec temporary folder), the wheel's file
+    is used and gives the same samples: both are fresh instances of the same build."""
+    from gesture_data.features import tts
+
+    ref = tts._synth_cached.__wrapped__("people", "en-us", 175, 35)
+    bad = tmp_path / "libespeak-ng.so"
+    bad.write_bytes(b"not a shared library")
+    monkeypatch.setitem(tts._state, "path", str(bad))
+    again = tts._synth_cached.__wrapped__("people", "en-us", 175, 35)
+    assert tts._state["path"] != str(bad)
+    np.testing.assert_array_equal(again, ref)
+
+
 def test_corpus_shapes_and_determinism(corpus):
     assert len(corpus) == 6
     for c in corpus:

@@ -106,7 +106,18 @@ def _unload(lib: ctypes.CDLL, path: str) -> None:
 def _open() -> ctypes.CDLL:
     """A freshly loaded, initialised eSpeak NG (state as in a new process)."""
     path = _private_library()
-    lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_LOCAL", 0))
+    mode = getattr(os, "RTLD_LOCAL", 0)
+    try:
+        lib = ctypes.CDLL(path, mode=mode)
+    except OSError as e:
+        # e.g. a temporary folder mounted noexec. The wheel's own file works as well as long
+        # as nothing else holds it open, which _unload checks after every synthesis.
+        wheel = _loader().get_library_path()
+        if path == wheel:
+            raise
+        log.warning("cannot load a private copy of libespeak-ng (%s); using %s", e, wheel)
+        path = _state["path"] = wheel
+        lib = ctypes.CDLL(path, mode=mode)
     lib.espeak_Initialize.restype = ctypes.c_int
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
