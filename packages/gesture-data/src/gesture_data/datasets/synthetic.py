@@ -16,6 +16,11 @@ everything that reads BEAT2 reads this. What makes it useful for training and me
   sway is smooth seeded noise. Lower body barely moves (trans y ~ 1.30 m as in BEAT2).
 
 ``clip.meta`` holds ``beats`` (s), ``beat_hands`` and ``semantic`` [(start, end, kind, word)].
+
+Reproducibility: the same ``(index, seconds, seed, language)`` gives byte-identical audio,
+words and motion in any process, whatever was synthesised before, for one eSpeak NG build
+(see :mod:`gesture_data.features.tts`). :func:`corpus_version` names the generator and that
+build; anything stored from the corpus keys on it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from .._io import atomic_path
-from ..features.tts import synthesize
+from ..features.tts import engine_version, synthesize
 from .beat2 import Beat2Clip
 from .textgrid import write_textgrid
 
@@ -36,6 +41,12 @@ log = logging.getLogger(__name__)
 
 FPS = 30
 SR = 16000
+
+# Bump whenever make_clip's bytes for a given (index, seconds, seed, language) change, so
+# stored copies (e.g. the synthetic_windows cache) are rebuilt instead of silently reused.
+# 1: audio depended on what the process had synthesised before; 2: each word from a freshly
+# loaded eSpeak NG, so the bytes depend on the arguments alone.
+CORPUS_VERSION = 2
 
 _EN = {
     "function": [
@@ -305,8 +316,15 @@ def _motion(rng, words, stresses, audio, seconds, lang):
     return pose.reshape(T, 165).astype(np.float32), trans, expr.astype(np.float32), meta
 
 
+def corpus_version() -> str:
+    """Identity of the generator's output: :data:`CORPUS_VERSION` and the eSpeak NG build.
+    Two processes with the same string produce the same bytes for the same arguments."""
+    return f"synthetic-{CORPUS_VERSION}/{engine_version()}"
+
+
 def make_clip(index: int, seconds: float = 10.0, seed: int = 0, language: str = "en"):
-    """One synthetic clip; ``(seed, index)`` fully determines it."""
+    """One synthetic clip; ``(index, seconds, seed, language)`` fully determines it, byte for
+    byte, independent of anything run before in the process (see :func:`corpus_version`)."""
     if language not in SEMANTIC_WORDS:
         raise ValueError(f"language must be one of {sorted(SEMANTIC_WORDS)}, got {language!r}")
     rng = np.random.default_rng([seed, index])

@@ -242,6 +242,7 @@ def synthetic_windows(
     with ``cache_dir``, stored as memory-mapped arrays keyed by the settings."""
     from .. import __version__
     from ..cache import cached
+    from . import synthetic
     from .synthetic import make_corpus
 
     def build():
@@ -265,6 +266,9 @@ def synthetic_windows(
         "languages": list(languages),
         "audio_rep": audio_rep,
         "version": __version__,
+        # the clips' bytes are a function of the settings above only for one generator and
+        # eSpeak NG build; a new one must not reuse arrays made by another
+        "corpus": synthetic.corpus_version(),
     }
     made: dict = {}
 
