@@ -4,8 +4,9 @@ Run as ``python save_crash_worker.py BASE``. A toy trainer saves steps 1 and 2 u
 folder, then trains to step 3. For crash point k = 1, 2, ... a forked copy saves step 3 into
 a fresh copy of that run and stops just before its k-th rename/replace/mkdir/unlink/rmdir;
 this process then kills it by pid with SIGKILL and inspects the run: which ``step_*``
-folders are visible, whether each of them loads, and what a resume picks. One JSON line per
-crash point; the last one is the save that ran to the end.
+folders are visible, whether each of them loads, what a resume picks, and whether the next
+complete save clears the hidden leftovers. One JSON line per crash point; the last one is the
+save that ran to the end.
 """
 
 import json
@@ -135,7 +136,11 @@ def main(base: Path) -> None:
         run = base / f"crash_{k:03d}"
         shutil.copytree(start, run)
         killed = crash_during_save(trainer, run, k)
-        print(json.dumps({"k": k, "killed": killed, **inspect(run, fresh)}), flush=True)
+        record = {"k": k, "killed": killed, **inspect(run, fresh)}
+        # the next complete save reclaims whatever the killed one left behind
+        save_at(trainer, run)
+        record["left_over"] = sorted(p.name for p in (run / "checkpoints").glob(".*"))
+        print(json.dumps(record), flush=True)
         shutil.rmtree(run)
         if not killed:
             return

@@ -121,6 +121,7 @@ def test_sigkill_during_a_save_resumes_from_the_last_complete_checkpoint(tmp_pat
         assert r["broken"] == [], r
         assert r["resumed"] in ("step_0000002", "step_0000003"), r
         assert r["resumed_step"] == int(r["resumed"][5:]), r
+        assert r["left_over"] == [], r
     assert kills[0]["resumed"] == "step_0000002"
     assert records[-1]["resumed"] == "step_0000003"
     assert records[-1]["visible"] == ["step_0000002", "step_0000003"]  # keep_checkpoints=2

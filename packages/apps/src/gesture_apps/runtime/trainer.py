@@ -30,7 +30,14 @@ from tqdm.auto import tqdm
 from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
 
-from .checkpoint import STATE_NAME, resolve_checkpoint, rng_state, set_rng_state, write_latest
+from .checkpoint import (
+    LATEST,
+    STATE_NAME,
+    resolve_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_latest,
+)
 from .ema import EMA
 
 logger = logging.getLogger(__name__)
@@ -327,6 +334,14 @@ class Trainer:
         return directory
 
     def _prune(self, checkpoints: Path) -> None:
+        # hidden leftovers of a save or prune killed earlier (only the main process of this
+        # run writes here, and its own save has just finished): reclaim their space
+        patterns = (".step_*.tmp-*", ".step_*.old-*", f".{LATEST}.tmp-*")
+        for stale in [p for pattern in patterns for p in checkpoints.glob(pattern)]:
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         keep = self.config.keep_checkpoints
         if keep <= 0:
             return
