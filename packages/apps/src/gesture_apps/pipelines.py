@@ -20,8 +20,6 @@ import contextlib
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from motion_tokenizers.io import atomic_write
 
 from .errors import GenerationError
 
@@ -440,14 +440,12 @@ def write_beat2_npz(path: str | Path, motion: Motion) -> Path:
         "gender": np.array("neutral"),
         "mocap_frame_rate": np.array(motion.fps, np.int32),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
             np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)  # keeps the umask's mode (mkstemp would leave 0600)
     return path
 
 

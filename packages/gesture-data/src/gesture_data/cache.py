@@ -14,13 +14,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._io import new_folder_beside
 from .errors import DataError
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ def build_cache(
     Streams are appended to raw files clip by clip and turned into ``.npy`` at the end, so
     memory stays at one clip plus ``chunk_bytes`` whatever the dataset size."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = new_folder_beside(path)
     raws: dict = {}
     try:
         meta: dict[str, tuple[np.dtype, tuple]] = {}

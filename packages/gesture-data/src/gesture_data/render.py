@@ -108,7 +108,10 @@ def render_motion(
         return out_path
     import imageio_ffmpeg
 
-    with tempfile.TemporaryDirectory() as d:
+    # intermediates beside the output, not in $TMPDIR: the silent video is renamed into
+    # place, and a rename cannot cross file systems (TMPDIR=/dev/shm, a tmpfs /tmp)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as d:
         silent = Path(d) / "video.mp4"
         w = imageio.get_writer(
             silent,

@@ -12,6 +12,7 @@ own encoder as an autoencoder (:func:`train_fgd_encoder`).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -23,8 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import load_file
 
 from gesture_eval._checks import Variant, check_finite, check_variant, to_numpy
+from gesture_eval._io import atomic_directory
 from gesture_eval.errors import EvalError
 from gesture_eval.rotations import (
     axis_angle_to_matrix,
@@ -304,23 +307,62 @@ class FGDEncoder(nn.Module, PyTorchModelHubMixin):
             found = sorted(blob)[:5] if isinstance(blob, dict) else type(blob).__name__
             raise EvalError(f"{path}: expected a dict with key 'model_state', found {found}")
         state = {k.removeprefix("module."): v for k, v in blob["model_state"].items()}
-        model = cls()
-        own = model.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
+        return _load_checked(cls(), state, path)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """Write ``config.json`` + ``model.safetensors``, swapped in whole (no stale files)."""
+        atomic_directory(
+            save_directory, lambda tmp: PyTorchModelHubMixin.save_pretrained(self, tmp, **kwargs)
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *, map_location="cpu"
+    ) -> FGDEncoder:
+        """Load a local folder written by :meth:`save_pretrained`, strictly.
+
+        Only local folders: a missing path raises :class:`EvalError` at once instead of being
+        taken for a Hub repository id (nothing is downloaded). Every key of the model must be
+        in ``model.safetensors`` with its shape, so a wrong folder never yields an FGD."""
+        path = Path(pretrained_model_name_or_path)
+        if not path.is_dir():
+            raise EvalError(f"{path}: FGD encoder folder not found (local folders only)")
+        config_file, weights = path / "config.json", path / "model.safetensors"
+        for f in (config_file, weights):
+            if not f.is_file():
+                raise EvalError(f"{f}: file not found (expected a save_pretrained folder)")
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            model = cls(**config)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
+            raise EvalError(f"{config_file}: not an FGDEncoder config ({e})") from None
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise EvalError(f"{weights}: unreadable ({e})") from None
+        return _load_checked(model, state, weights)
+
+
+def _load_checked(model: FGDEncoder, state: dict, path: Path) -> FGDEncoder:
+    """Load ``state`` into ``model`` only if every key and shape matches; otherwise raise an
+    :class:`EvalError` naming ``path``, how many keys matched and which are missing."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        matched = len(own) - len(missing)
+        raise EvalError(
+            f"{path}: not the VAESKConv layout of this encoder; {matched} of {len(own)} keys "
+            f"match, missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+        )
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
             raise EvalError(
-                f"{path}: not the VAESKConv layout; missing keys {missing[:5]}, "
-                f"unexpected keys {unexpected[:5]}"
+                f"{path}: key {k!r} expected shape {tuple(own[k].shape)}, found {tuple(v.shape)}"
             )
-        for k, v in state.items():
-            if tuple(v.shape) != tuple(own[k].shape):
-                raise EvalError(
-                    f"{path}: key {k!r} expected shape {tuple(own[k].shape)}, "
-                    f"found {tuple(v.shape)}"
-                )
-        model.load_state_dict(state)
-        return model.eval()
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def _to_rot6d(axis_angle, encoder: FGDEncoder, variant: str, name: str) -> torch.Tensor:

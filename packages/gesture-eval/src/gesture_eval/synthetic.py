@@ -182,9 +182,9 @@ def write_synthetic_smplx(path, *, num_vertices: int = 10475, seed: int = 0):
     9930 because ``smplx`` indexes fixed vertex ids for its extra joints. Written to a
     temporary name and renamed, so the file is never half-written.
     """
-    import os
     from pathlib import Path
 
+    from gesture_eval._io import atomic_write
     from gesture_eval.encoder import SMPLX_PARENTS
 
     rng = _rng(seed)
@@ -215,8 +215,11 @@ def write_synthetic_smplx(path, *, num_vertices: int = 10475, seed: int = 0):
         "dynamic_lmk_bary_coords": np.full((79, 17, 3), 1 / 3),
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, **arrays)
+
+    # a unique temporary name: concurrent writers of the same model never share one
+    atomic_write(path, write)
     return path

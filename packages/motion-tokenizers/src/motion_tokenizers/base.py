@@ -212,9 +212,8 @@ class MotionTokenizer(nn.Module):
             if not (path / name).is_file():
                 raise CheckpointError(f"{path / name}: file not found")
         kwargs.setdefault("strict", True)
+        kwargs["local_files_only"] = True  # a second guard: the Hub client must not dial out
         try:
-            return PyTorchModelHubMixin.from_pretrained.__func__(
-                cls, pretrained_model_name_or_path, **kwargs
-            )
+            return PyTorchModelHubMixin.from_pretrained.__func__(cls, path, **kwargs)
         except Exception as e:  # safetensors, json and shape errors all mean a bad checkpoint
             raise CheckpointError(f"{path}: cannot load checkpoint ({e})") from e

