@@ -323,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--checkpoint", required=True, help="`gesture train lsm` run, checkpoint or lsm/ folder"
     )
-    gen.add_argument("--steps", type=int, help="sampling steps (default: the model's, 2)")
+    gen.add_argument(
+        "--steps", type=int, help="sampling steps, 1 to 1000 (default: the model's, 2)"
+    )
     gen.add_argument("--guidance", type=float, help="classifier-free guidance (default 2)")
     gen.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     gen.add_argument(
