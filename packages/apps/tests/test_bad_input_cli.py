@@ -503,6 +503,14 @@ def _(env, tmp):
     return Case(_gen(env, tmp, checkpoint=run, out=target), [run], "normalizer.npz")
 
 
+@case("generate-output", "valid_in_run_folder")
+def _(env, tmp):
+    """A new file beside the checkpoints of a run folder overwrites nothing; it is allowed."""
+    run = _copy(env.lsm, tmp, "run")
+    out = run / "samples" / "motion.npz"
+    return Case(_gen(env, tmp, checkpoint=run, out=out), [], ok=lambda: np.load(out)["poses"])
+
+
 @case("generate-output", "inside_checkpoint")
 def _(env, tmp):
     run = _copy(env.lsm, tmp, "run")
