@@ -948,6 +948,29 @@ def _(env, tmp):
     return Case([*argv, "--teacher", str(tmp / "empty")], [tmp / "out"])
 
 
+def _dit_teacher(tmp: Path, how: str | None) -> Path:
+    from flow_backbones import DiT
+
+    torch.manual_seed(0)
+    DiT.tiny(in_channels=4, cond_dim=8, depth=2).save_pretrained(tmp / "dit")
+    if how is not None:
+        _corrupt_safetensors(tmp / "dit" / "model.safetensors", how)
+    return tmp / "dit"
+
+
+for _name in ("nan", "missing", "garbage"):
+    case("distill-teacher", f"backbone_weights_{_name}")(
+        lambda env, tmp, how=_name: Case(
+            [
+                *_distill(env, tmp, "teacher.kind=backbone", "teacher.backbone=DiT"),
+                *["teacher.sample_shape=[6,4]", "teacher.conditions=none", "--preset"],
+                *["distill_tiny", "--teacher", str(_dit_teacher(tmp, how))],
+            ],
+            [tmp / "out", tmp / "dit"],
+        )
+    )
+
+
 @case("distill-teacher", "tokenizer_run")
 def _(env, tmp):
     return Case(_distill(env, tmp, teacher=env.tok), [tmp / "out"])
