@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -277,7 +278,7 @@ case("generate-audio", "valid_pcm_u8")(_valid_wav(_GOOD16, "PCM_U8", 60))
 case("generate-audio", "valid_pcm_32")(_valid_wav(_GOOD16, "PCM_32", 60))
 case("generate-audio", "valid_silence")(_valid_wav(np.zeros(SR * 2, np.float32), "FLOAT", 60))
 case("generate-audio", "valid_one_second")(_valid_wav(_GOOD16[:SR], "PCM_16", 30))
-case("generate-audio", "valid_45_seconds")(_valid_wav(_speech(45.0), "PCM_16", 1350))
+case("generate-audio", "valid_30_seconds")(_valid_wav(_speech(30.0), "PCM_16", 900))
 
 
 def _tg_case(write: Callable[[Path], None], expect: str | None = None) -> Builder:
@@ -502,6 +503,14 @@ def _(env, tmp):
     return Case(_gen(env, tmp, checkpoint=run, out=target), [run], "normalizer.npz")
 
 
+@case("generate-output", "valid_in_run_folder")
+def _(env, tmp):
+    """A new file beside the checkpoints of a run folder overwrites nothing; it is allowed."""
+    run = _copy(env.lsm, tmp, "run")
+    out = run / "samples" / "motion.npz"
+    return Case(_gen(env, tmp, checkpoint=run, out=out), [], ok=lambda: np.load(out)["poses"])
+
+
 @case("generate-output", "inside_checkpoint")
 def _(env, tmp):
     run = _copy(env.lsm, tmp, "run")
@@ -645,10 +654,10 @@ def _(env, tmp):
 @case("train-options", "valid_steps_100000_bounded_by_max_steps")
 def _(env, tmp):
     def check():
-        assert (tmp / "out" / "tokenizer" / "normalizer.npz").is_file()
+        assert (tmp / "out" / "lsm" / "normalizer.npz").is_file()
         assert (tmp / "out" / "checkpoints" / "step_0000002").is_dir()
 
-    return Case([*_train(env, tmp, "tokenizer"), "--steps", "100000"], [], ok=check)
+    return Case([*_train(env, tmp, "lsm"), "--steps", "100000"], [], ok=check)
 
 
 @case("train-output", "out_is_file")
@@ -937,6 +946,29 @@ def _(env, tmp):
     (tmp / "empty").mkdir()
     argv = _distill(env, tmp, "teacher.kind=backbone", "--preset", "distill_tiny")
     return Case([*argv, "--teacher", str(tmp / "empty")], [tmp / "out"])
+
+
+def _dit_teacher(tmp: Path, how: str | None) -> Path:
+    from flow_backbones import DiT
+
+    torch.manual_seed(0)
+    DiT.tiny(in_channels=4, cond_dim=8, depth=2).save_pretrained(tmp / "dit")
+    if how is not None:
+        _corrupt_safetensors(tmp / "dit" / "model.safetensors", how)
+    return tmp / "dit"
+
+
+for _name in ("nan", "missing", "garbage"):
+    case("distill-teacher", f"backbone_weights_{_name}")(
+        lambda env, tmp, how=_name: Case(
+            [
+                *_distill(env, tmp, "teacher.kind=backbone", "teacher.backbone=DiT"),
+                *["teacher.sample_shape=[6,4]", "teacher.conditions=none", "--preset"],
+                *["distill_tiny", "--teacher", str(_dit_teacher(tmp, how))],
+            ],
+            [tmp / "out", tmp / "dit"],
+        )
+    )
 
 
 @case("distill-teacher", "tokenizer_run")
@@ -1477,9 +1509,10 @@ def test_generate_steps_are_bounded_and_interrupt_is_one_line(env, tmp_path, cap
     [
         ["fly"],
         ["eval", "--pred", "/nonexistent/p.npz", "--gt", "/nonexistent/g.npz"],
-        ["generate", "--audio", "/nonexistent.wav", "--checkpoint", "x", "--out", "m.npz"],
+        ["render", "/nonexistent.npz", "--out", "v.gif"],
+        ["train"],
     ],
-    ids=["usage", "eval", "generate"],
+    ids=["usage", "eval", "render", "no_recipe"],
 )
 def test_console_exit_status_and_one_line(argv, tmp_path):
     """The installed ``gesture`` script in a real process: exit status 2, one stderr line,
@@ -1534,3 +1567,78 @@ def _tally(env: Env, root: Path) -> dict[str, dict[str, int]]:
 def test_tally(env, tmp_path):
     table = _tally(env, tmp_path)
     print(json.dumps(table, indent=1))
+
+
+# ----- the layers under the CLI ---------------------------------------------------------------
+
+
+def test_config_schema_names_file_and_key_and_saved_configs_must_be_whole(tmp_path):
+    from gesture_apps.errors import ConfigError
+    from gesture_apps.recipes.tokenizer import TokenizerRecipeConfig
+    from gesture_apps.runtime import from_dict, to_dict
+
+    saved = to_dict(TokenizerRecipeConfig())
+    assert from_dict(TokenizerRecipeConfig, saved, complete=True) == TokenizerRecipeConfig()
+    del saved["train"]["lr"]
+    with pytest.raises(ConfigError, match=r"run_config.json: missing config key 'train.lr'"):
+        from_dict(TokenizerRecipeConfig, saved, source="run_config.json", complete=True)
+    # a preset may leave keys to their defaults
+    assert from_dict(TokenizerRecipeConfig, saved).train.lr == TokenizerRecipeConfig().train.lr
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"my.yaml: train.lr: expected a finite number"):
+            from_dict(TokenizerRecipeConfig, {"train": {"lr": value}}, source="my.yaml")
+
+
+def test_trainer_stops_on_a_non_finite_loss_before_the_update(tmp_path):
+    """The guard sits in the shared Trainer: any recipe whose loss turns NaN stops with a
+    TrainingError at that step, its weights untouched and nothing saved after the last good
+    checkpoint."""
+    from gesture_apps.errors import TrainingError
+    from gesture_apps.runtime import TrainConfig, Trainer
+
+    model = torch.nn.Linear(2, 1)
+    calls = []
+
+    def loss_fn(m, batch):
+        calls.append(1)
+        loss = m(batch).pow(2).mean()
+        return (loss * float("nan") if len(calls) == 3 else loss), {}
+
+    cfg = TrainConfig(max_steps=5, batch_size=2, checkpoint_every=1, keep_checkpoints=0, cpu=True)
+    trainer = Trainer(
+        model=model,
+        dataset=torch.randn(8, 2),
+        loss_fn=loss_fn,
+        config=cfg,
+        out_dir=tmp_path,
+        progress=False,
+    )
+    with pytest.raises(TrainingError, match=r"step 3: the loss is nan .*step_0000002"):
+        trainer.train()
+    assert trainer.step == 2 and all(torch.isfinite(p).all() for p in model.parameters())
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == [
+        "step_0000001",
+        "step_0000002",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m, s: (m, s * 0), "at least 1e-08"),
+        (lambda m, s: (m * np.nan, s), "non-finite"),
+        (lambda m, s: (m[:-1], s[:-1]), "shape (78,)"),
+    ],
+)
+def test_normaliser_is_checked_at_load(edit, message):
+    from gesture_apps.recipes.data import check_normalizer
+    from gesture_data import Normalizer
+    from motion_tokenizers.errors import CheckpointError
+
+    mean, std = edit(np.zeros(78, np.float32), np.ones(78, np.float32))
+    good = Normalizer({"upper": (np.zeros(78), np.ones(78))})
+    check_normalizer(good, "n.npz", ["upper", "face"])  # the face is never normalised
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        check_normalizer(Normalizer({"upper": (mean, std)}), "n.npz", ["upper"])
+    with pytest.raises(CheckpointError, match="no statistics for part 'hands'"):
+        check_normalizer(good, "n.npz", ["upper", "hands"])

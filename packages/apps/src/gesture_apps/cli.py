@@ -212,11 +212,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.render and Path(args.render).suffix.lower() not in (".mp4", ".gif"):
         raise CLIError(f"--render {args.render}: expected a .mp4 or .gif file name")
     from .paths import check_output
+    from .pipelines import find_export
 
     inputs = [("--audio", args.audio), ("--textgrid", args.textgrid)]
+    try:  # the export generation reads whole (lsm/: config, weights, normaliser, tokenizer)
+        export = find_export(args.checkpoint)
+    except ValueError:
+        export = None  # reported when the model is loaded, after the audio is checked
     for flag, path in (("--out", out), ("--render", args.render)):
         if path is not None:
-            check_output(path, flag, files=inputs, folders=[("--checkpoint", args.checkpoint)])
+            check_output(
+                path,
+                flag,
+                files=inputs,
+                folders=[("--checkpoint", export)],
+                keep=[("--checkpoint", args.checkpoint)],
+            )
     motion = generate(
         args.audio,
         checkpoint=args.checkpoint,
@@ -323,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--checkpoint", required=True, help="`gesture train lsm` run, checkpoint or lsm/ folder"
     )
-    gen.add_argument("--steps", type=int, help="sampling steps (default: the model's, 2)")
+    gen.add_argument(
+        "--steps", type=int, help="sampling steps, 1 to 1000 (default: the model's, 2)"
+    )
     gen.add_argument("--guidance", type=float, help="classifier-free guidance (default 2)")
     gen.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     gen.add_argument(

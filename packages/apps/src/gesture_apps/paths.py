@@ -29,14 +29,21 @@ def check_output(
     flag: str,
     files: Iterable[tuple[str, str | Path | None]] = (),
     folders: Iterable[tuple[str, str | Path | None]] = (),
+    keep: Iterable[tuple[str, str | Path | None]] = (),
 ) -> None:
-    """Refuse ``out`` when it is one of the input ``files`` or lies in one of the input
-    ``folders`` (model folders: checkpoints, encoders, tokenizers), or when such a folder lies
-    inside ``out`` when ``out`` is a folder that the command fills. Each input is
-    ``(its flag, path or None)``; raises :class:`ConfigError` naming both."""
+    """Refuse ``out`` when it is one of the input ``files``, lies in one of the input
+    ``folders`` (model folders the command reads whole: exports, encoders, tokenizers), or
+    would replace an existing file under one of the ``keep`` folders (a run folder, where a
+    new file beside the checkpoints is harmless). Each input is ``(its flag, path or None)``;
+    raises :class:`ConfigError` naming both."""
     for name, path in files:
         if path is not None and _resolved(out) == _resolved(path):
             raise ConfigError(f"{flag} {out}: is the input {name} {path}; choose another path")
+    for name, path in keep:
+        if path is not None and Path(out).exists() and inside(out, path):
+            raise ConfigError(
+                f"{flag} {out}: is a file of the input {name} {path}; choose another path"
+            )
     for name, path in folders:
         if path is not None and inside(out, path):
             raise ConfigError(

@@ -821,8 +821,20 @@ def load_teacher(cfg: DistillRecipeConfig, run_dir: Path) -> nn.Module:
     path = Path(tc.path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: teacher checkpoint folder not found")
+    from .lsm import check_finite
+
     cls = getattr(flow_backbones, tc.backbone)
-    return cls.from_pretrained(path).eval().requires_grad_(False)
+    try:
+        model = cls.from_pretrained(path).eval().requires_grad_(False)
+    except (ValueError, OSError):
+        raise
+    except Exception as e:  # safetensors raises its own error type for a damaged file
+        message = " ".join(str(e).split())[:200]
+        raise CheckpointError(
+            f"{path}: cannot load the {tc.backbone} teacher ({message})"
+        ) from None
+    check_finite(model, path)  # a NaN teacher makes NaN targets for every pair
+    return model
 
 
 @dataclass
