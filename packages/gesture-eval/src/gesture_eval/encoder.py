@@ -24,7 +24,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
-from gesture_eval._checks import Variant, check_finite, check_variant, to_numpy
+from gesture_eval._checks import (
+    Variant,
+    check_finite,
+    check_state_dict,
+    check_variant,
+    load_torch_file,
+    to_numpy,
+)
 from gesture_eval.errors import EvalError
 from gesture_eval.rotations import (
     axis_angle_to_matrix,
@@ -287,6 +294,8 @@ class FGDEncoder(nn.Module, PyTorchModelHubMixin):
             raise EvalError(
                 f"rot6d needs at least {self.frames_per_latent} frames, found {rot6d.shape[1]}"
             )
+        if not bool(torch.isfinite(rot6d).all()):
+            raise EvalError("rot6d contains NaN/inf values")
         return self.encoder(rot6d)
 
     def forward(self, rot6d: torch.Tensor) -> torch.Tensor:
@@ -297,13 +306,12 @@ class FGDEncoder(nn.Module, PyTorchModelHubMixin):
         """Load EMAGE's ``AESKConv_240_100.bin`` (torch dict, weights under ``"model_state"``,
         keys optionally prefixed ``module.``), with ``weights_only=True``."""
         path = Path(path)
-        if not path.is_file():
-            raise EvalError(f"FGD encoder checkpoint not found: {path}")
-        blob = torch.load(path, map_location=map_location, weights_only=True)
+        blob = load_torch_file(path, "FGD encoder checkpoint")
         if not isinstance(blob, dict) or "model_state" not in blob:
-            found = sorted(blob)[:5] if isinstance(blob, dict) else type(blob).__name__
+            found = sorted(map(str, blob))[:5] if isinstance(blob, dict) else type(blob).__name__
             raise EvalError(f"{path}: expected a dict with key 'model_state', found {found}")
-        state = {k.removeprefix("module."): v for k, v in blob["model_state"].items()}
+        raw = check_state_dict(blob["model_state"], path, "'model_state'")
+        state = {k.removeprefix("module."): v.to(map_location) for k, v in raw.items()}
         model = cls()
         own = model.state_dict()
         missing = sorted(set(own) - set(state))
