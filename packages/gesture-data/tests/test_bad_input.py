@@ -901,6 +901,32 @@ def test_humanml3d_arrays_bad(kind, fn, names):
     expect_error(fn, *names)
 
 
+def _smplx_case(kind, tmp: Path):
+    from gesture_data.datasets.smplx_model import smplx_joints
+
+    root = tmp / "models"
+    model = root / "smplx" / "SMPLX_NEUTRAL.npz"
+    model.parent.mkdir(parents=True)
+    poses = np.zeros((3, 165), np.float32)
+    if kind == "model_missing":
+        model.parent.rmdir()
+    elif kind == "model_garbage":
+        model.write_bytes(b"PK\x03\x04garbage")
+    elif kind == "model_npy":
+        with open(model, "wb") as f:
+            np.save(f, np.zeros(3))
+    elif kind == "poses_nan":
+        poses[1, 4] = np.nan
+        return (lambda: smplx_joints(poses, root)), ("key 'poses'",)
+    return (lambda: smplx_joints(poses, root)), ("models",)
+
+
+@pytest.mark.parametrize("kind", ["model_missing", "model_garbage", "model_npy", "poses_nan"])
+def test_smplx_model_bad(kind, tmp_path):
+    fn, names = _smplx_case(kind, tmp_path)
+    expect_error(fn, *names)
+
+
 def test_humanml3d_arrays_good():
     # plain lists are array-likes: same answer as the array
     a = humanml3d.recover_from_ric([[0.0] * 263] * 3)

@@ -131,7 +131,7 @@ def test_from_pretrained_errors(tmp_path):
     RVQVAE.tiny(12).save_pretrained(tmp_path / "t")
     data = (tmp_path / "t" / "model.safetensors").read_bytes()
     (tmp_path / "t" / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="cannot load"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors"):
         RVQVAE.from_pretrained(tmp_path / "t")
 
 

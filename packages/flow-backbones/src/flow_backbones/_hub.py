@@ -18,6 +18,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ._strict import HUB_ARGS, build, check_config, load_weights
 from .errors import CheckpointError
 
 
@@ -118,9 +119,24 @@ class HubModule(nn.Module, PyTorchModelHubMixin):
         for name in ("config.json", "model.safetensors"):
             if not (path / name).is_file():
                 raise CheckpointError(f"{path / name}: file not found")
+        check_config(path / "config.json", cls)
         kwargs.setdefault("strict", True)
         kwargs["local_files_only"] = True  # a second guard: the Hub client must not dial out
         try:
             return PyTorchModelHubMixin.from_pretrained.__func__(cls, path, **kwargs)
+        except CheckpointError:
+            raise
         except (RuntimeError, OSError) as e:
             raise CheckpointError(f"{path}: cannot load checkpoint ({e})") from e
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            # the mixin decoding config values (stream specs, ...) into constructor types
+            raise CheckpointError(f"{path / 'config.json'}: cannot decode ({e!r})") from e
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location="cpu", strict=True, **kwargs):
+        # called by the mixin with the config as keyword arguments; replaces its lenient
+        # loader (and its print) with one that names the file and key at fault
+        folder = Path(model_id)
+        model = build(cls, folder, {k: v for k, v in kwargs.items() if k not in HUB_ARGS})
+        load_weights(model, folder / "model.safetensors", map_location, strict)
+        return model.eval()

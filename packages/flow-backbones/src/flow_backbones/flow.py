@@ -42,13 +42,17 @@ def check_t(t: Tensor, name: str = "t") -> None:
         )
 
 
-def expand_t(t: Tensor | float, batch: int, device: torch.device | None = None) -> Tensor:
+def expand_t(
+    t: Tensor | float, batch: int, device: torch.device | None = None, name: str = "t"
+) -> Tensor:
     """Turn a scalar, ``()`` or ``(B,)`` time into a float ``(B,)`` tensor."""
     t = torch.as_tensor(t, dtype=torch.float32, device=device)
     if t.ndim == 0:
         t = t.expand(batch)
     if t.shape != (batch,):
-        raise FlowInputError(f"t: expected shape ({batch},) or a scalar, found {tuple(t.shape)}")
+        raise FlowInputError(
+            f"{name}: expected shape ({batch},) or a scalar, found {tuple(t.shape)}"
+        )
     return t
 
 

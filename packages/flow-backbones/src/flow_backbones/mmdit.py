@@ -409,7 +409,7 @@ class MMDiT(HubModule):
         device = next(iter(streams.values())).device
         ts = {}
         for n in present:
-            ts[n] = expand_t(timesteps[n], B, device)
+            ts[n] = expand_t(timesteps[n], B, device, f"timesteps[{n!r}]")
             check_t(ts[n], f"timesteps[{n!r}]")
         for arg, given in (("step_sizes", step_sizes), ("positions", positions)):
             absent = [n for n in (given or {}) if n not in streams]

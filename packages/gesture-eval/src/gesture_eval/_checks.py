@@ -79,3 +79,41 @@ def as_audio(x, name: str = "audio") -> np.ndarray:
         raise EvalError(f"{name} is empty")
     check_finite(arr, name)
     return arr
+
+
+def load_torch_file(path, what: str):
+    """``torch.load(weights_only=True)`` with every failure (missing, truncated, a pickle
+    that would run code or build an arbitrary object) as an :class:`EvalError` naming the
+    file; nothing but tensors and plain containers is ever unpickled."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, EOFError, RuntimeError (zip), ...
+        first = " ".join(str(e).split())[:200]
+        raise EvalError(
+            f"{path}: not a weights-only torch checkpoint ({type(e).__name__}: {first})"
+        ) from e
+
+
+def check_state_dict(state, path, where: str) -> dict:
+    """A ``{str: tensor}`` dict of finite tensors, or an :class:`EvalError` naming the key."""
+    if not isinstance(state, dict):
+        raise EvalError(f"{path}: {where} must be a dict of tensors, found {type(state).__name__}")
+    for k, v in state.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise EvalError(
+                f"{path}: {where} key {k!r} holds {type(v).__name__}, expected a tensor"
+            )
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            # a NaN weight turns every latent (and the FGD) into NaN
+            raise EvalError(f"{path}: {where} key {k!r} holds NaN or infinite values")
+    return state
+
+
+def check_fps(fps) -> None:
+    if not (isinstance(fps, int | float) and np.isfinite(fps) and fps > 0):
+        raise EvalError(f"fps must be a positive number, found {fps!r}")

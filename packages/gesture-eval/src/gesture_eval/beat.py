@@ -38,7 +38,14 @@ import torch
 from scipy.signal import argrelextrema
 from torchmetrics import Metric
 
-from gesture_eval._checks import Variant, as_audio, as_joints, check_variant, to_numpy
+from gesture_eval._checks import (
+    Variant,
+    as_audio,
+    as_joints,
+    check_fps,
+    check_variant,
+    to_numpy,
+)
 from gesture_eval.errors import EvalError
 
 logger = logging.getLogger(__name__)
@@ -168,6 +175,7 @@ def _sequence_bc(
     cfg: _Config,
     resample_roundtrip: bool | None,
 ) -> BeatConsistencyResult:
+    check_fps(fps)
     pos = as_joints(joints, "joints")
     y = as_audio(audio, "audio")
     if sample_rate != 16000:

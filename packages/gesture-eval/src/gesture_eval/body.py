@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +46,50 @@ def _rodrigues(aa: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=2)
 def _load_rest_arrays(path: str, num_betas: int):
     # Cached: evaluating a test set re-reads the same (~100 MB) model file per sequence.
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise EvalError(f"{path}: not a readable SMPL-X .npz ({type(e).__name__}: {e})") from e
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise EvalError(f"{path}: expected an SMPL-X .npz archive, found a single .npy array")
+    with data:
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
             raise EvalError(f"{path}: missing SMPL-X keys {missing}")
-        return (
-            torch.as_tensor(data["v_template"], dtype=torch.float32),
-            torch.as_tensor(data["shapedirs"][:, :, :num_betas], dtype=torch.float32),
-            torch.as_tensor(data["J_regressor"], dtype=torch.float32),
-            data["kintree_table"][0].astype(np.int64),
+        arrs = {}
+        for k in _REQUIRED:
+            try:
+                arrs[k] = data[k]
+            except (ValueError, OSError, zipfile.BadZipFile) as e:  # object member, bad zip
+                raise EvalError(f"{path}: key {k!r} is unreadable ({e})") from e
+    for k, a in arrs.items():
+        if a.dtype.kind not in "fiu":
+            raise EvalError(f"{path}: key {k!r} must be numeric, found dtype {a.dtype}")
+        if not np.isfinite(a).all():
+            raise EvalError(f"{path}: key {k!r} contains NaN/inf values")
+    v, sd, jr = arrs["v_template"], arrs["shapedirs"], arrs["J_regressor"]
+    V = v.shape[0] if v.ndim == 2 and v.shape[1] == 3 else None
+    for k, a, want in (
+        ("v_template", v, "(V, 3)"),
+        ("shapedirs", sd, "(V, 3, B)"),
+        ("J_regressor", jr, "(J, V)"),
+    ):
+        ok = (
+            V is not None
+            and {
+                "v_template": True,
+                "shapedirs": sd.ndim == 3 and sd.shape[:2] == (V, 3),
+                "J_regressor": jr.ndim == 2 and jr.shape[1] == V,
+            }[k]
         )
+        if not ok:
+            raise EvalError(f"{path}: key {k!r} must be {want}, found shape {a.shape}")
+    return (
+        torch.as_tensor(v, dtype=torch.float32),
+        torch.as_tensor(sd[:, :, :num_betas], dtype=torch.float32),
+        torch.as_tensor(jr, dtype=torch.float32),
+        arrs["kintree_table"][0].astype(np.int64),
+    )
 
 
 @functools.lru_cache(maxsize=2)
@@ -89,7 +124,7 @@ class SmplxRest:
         parents = parents.copy()
         if regressor.shape[0] < 55:
             raise EvalError(
-                f"{path}: J_regressor must have 55 rows, found {tuple(regressor.shape)}"
+                f"{path}: key 'J_regressor' must have 55 rows, found {tuple(regressor.shape)}"
             )
         b = torch.zeros(shapedirs.shape[-1])
         if betas is not None:

@@ -26,7 +26,14 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from safetensors.torch import load_file
 
-from gesture_eval._checks import Variant, check_finite, check_variant, to_numpy
+from gesture_eval._checks import (
+    Variant,
+    check_finite,
+    check_state_dict,
+    check_variant,
+    load_torch_file,
+    to_numpy,
+)
 from gesture_eval._io import atomic_directory
 from gesture_eval.errors import EvalError
 from gesture_eval.rotations import (
@@ -290,6 +297,8 @@ class FGDEncoder(nn.Module, PyTorchModelHubMixin):
             raise EvalError(
                 f"rot6d needs at least {self.frames_per_latent} frames, found {rot6d.shape[1]}"
             )
+        if not bool(torch.isfinite(rot6d).all()):
+            raise EvalError("rot6d contains NaN/inf values")
         return self.encoder(rot6d)
 
     def forward(self, rot6d: torch.Tensor) -> torch.Tensor:
@@ -300,13 +309,12 @@ class FGDEncoder(nn.Module, PyTorchModelHubMixin):
         """Load EMAGE's ``AESKConv_240_100.bin`` (torch dict, weights under ``"model_state"``,
         keys optionally prefixed ``module.``), with ``weights_only=True``."""
         path = Path(path)
-        if not path.is_file():
-            raise EvalError(f"FGD encoder checkpoint not found: {path}")
-        blob = torch.load(path, map_location=map_location, weights_only=True)
+        blob = load_torch_file(path, "FGD encoder checkpoint")
         if not isinstance(blob, dict) or "model_state" not in blob:
-            found = sorted(blob)[:5] if isinstance(blob, dict) else type(blob).__name__
+            found = sorted(map(str, blob))[:5] if isinstance(blob, dict) else type(blob).__name__
             raise EvalError(f"{path}: expected a dict with key 'model_state', found {found}")
-        state = {k.removeprefix("module."): v for k, v in blob["model_state"].items()}
+        raw = check_state_dict(blob["model_state"], path, "'model_state'")
+        state = {k.removeprefix("module."): v.to(map_location) for k, v in raw.items()}
         return _load_checked(cls(), state, path)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
@@ -340,7 +348,7 @@ class FGDEncoder(nn.Module, PyTorchModelHubMixin):
             state = load_file(str(weights), device=str(map_location))
         except Exception as e:  # safetensors raises its own error types for corrupt files
             raise EvalError(f"{weights}: unreadable ({e})") from None
-        return _load_checked(model, state, weights)
+        return _load_checked(model, check_state_dict(state, weights, "weights"), weights)
 
 
 def _load_checked(model: FGDEncoder, state: dict, path: Path) -> FGDEncoder:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gesture_eval import __version__
-from gesture_eval._checks import VARIANTS, check_variant, to_numpy
+from gesture_eval._checks import VARIANTS, check_finite, check_fps, check_variant, to_numpy
 from gesture_eval.beat import BeatConsistency
 from gesture_eval.body import SmplxRest, face_vertices, smplx_joints
 from gesture_eval.diversity import L1Diversity
@@ -73,6 +73,19 @@ def evaluate(
     betas = _seq_list(betas, "betas", n)
     pred_expressions = _seq_list(pred_expressions, "pred_expressions", n)
     gt_expressions = _seq_list(gt_expressions, "gt_expressions", n)
+    check_fps(fps)
+    # check every sequence up front, under its own name: a NaN found later deep inside a
+    # metric would be reported against an internal argument name ("joints", "axis_angle[1]")
+    for name, seqs in (
+        ("pred_poses", pred_poses),
+        ("gt_poses", gt_poses),
+        ("audios", audios),
+        ("pred_joints", pred_joints),
+        ("pred_expressions", pred_expressions),
+        ("gt_expressions", gt_expressions),
+    ):
+        for i, x in enumerate(seqs or ()):
+            check_finite(to_numpy(x, f"{name}[{i}]"), f"{name}[{i}]")
 
     skipped: dict[str, str] = {}
     want_fgd = fgd_encoder is not None and pred_poses is not None and gt_poses is not None

@@ -19,7 +19,8 @@ from scipy import linalg
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from gesture_eval._checks import Variant, as_features, check_variant
+from gesture_eval._checks import Variant, as_features, check_finite, check_variant, to_numpy
+from gesture_eval.errors import EvalError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,11 @@ __all__ = ["FrechetDistance", "frechet_distance", "frechet_distance_from_stats"]
 
 #: What the cvpr24 reference returns when the square root has a large imaginary part.
 CVPR24_FAILURE_VALUE = 1e10
+
+
+def _check_eps(eps) -> None:
+    if not (isinstance(eps, int | float) and np.isfinite(eps) and eps >= 0):
+        raise EvalError(f"eps must be a number >= 0, found {eps!r}")
 
 
 def _stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,10 +52,18 @@ def frechet_distance_from_stats(
 ) -> float:
     """Fréchet distance of ``N(mu_a, sigma_a)`` and ``N(mu_b, sigma_b)``; mu (D,), sigma (D, D)."""
     check_variant(variant)
+    _check_eps(eps)
     mu_a, mu_b = np.atleast_1d(mu_a), np.atleast_1d(mu_b)
     sigma_a, sigma_b = np.atleast_2d(sigma_a), np.atleast_2d(sigma_b)
-    if mu_a.shape != mu_b.shape or sigma_a.shape != sigma_b.shape:
-        raise ValueError(
+    for name, arr in (("mu_a", mu_a), ("mu_b", mu_b), ("sigma_a", sigma_a), ("sigma_b", sigma_b)):
+        arr = to_numpy(arr, name)
+        check_finite(arr, name)
+        if name.startswith("sigma") and (arr.ndim != 2 or arr.shape[0] != arr.shape[1]):
+            raise EvalError(f"{name} must be a square (D, D) covariance, found shape {arr.shape}")
+        if name.startswith("mu") and arr.ndim != 1:
+            raise EvalError(f"{name} must be a (D,) mean, found shape {arr.shape}")
+    if mu_a.shape != mu_b.shape or sigma_a.shape != sigma_b.shape or sigma_a.shape[0] != len(mu_a):
+        raise EvalError(
             f"feature dims differ: mu {mu_a.shape} vs {mu_b.shape}, "
             f"sigma {sigma_a.shape} vs {sigma_b.shape}"
         )
@@ -85,10 +99,11 @@ def frechet_distance(
     sequences). Covariances are unbiased (``np.cov``). See the module docstring for variants.
     """
     check_variant(variant)
+    _check_eps(eps)
     a = as_features(feats_a, "feats_a")
     b = as_features(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"feats_a and feats_b must have the same D, found {a.shape} and {b.shape}")
+        raise EvalError(f"feats_a and feats_b must have the same D, found {a.shape} and {b.shape}")
     mu_a, sigma_a = _stats(a)
     mu_b, sigma_b = _stats(b)
     return frechet_distance_from_stats(mu_a, sigma_a, mu_b, sigma_b, eps=eps, variant=variant)

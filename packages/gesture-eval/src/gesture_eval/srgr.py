@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from gesture_eval._checks import Variant, as_joints, check_variant, to_numpy
+from gesture_eval._checks import Variant, as_joints, check_finite, check_variant, to_numpy
 from gesture_eval.errors import EvalError
 
 __all__ = ["SRGR", "srgr"]
@@ -22,6 +22,8 @@ SEMANTIC_NORMALISER = 0.165
 
 
 def _rate(pred, target, semantic, threshold: float, variant: str) -> tuple[float, int]:
+    if not (isinstance(threshold, int | float) and np.isfinite(threshold) and threshold > 0):
+        raise EvalError(f"threshold must be a positive distance in metres, found {threshold!r}")
     p, g = as_joints(pred, "pred_joints"), as_joints(target, "target_joints")
     if p.shape != g.shape:
         raise EvalError(f"pred_joints {p.shape} and target_joints {g.shape} differ (T, J, 3)")
@@ -36,6 +38,7 @@ def _rate(pred, target, semantic, threshold: float, variant: str) -> tuple[float
         weights = np.ones(p.shape[0])
     else:
         sem = to_numpy(semantic, "semantic").reshape(-1)
+        check_finite(sem, "semantic")
         if sem.shape[0] != p.shape[0]:
             raise EvalError(
                 f"semantic must be ({p.shape[0]},) to match the joints, found {sem.shape}"

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gesture_eval._checks import check_finite, to_numpy
+from gesture_eval._checks import check_finite, check_state_dict, load_torch_file, to_numpy
 from gesture_eval.errors import EvalError
 
 __all__ = ["SyncNet", "SyncResult", "sync_scores"]
@@ -79,11 +79,7 @@ class SyncNet(nn.Module):
     def from_syncnet_checkpoint(cls, path) -> SyncNet:
         """Load ``syncnet_v2.model`` (a state dict) with ``weights_only=True``."""
         path = Path(path)
-        if not path.is_file():
-            raise EvalError(f"SyncNet checkpoint not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise EvalError(f"{path}: expected a state dict, found {type(state).__name__}")
+        state = check_state_dict(load_torch_file(path, "SyncNet checkpoint"), path, "state dict")
         state = {k.removeprefix("__S__."): v for k, v in state.items()}
         model = cls()
         own = model.state_dict()

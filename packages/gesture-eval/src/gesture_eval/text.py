@@ -22,6 +22,12 @@ def _check(hypotheses: Sequence[str], references: Sequence) -> None:
         raise EvalError(
             f"hypotheses ({len(hypotheses)}) and references ({len(references)}) differ in length"
         )
+    for i, h in enumerate(hypotheses):
+        if not isinstance(h, str):
+            raise EvalError(f"hypotheses[{i}] must be a string, found {type(h).__name__}")
+    for i, r in enumerate(references):
+        if not (isinstance(r, str) or all(isinstance(x, str) for x in r)):
+            raise EvalError(f"references[{i}] must be a string or a list of strings, found {r!r}")
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str | Sequence[str]]) -> float:

@@ -16,6 +16,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
+from ._strict import HUB_ARGS, build, check_config, load_weights
 from .encdec import Conv1dDecoder, Conv1dEncoder
 from .errors import CheckpointError, TokenizerInputError
 from .io import atomic_directory
@@ -211,9 +212,21 @@ class MotionTokenizer(nn.Module):
         for name in ("config.json", "model.safetensors"):
             if not (path / name).is_file():
                 raise CheckpointError(f"{path / name}: file not found")
+        check_config(path / "config.json", cls)
         kwargs.setdefault("strict", True)
         kwargs["local_files_only"] = True  # a second guard: the Hub client must not dial out
         try:
             return PyTorchModelHubMixin.from_pretrained.__func__(cls, path, **kwargs)
-        except Exception as e:  # safetensors, json and shape errors all mean a bad checkpoint
-            raise CheckpointError(f"{path}: cannot load checkpoint ({e})") from e
+        except CheckpointError:
+            raise
+        except Exception as e:  # the mixin decoding config values into constructor types
+            raise CheckpointError(f"{path / 'config.json'}: cannot decode ({e})") from e
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location="cpu", strict=True, **kwargs):
+        # called by the mixin with the config as keyword arguments; replaces its lenient
+        # loader (and its print) with one that names the file and key at fault
+        folder = Path(model_id)
+        model = build(cls, folder, {k: v for k, v in kwargs.items() if k not in HUB_ARGS})
+        load_weights(model, folder / "model.safetensors", map_location, strict)
+        return model.eval()

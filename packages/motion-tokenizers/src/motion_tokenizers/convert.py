@@ -43,8 +43,16 @@ def read_reference_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not obj:
         raise CheckpointError(f"{path}: no state dict under 'vq_model', 'net' or 'model'")
+    for k, v in obj.items():
+        if not isinstance(k, str) or not isinstance(v, Tensor):
+            raise CheckpointError(
+                f"{path}: key {k!r} holds {type(v).__name__}, expected a tensor under a str key"
+            )
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            # a NaN weight makes every code and reconstruction NaN
+            raise CheckpointError(f"{path}: key {k!r} holds NaN or infinite values")
     out = {}
     for k, v in obj.items():
         for prefix in ("module.", "vqvae."):  # DDP wrapper, T2M-GPT's HumanVQVAE
@@ -70,7 +78,16 @@ def _codebooks(state: dict[str, Tensor], source: str) -> list[Tensor]:
         if "codebook" not in entry:
             raise CheckpointError(f"{source}: missing key quantizer.layers.{i}.codebook")
         cb = entry["codebook"].float()
+        if cb.ndim != 2:
+            raise CheckpointError(
+                f"{source}: key quantizer.layers.{i}.codebook expected shape (nb_code, code_dim), "
+                f"found {tuple(cb.shape)}"
+            )
         if "embedding_proj.weight" in entry:  # GestureLSM
+            if "embedding_proj.bias" not in entry:
+                raise CheckpointError(
+                    f"{source}: missing key quantizer.layers.{i}.embedding_proj.bias"
+                )
             cb = (
                 cb @ entry["embedding_proj.weight"].float().t()
                 + entry["embedding_proj.bias"].float()
@@ -79,9 +96,9 @@ def _codebooks(state: dict[str, Tensor], source: str) -> list[Tensor]:
     return books
 
 
-def infer_config(state: dict[str, Tensor]) -> dict:
+def infer_config(state: dict[str, Tensor], source: str = "state dict") -> dict:
     """Constructor arguments implied by a reference state dict's shapes."""
-    books = _codebooks(state, "state dict")
+    books = _codebooks(state, source)
     first = state["encoder.model.0.weight"]
     down = sorted(
         {int(m.group(1)) for k in state if (m := re.match(r"encoder\.model\.(\d+)\.0\.weight$", k))}
@@ -146,14 +163,19 @@ def from_reference_checkpoint(path: str | os.PathLike, **overrides) -> MotionTok
     """
     state = read_reference_state_dict(path)
     try:
-        cfg = infer_config(state)
+        cfg = infer_config(state, str(path))
     except KeyError as e:
         raise CheckpointError(f"{path}: missing key {e}") from e
+    except (IndexError, RuntimeError) as e:  # a tensor of the wrong rank where a size is read
+        raise CheckpointError(f"{path}: tensor shapes do not fit a tokenizer ({e})") from e
     single = "quantizer.codebook" in state
     if single:
         cfg.pop("num_quantizers")
         model: MotionTokenizer = VQVAE(cfg.pop("input_dim"), **{**cfg, **overrides})
     else:
         model = RVQVAE(cfg.pop("input_dim"), **{**cfg, **overrides})
-    load_reference_weights(model, state, str(path))
+    try:
+        load_reference_weights(model, state, str(path))
+    except RuntimeError as e:  # load_state_dict / copy_ on shapes the checks above missed
+        raise CheckpointError(f"{path}: {' '.join(str(e).split())}") from e
     return model.eval()

@@ -85,10 +85,15 @@ def load_state(directory: str | os.PathLike, name: str = "state") -> dict[str, A
     except Exception as e:  # safetensors raises its own error types for truncated files
         raise CheckpointError(f"{directory / (name + '.safetensors')}: unreadable ({e})") from e
     try:
-        skeleton = json.loads((directory / f"{name}.json").read_text())
-    except json.JSONDecodeError as e:
+        skeleton = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{directory / (name + '.json')}: invalid JSON ({e})") from e
-    return _unflatten(skeleton, tensors)
+    try:
+        return _unflatten(skeleton, tensors)
+    except (KeyError, TypeError, ValueError) as e:  # a reference to no tensor, a bad nest
+        raise CheckpointError(
+            f"{directory / (name + '.json')}: does not match {name}.safetensors ({e!r})"
+        ) from e
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:

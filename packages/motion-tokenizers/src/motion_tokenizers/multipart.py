@@ -9,6 +9,7 @@ roughly unit scale; decoding re-quantises each part before its decoder.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -150,17 +151,41 @@ class MultiPartTokenizer(nn.Module):
         if not cfg_path.is_file():
             raise CheckpointError(f"{cfg_path}: file not found")
         try:
-            config = json.loads(cfg_path.read_text())
+            config = json.loads(cfg_path.read_text(encoding="utf-8"))
             specs = config["parts"]
             latent_scale = config["latent_scale"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
             raise CheckpointError(f"{cfg_path}: invalid multi-part config ({e!r})") from e
+        if not isinstance(specs, list) or not specs:
+            raise CheckpointError(f"{cfg_path}: 'parts' must be a non-empty list, found {specs!r}")
+        if not (
+            isinstance(latent_scale, int | float)
+            and not isinstance(latent_scale, bool)
+            and math.isfinite(latent_scale)
+            and latent_scale > 0
+        ):
+            raise CheckpointError(
+                f"{cfg_path}: 'latent_scale' must be a positive number, found {latent_scale!r}"
+            )
         parts = {}
-        for spec in specs:
+        for i, spec in enumerate(specs):
+            name = spec.get("name") if isinstance(spec, dict) else None
+            # a part name is a sub-folder: it may not climb out of the checkpoint
+            if (
+                not isinstance(name, str)
+                or not name
+                or Path(name).name != name
+                or name in (".", "..")
+            ):
+                raise CheckpointError(
+                    f"{cfg_path}: parts[{i}] needs a folder 'name', found {spec!r}"
+                )
+            if name in parts:
+                raise CheckpointError(f"{cfg_path}: part {name!r} listed twice")
             kind = TOKENIZER_CLASSES.get(spec.get("class"))
             if kind is None:
                 raise CheckpointError(
-                    f"{cfg_path}: part {spec.get('name')!r} has unknown class {spec.get('class')!r}"
+                    f"{cfg_path}: part {name!r} has unknown class {spec.get('class')!r}"
                 )
-            parts[spec["name"]] = kind.from_pretrained(directory / spec["name"])
+            parts[name] = kind.from_pretrained(directory / name)
         return cls(parts, latent_scale=latent_scale)

@@ -9,6 +9,7 @@ writes a stand-in with the right keys and shapes (for tests and demos): its rest
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,9 @@ def smplx_joints(
         raise DataError(
             None, "wrong pose shape", key="poses", expected="(T, 165)", found=poses.shape
         )
+    if not np.isfinite(poses).all():
+        # the model would return NaN joints for those frames without a word
+        raise DataError(None, "non-finite values", key="poses")
     T = poses.shape[0]
     nb = 10 if betas is None else int(np.asarray(betas).shape[-1])
     ne = 10 if expressions is None else int(np.asarray(expressions).shape[-1])
@@ -66,7 +70,15 @@ def smplx_joints(
             ext="npz",
             batch_size=1,
         )
-    except (OSError, AssertionError, KeyError, ValueError) as e:
+    except (
+        OSError,
+        AssertionError,
+        KeyError,
+        ValueError,
+        TypeError,
+        EOFError,
+        zipfile.BadZipFile,
+    ) as e:
         raise DataError(root, f"cannot load SMPL-X model: {type(e).__name__}: {e}") from None
     out = []
     b = (
