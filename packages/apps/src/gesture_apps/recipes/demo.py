@@ -18,17 +18,17 @@
    The test split is only scored; the validation numbers are what choices and margins use.
 
 Reading the numbers: FGD pools windows over the clips of a split, so real motion of another
-clip is a strong baseline that tends to 0 as the split grows, and no generator on these latents
-scores below ``tokenizer_reconstruction``. Where that floor lies above the other recording's FGD
-(the tiny size's validation split), beating that baseline is out of reach until the tokenizer
-improves; the demo reports it instead of weakening the baseline. The ground truth against
-itself is 0 by definition: ``fgd`` shows 0 and ``fgd_raw`` keeps the computed value, which is
+clip is a strong baseline that tends to 0 as the split grows, and ``tokenizer_reconstruction``
+(the ground truth itself through the tokenizer) is the practical floor of a generator on its
+latents. Where that floor lies above the other recording's FGD (the tiny size's validation
+split), a win over that baseline is not to be expected until the tokenizer improves; the demo
+reports it instead of weakening the baseline. The ground truth against itself is 0 by
+definition: ``fgd`` shows 0 and ``fgd_raw`` keeps the computed value, which is
 ``-2 * latent_dim * eps`` (the ``eps * I`` that the evaltools convention adds to both
-covariances). BC rewards any speed minimum near an audio onset: it cannot tell the
-ground truth from another recording of unrelated speech, and decoded motion carries a small
-speed ripple (about three times the capture's speed minima per upper-body joint) that scores
-above the ground truth, the tokenizer reconstruction included. BC is reported, never read as a
-win.
+covariances). BC rewards any speed minimum near an audio onset: it cannot tell the ground truth
+from another recording of unrelated speech, and decoded motion carries a small speed ripple
+(about three times the capture's speed minima per upper-body joint) that scores above the
+ground truth, the tokenizer reconstruction included. BC is reported, never read as a win.
 
 FGD uses a tiny :class:`gesture_eval.FGDEncoder` trained here (``train_fgd_encoder``) on the
 training clips, so its values are relative to that encoder and comparable only within one demo
@@ -74,8 +74,9 @@ NOTES = {
     "clips), pooled over the clips of a split; lower is better; comparable within one run only.",
     "ground_truth_fgd": "the ground truth against itself is 0 by definition; fgd_raw keeps the "
     "computed value, -2 * latent_dim * eps from the eps * I added to both covariances.",
-    "floor": "no generator on these latents scores below tokenizer_reconstruction's FGD; where "
-    "that floor lies above baseline_other_clip's, that baseline cannot be beaten by sampling.",
+    "floor": "tokenizer_reconstruction (the ground truth through the tokenizer) is the practical "
+    "FGD floor of a generator on its latents; where it lies above baseline_other_clip's, a win "
+    "over that baseline is not to be expected.",
     "baseline_other_clip": "real motion of another recording, at least as long as the held-out "
     "clip and cut to its length (never looped), paired with speech it was not recorded with.",
     "bc": "beat consistency rewards any joint-speed minimum near an audio onset: it scores the "
