@@ -45,6 +45,11 @@ class TokenizerModelConfig:
     width: int | None = None
     depth: int | None = None
     down_t: int | None = None
+    # unset: the RVQ-VAE's defaults (MoMask's 0.2 residual-block dropout, Gumbel code sampling
+    # at temperature 0.5); 0 / false make a run a deterministic function of the data and seed
+    dropout: float | None = None
+    stochastic_sample_codes: bool | None = None
+    quantize_dropout_prob: float | None = None  # unset: MoMask's 0.2
     latent_scale: float = 5.0
 
     def __post_init__(self) -> None:
@@ -73,8 +78,9 @@ class TokenizerRecipeConfig:
 
 
 def build_tokenizer(cfg: TokenizerModelConfig) -> RVQVAE | MultiPartTokenizer:
-    sizes = ("nb_code", "code_dim", "num_quantizers", "width", "depth", "down_t")
-    overrides: dict[str, Any] = {k: getattr(cfg, k) for k in sizes if getattr(cfg, k) is not None}
+    keys = ("nb_code", "code_dim", "num_quantizers", "width", "depth", "down_t", "dropout")
+    keys += ("stochastic_sample_codes", "quantize_dropout_prob")
+    overrides: dict[str, Any] = {k: getattr(cfg, k) for k in keys if getattr(cfg, k) is not None}
     overrides["quantizer"] = cfg.quantizer
     make = RVQVAE.tiny if cfg.size == "tiny" else RVQVAE
     toks = {p: make(BEAT2_PART_DIMS[p], **overrides) for p in cfg.parts}
