@@ -120,7 +120,9 @@ def _lsm_data() -> DataConfig:
 class LSMRecipeConfig:
     recipe: Literal["lsm"] = "lsm"
     tokenizer: str | None = None  # a `gesture train tokenizer` run folder or its tokenizer/
-    tokenizer_weights: Literal["ema", "model"] = "ema"
+    # the un-averaged tokenizer, as GestureLSM uses it ("ema" only exists when the tokenizer run
+    # set train.ema_decay; then its codebooks are averaged with its weights)
+    tokenizer_weights: Literal["ema", "model"] = "model"
     model: LSMModelConfig = field(default_factory=LSMModelConfig)
     data: DataConfig = field(default_factory=_lsm_data)
     loss: ShortcutConfig = field(default_factory=ShortcutConfig)
