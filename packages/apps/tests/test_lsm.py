@@ -223,6 +223,42 @@ def test_out_of_vocabulary_words_generate_like_unk(lsm_run):
     assert not np.array_equal(oov.poses, silent.poses)  # the word is read at all
 
 
+def test_generate_defaults_to_cuda_when_present(monkeypatch):
+    """With CUDA reported present, generate() loads the model there unless told otherwise."""
+    from gesture_apps import pipelines
+
+    seen = []
+
+    def fake_load(path, **kwargs):
+        seen.append(kwargs["device"])
+        raise pipelines.GenerationError("stop after loading")
+
+    monkeypatch.setattr(pipelines, "load_lsm", fake_load)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    audio = np.zeros(16000 * 2, np.float32)
+    for device in (None, "cpu"):
+        with pytest.raises(pipelines.GenerationError, match="stop after loading"):
+            generate(audio, checkpoint="unused", device=device)
+    assert seen == [torch.device("cuda"), torch.device("cpu")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pipelines.resolve_device(None) == torch.device("cpu")
+
+
+def test_generate_cli_takes_a_device(lsm_run, tmp_path, capsys):
+    wav = _wav(tmp_path / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(32000)))
+    base = ["generate", "--audio", str(wav), "--checkpoint", str(lsm_run), "--steps", "1"]
+    out = tmp_path / "cpu.npz"
+    assert main([*base, "--device", "cpu", "--out", str(out)]) == 0
+    assert np.load(out)["poses"].shape == (60, 165)
+    for device, message in [("banana", "not a torch device"), ("cuda:99", "cuda")]:
+        if device == "cuda:99" and torch.cuda.device_count() > 99:
+            continue
+        err = one_line_error(capsys, [*base, "--device", device, "--out", str(tmp_path / "x.npz")])
+        assert device in err and message in err.lower()
+        assert not (tmp_path / "x.npz").exists()
+
+
 def _wav(path, samples, sr=16000):
     sf.write(str(path), samples, sr, subtype="FLOAT")
     return path
