@@ -53,8 +53,35 @@ def main(out: Path) -> None:
     acc.end_training()
 
 
+def train_tokenizer(out: Path, overrides: list[str], tag: str) -> None:
+    """The real tokenizer recipe at the tiny preset (it builds its own Accelerator, after the
+    model, as `gesture train tokenizer` does); writes the tokenizers' weights and codebooks."""
+    from gesture_apps.recipes import tokenizer
+    from gesture_apps.runtime import load_config
+
+    torch.set_num_threads(1)
+    cfg = load_config(tokenizer.TokenizerRecipeConfig, "tokenizer_tiny", overrides)
+    run = tokenizer.prepare(cfg, None, progress=False)
+    run.trainer.train()
+    state = run.objective.tokenizer.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / f"{tag}.safetensors"))
+    run.trainer.close()
+
+
+def run_tokenizer_rank(rank: int, world: int, port: int, out: Path, overrides: list[str]) -> None:
+    """Entry point of a forked rank that trains the tokenizer recipe."""
+    _join(rank, world, port)
+    train_tokenizer(out, overrides, f"rank{rank}")
+
+
 def run_rank(rank: int, world: int, port: int, out: Path) -> None:
     """Entry point of a forked rank: the torchrun environment, a fresh accelerate state."""
+    _join(rank, world, port)
+    main(out)
+
+
+def _join(rank: int, world: int, port: int) -> None:
+    """The torchrun environment of one rank and a fresh accelerate state."""
     import os
 
     from accelerate.state import AcceleratorState
@@ -69,7 +96,6 @@ def run_rank(rank: int, world: int, port: int, out: Path) -> None:
     )
     # the parent's (single-process) accelerate singletons were copied by fork
     AcceleratorState._reset_state(reset_partial_state=True)
-    main(out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from gesture_apps import main
 from gesture_apps.pipelines import Motion, generate, window_plan
-from gesture_data.datasets.beat2 import load_motion
+from gesture_data.datasets.beat2 import Vocabulary, load_motion
 from gesture_data.datasets.textgrid import write_textgrid
 
 
@@ -151,6 +151,112 @@ def test_python_api_is_deterministic_and_guidance_matters(lsm_run, tmp_path):
     assert np.array_equal(np.load(tmp_path / "x.npz")["poses"], a.poses)
     c = generate(audio, checkpoint=lsm_run, steps=2, seed=3, guidance=1.0)
     assert not np.array_equal(a.poses, c.poses)
+
+
+def test_unknown_word_embedding_is_trained(lsm_run):
+    """Word dropout puts <unk> in training batches, so its embedding row moves; without it the
+    row keeps its random initial value (AdamW with weight decay 0 never touches it)."""
+    from gesture_apps.recipes.lsm import LSMGenerator
+
+    spec = json.loads((lsm_run / "lsm" / "config.json").read_text())
+    torch.manual_seed(0)  # the recipe seeds with train.seed (0) right before building the model
+    initial = LSMGenerator(spec).encoder.words.weight.detach()
+    trained = load_file(str(lsm_run / "lsm" / "model.safetensors"))["encoder.words.weight"]
+    unk = Vocabulary.UNK
+    assert not torch.equal(trained[unk], initial[unk])
+
+
+def test_word_dropout_replaces_whole_words_in_training_only():
+    from gesture_apps.recipes.lsm import drop_words
+
+    g = torch.Generator().manual_seed(0)
+    # 64 rows of 8 words of 4 frames each, separated by 2 frames of silence
+    words = torch.randint(2, 50, (64, 8), generator=g)
+    frames = torch.cat(
+        [words[:, :, None].expand(-1, -1, 4), torch.zeros(64, 8, 2, dtype=torch.long)], 2
+    )
+    frames = frames.reshape(64, 48)
+    torch.manual_seed(1)
+    dropped = drop_words(frames, 0.25)
+    per_word = dropped.reshape(64, 8, 6)
+    unk = per_word[:, :, :4] == Vocabulary.UNK
+    assert (unk.all(-1) | ~unk.any(-1)).all()  # a word is dropped whole or not at all
+    assert (per_word[:, :, 4:] == Vocabulary.PAD).all()  # silence stays silence
+    kept = ~unk.any(-1)
+    assert torch.equal(per_word[:, :, 0][kept], words[kept])
+    # 512 words: the dropped share has standard error sqrt(.25 * .75 / 512) = 0.019
+    assert abs(unk.all(-1).float().mean().item() - 0.25) < 0.06
+    assert torch.equal(drop_words(frames, 0.0), frames)
+
+
+def test_lsm_objective_drops_words_when_training_not_in_eval():
+    from flow_backbones import ShortcutLoss
+    from gesture_apps.recipes.lsm import LSMGenerator, LSMObjective
+
+    spec = {
+        "vocab_size": 10,
+        "factor": 4,
+        "audio_channels": [4, 4, 4, 4],
+        "audio_dim": 4,
+        "word_dim": 4,
+        "denoiser_size": "tiny",
+        "denoiser": dict(num_parts=1, part_dim=4, cond_dim=4, max_cond_len=8),
+    }
+    obj = LSMObjective(LSMGenerator(spec), ShortcutLoss(), seed_drop=0.0, word_drop=1.0)
+    seen = []
+    obj.generator.encoder.words.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    words = torch.tensor([[0, 3, 3, 4, 0, 5, 5, 5] * 4] * 2)
+    batch = {"latents": torch.randn(2, 8, 4), "audio": torch.randn(2, 32 * 540, 2), "words": words}
+    obj.train()(batch)
+    assert torch.equal(seen[-1], torch.where(words > 0, Vocabulary.UNK, 0))
+    obj.eval()(batch)
+    assert torch.equal(seen[-1], words)
+
+
+def test_out_of_vocabulary_words_generate_like_unk(lsm_run):
+    """Every word the training vocabulary lacks is read as <unk>, the trained embedding."""
+    audio = (0.1 * np.random.default_rng(0).standard_normal(16000 * 2)).astype(np.float32)
+    oov = generate(audio, checkpoint=lsm_run, words=[(0.2, 0.9, "zyzzyva")], steps=1, seed=1)
+    unk = generate(audio, checkpoint=lsm_run, words=[(0.2, 0.9, "<unk>")], steps=1, seed=1)
+    silent = generate(audio, checkpoint=lsm_run, words=[], steps=1, seed=1)
+    assert np.array_equal(oov.poses, unk.poses)
+    assert not np.array_equal(oov.poses, silent.poses)  # the word is read at all
+
+
+def test_generate_defaults_to_cuda_when_present(monkeypatch):
+    """With CUDA reported present, generate() loads the model there unless told otherwise."""
+    from gesture_apps import pipelines
+
+    seen = []
+
+    def fake_load(path, **kwargs):
+        seen.append(kwargs["device"])
+        raise pipelines.GenerationError("stop after loading")
+
+    monkeypatch.setattr(pipelines, "load_lsm", fake_load)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    audio = np.zeros(16000 * 2, np.float32)
+    for device in (None, "cpu"):
+        with pytest.raises(pipelines.GenerationError, match="stop after loading"):
+            generate(audio, checkpoint="unused", device=device)
+    assert seen == [torch.device("cuda"), torch.device("cpu")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pipelines.resolve_device(None) == torch.device("cpu")
+
+
+def test_generate_cli_takes_a_device(lsm_run, tmp_path, capsys):
+    wav = _wav(tmp_path / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(32000)))
+    base = ["generate", "--audio", str(wav), "--checkpoint", str(lsm_run), "--steps", "1"]
+    out = tmp_path / "cpu.npz"
+    assert main([*base, "--device", "cpu", "--out", str(out)]) == 0
+    assert np.load(out)["poses"].shape == (60, 165)
+    for device, message in [("banana", "not a torch device"), ("cuda:99", "cuda")]:
+        if device == "cuda:99" and torch.cuda.device_count() > 99:
+            continue
+        err = one_line_error(capsys, [*base, "--device", device, "--out", str(tmp_path / "x.npz")])
+        assert device in err and message in err.lower()
+        assert not (tmp_path / "x.npz").exists()
 
 
 def _wav(path, samples, sr=16000):

@@ -30,7 +30,6 @@ def test_trains_and_exports_a_loadable_tokenizer(straight_run, capsys):
     out = straight_run
     assert (out / "checkpoints" / "latest.txt").read_text().strip() == "step_0000004"
     tok = MultiPartTokenizer.from_pretrained(out / "tokenizer" / "model").eval()
-    ema = MultiPartTokenizer.from_pretrained(out / "tokenizer" / "model_ema").eval()
     assert tok.part_names == ["upper", "hands", "lower_trans", "face"]
     norm = Normalizer.load(out / "tokenizer" / "normalizer.npz")
     assert set(norm.stats) == {"upper", "hands", "lower"}  # the face stays raw
@@ -38,13 +37,54 @@ def test_trains_and_exports_a_loadable_tokenizer(straight_run, capsys):
     x |= {"lower_trans": torch.randn(1, 32, 57), "face": torch.randn(1, 32, 100)}
     z = tok.encode_continuous(x)
     assert z.shape == (1, 8, 64) and torch.isfinite(z).all()
-    assert not torch.equal(z, ema.encode_continuous(x))
+    # un-averaged by default, as GestureLSM and MoMask train their tokenizers
+    assert not (out / "tokenizer" / "model_ema").exists()
     cfg = json.loads((out / "checkpoints" / "step_0000004" / "run_config.json").read_text())
     assert cfg["train"]["max_steps"] == 4 and cfg["model"]["size"] == "tiny"
     history = json.loads((out / "checkpoints" / "step_0000004" / "trainer_state.json").read_text())
     assert [row["step"] for row in history["history"]] == [2, 4]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert not list(out.rglob("*.tmp"))
+
+
+def test_tokenizer_and_lsm_default_to_the_unaveraged_tokenizer():
+    from gesture_apps.recipes.lsm import LSMRecipeConfig
+    from gesture_apps.recipes.tokenizer import TokenizerRecipeConfig
+    from gesture_apps.runtime import load_config
+
+    for preset in ("tokenizer_tiny", "tokenizer_demo", "tokenizer_gesturelsm"):
+        assert load_config(TokenizerRecipeConfig, preset).train.ema_decay is None, preset
+    # a config that leaves train.ema_decay out gets no EMA either
+    assert load_config(TokenizerRecipeConfig, {"recipe": "tokenizer"}).train.ema_decay is None
+    assert LSMRecipeConfig().tokenizer_weights == "model"
+    for preset in ("lsm_tiny", "lsm_demo", "lsm_gesturelsm"):
+        assert load_config(LSMRecipeConfig, preset).tokenizer_weights == "model", preset
+
+
+def test_tokenizer_ema_averages_codebooks_with_the_weights(tmp_path):
+    """With train.ema_decay set, the averaged encoder is exported with codebooks averaged over
+    the same steps, never with the live codebooks fitted to the live encoder."""
+    from gesture_apps.recipes import tokenizer
+    from gesture_apps.runtime import load_config
+
+    overrides = ["train.ema_decay=0.5", "train.max_steps=3", "train.checkpoint_every=0"]
+    cfg = load_config(tokenizer.TokenizerRecipeConfig, "tokenizer_tiny", overrides)
+    run = tokenizer.prepare(cfg, None, progress=False)
+    run.trainer.train()
+    tokenizer.export(run.trainer, tmp_path, run.normalizer)
+    live = MultiPartTokenizer.from_pretrained(tmp_path / "tokenizer" / "model").state_dict()
+    ema = MultiPartTokenizer.from_pretrained(tmp_path / "tokenizer" / "model_ema").state_dict()
+    shadow = run.trainer.ema.shadow
+    codebooks = [k for k in live if k.endswith("._codebook.embed")]
+    assert len(codebooks) == 12
+    for k in codebooks:
+        assert torch.equal(ema[k], shadow[f"tokenizer.{k}"]), k
+        assert not torch.equal(ema[k], live[k]), k
+    conv = next(k for k in live if k.endswith("weight") and live[k].ndim == 3)
+    assert not torch.equal(ema[conv], live[conv])  # the weights are averaged too
+    # k-means' `initted` flag is integer state: copied, never averaged
+    flags = [k for k in live if k.endswith("initted")]
+    assert flags and all(torch.equal(ema[k], live[k]) for k in flags)
 
 
 def test_resume_after_interruption_matches_the_straight_run(straight_run, tmp_path, capsys):

@@ -235,6 +235,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
         seed=args.seed,
+        device=args.device,
         bf16=args.bf16,
     )
     seconds = motion.num_frames / motion.fps
@@ -343,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--bf16",
         action="store_true",
         help="bfloat16 networks: ~1.4x faster on CPUs with bf16 units, rotations within degrees",
+    )
+    gen.add_argument(
+        "--device", help="torch device: cpu, cuda, cuda:1... (default: cuda when present, else cpu)"
     )
     gen.add_argument("--out", required=True, help="output .npz")
     gen.add_argument(

@@ -167,8 +167,46 @@ def find_export(path: str | Path) -> Path:
     )
 
 
-def load_lsm(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"):
-    """Load an export (see :func:`find_export`); raises :class:`GenerationError` if broken."""
+def default_device() -> str:
+    """What ``device=None`` means everywhere here: ``"cuda"`` when a CUDA device is usable,
+    else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> :func:`default_device`; a device that does not exist or is not usable on
+    this machine is a :class:`GenerationError` before anything is loaded."""
+    name = default_device() if device is None else device
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise GenerationError(
+            f"device {name!r}: not a torch device (expected e.g. cpu, cuda, cuda:1)"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GenerationError(f"device {name!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise GenerationError(
+                f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type != "cpu" and not _backend_available(dev.type):
+        raise GenerationError(f"device {name!r}: {dev.type} is not available on this machine")
+    return dev
+
+
+def _backend_available(kind: str) -> bool:
+    module = getattr(torch, kind, None) or getattr(torch.backends, kind, None)
+    check = getattr(module, "is_available", None)
+    return bool(check and check())
+
+
+def load_lsm(path: str | Path, *, ema: bool = True, device: str | torch.device | None = "cpu"):
+    """Load an export (see :func:`find_export`) onto ``device`` (``None``: CUDA when present,
+    else the CPU); raises :class:`GenerationError` if broken. The default stays the CPU for the
+    callers that feed it CPU tensors (reflow and distillation build their pairs there);
+    :func:`generate` picks the device."""
+    device = resolve_device(device)
     folder = find_export(path)
     # the files' modification times are part of the cache key: a retrained export reloads
     stamp = tuple(
@@ -402,12 +440,15 @@ def generate(
     guidance: float | None = None,
     seed: int = 0,
     out: str | Path | None = None,
-    device: str = "cpu",
+    device: str | torch.device | None = None,
     bf16: bool = False,
 ) -> Motion:
-    """Speech -> motion; ``audio`` a wav path or float32 samples at 16 kHz. With ``out`` the
-    motion is also written as a BEAT2 npz (atomically). Bad input raises
-    :class:`GenerationError` (a ``ValueError``) before anything is written."""
+    """Speech -> motion; ``audio`` a wav path or float32 samples at 16 kHz. The networks run on
+    ``device`` (default: CUDA when present, else the CPU); the noise is drawn on the CPU, so a
+    seed gives the same motion on any device up to float rounding. With ``out`` the motion is
+    also written as a BEAT2 npz (atomically). Bad input raises :class:`GenerationError` (a
+    ``ValueError``) before anything is written."""
+    device = resolve_device(device)
     if isinstance(audio, str | Path):
         samples = read_audio(audio)
     else:

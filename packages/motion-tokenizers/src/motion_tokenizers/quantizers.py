@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ, LFQ, ResidualFSQ, ResidualVQ, VectorQuantize
+from vector_quantize_pytorch.vector_quantize_pytorch import batched_sample_vectors, noop
 
 from .errors import TokenizerInputError
 
@@ -57,13 +58,53 @@ def codebook_perplexity(indices: Tensor, codebook_size: int) -> Tensor:
     return entropy.exp()
 
 
-def _synced_uniform(device: torch.device) -> float:
-    """A U[0,1) draw from torch's RNG that every DDP rank agrees on (sum mod 1 stays uniform)."""
-    m = 1 << 24
-    r = torch.randint(0, m, (), device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(r)
-    return float(r.item() % m) / m
+def _distributed() -> bool:
+    """Whether a multi-process group is up *now*. Asked at every training call, never stored at
+    construction: models are usually built before ``accelerate`` / ``torchrun`` create the
+    process group, so a flag fixed in ``__init__`` would leave every rank training alone."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _rank0_randint(high: int, device: torch.device) -> int:
+    """A draw in ``[0, high)`` from torch's RNG that every rank agrees on: rank 0's.
+
+    Every rank draws (so each rank's RNG advances exactly as a single process's would) and then
+    takes rank 0's value. Rank 0 seeds its RNG like a single-process run, so a data-parallel
+    run makes the same random choices as one process training on the concatenated batch.
+    """
+    r = torch.randint(0, high, (), device=device)
+    if _distributed():
+        dist.broadcast(r, src=0)
+    return int(r.item())
+
+
+def _gather_rows(local: Tensor) -> Tensor:
+    """``(1, n_rank, D)`` on every rank -> ``(1, sum n, D)``: all ranks' rows in rank order, the
+    order of the concatenated batch a single process would see."""
+    x = local[0].contiguous()
+    sizes = [
+        torch.zeros((), dtype=torch.long, device=x.device) for _ in range(dist.get_world_size())
+    ]
+    dist.all_gather(sizes, torch.tensor(x.shape[0], device=x.device))
+    n_max = int(max(s.item() for s in sizes))
+    padded = x.new_zeros(n_max, x.shape[1])
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(n.item())] for p, n in zip(parts, sizes, strict=True)])[None]
+
+
+def _sample_rows_synced(local: Tensor, num: int) -> Tensor:
+    """k-means seeds / dead-code replacements for data-parallel training: ``num`` rows drawn
+    from every rank's vectors, identical on every rank.
+
+    The rows of all ranks are gathered in rank order and every rank runs the library's
+    single-process sampler on them (keeping its RNG in step with a single process); rank 0's
+    pick is broadcast. With rank 0 seeded like a single process, this is the pick one process
+    would make on the concatenated batch."""
+    picked = batched_sample_vectors(_gather_rows(local), num).contiguous()
+    dist.broadcast(picked, src=0)
+    return picked
 
 
 class Quantizer(nn.Module):
@@ -180,6 +221,7 @@ class Quantizer(nn.Module):
 
     def _library_forward(self, z: Tensor) -> QuantizerOutput:
         zero = z.new_zeros(())
+        self._follow_process_group()
         if self.kind == "vq":
             quantized, idx, loss = self.q(z)
             indices, loss = idx.unsqueeze(-1), loss.sum()
@@ -193,8 +235,9 @@ class Quantizer(nn.Module):
             drop = self.training and self.q.quantize_dropout and self._coin()
             seed = None
             if drop:
-                # the layer cut is drawn from torch's RNG so checkpoints resume it exactly
-                seed = int(torch.randint(0, 1 << 30, ()).item())
+                # the layer cut comes from torch's RNG, so checkpoints resume it exactly, and is
+                # rank 0's on every rank: under data parallel all ranks drop the same layers
+                seed = _rank0_randint(1 << 30, self._device())
             saved = self.q.quantize_dropout
             self.q.quantize_dropout = drop
             try:
@@ -211,6 +254,33 @@ class Quantizer(nn.Module):
             loss = zero if losses is None else losses[active].sum() / active.sum()
         perplexity = self._perplexity(indices)
         return QuantizerOutput(quantized, indices, loss, perplexity)
+
+    def _library_codebooks(self) -> list[nn.Module]:
+        """The library's EMA codebook modules (none for FSQ / LFQ)."""
+        if self.kind == "vq":
+            return [self.q._codebook]
+        if self.kind == "rvq":
+            return [layer._codebook for layer in self.q.layers]
+        return []
+
+    def _follow_process_group(self) -> None:
+        """Point the library codebooks' reductions at the process group if one is up now.
+
+        vector-quantize-pytorch picks its all-reduce and sampling functions once, in its
+        constructor; built before the process group exists, it never reduces, so each rank
+        would fit k-means and the EMA statistics to its own shard (and DDP's buffer broadcast
+        would then keep only rank 0's). Set per call instead: with a group, the k-means counts
+        and means and the EMA cluster sizes and sums are summed over ranks (= one process on
+        the concatenated batch) and k-means seeds / dead-code replacements are drawn by
+        :func:`_sample_rows_synced`; without one, the library's single-process functions.
+        """
+        ddp = _distributed()
+        reduce = dist.all_reduce if ddp else noop
+        sample = _sample_rows_synced if ddp else batched_sample_vectors
+        for cb in self._library_codebooks():
+            cb.use_ddp = ddp
+            cb.all_reduce_fn = cb.kmeans_all_reduce_fn = reduce
+            cb.sample_fn = cb.replace_sample_fn = sample
 
     def _codebooks(self) -> Tensor:
         """The EMA codebooks as ``(Q, K, D)``."""
@@ -246,7 +316,8 @@ class Quantizer(nn.Module):
 
     def _coin(self) -> bool:
         p = self.quantize_dropout_prob
-        return p >= 1.0 or (p > 0.0 and _synced_uniform(self._device()) < p)
+        m = 1 << 24
+        return p >= 1.0 or (p > 0.0 and _rank0_randint(m, self._device()) / m < p)
 
     def _device(self) -> torch.device:
         for t in self.parameters():

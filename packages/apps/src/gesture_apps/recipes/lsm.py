@@ -8,7 +8,10 @@ batch with 10% condition dropout, self-consistency on 1/4 with 80%), conditioned
 
 * audio: GestureLSM's ``onset+amplitude`` (16 kHz, 2 channels) through a strided conv encoder
   (total stride 540 ~ 16000/30) whose output is fitted to the motion frames;
-* words: per-frame vocabulary indices through a learned embedding;
+* words: per-frame vocabulary indices through a learned embedding. While training, each spoken
+  word is replaced by ``<unk>`` with probability ``model.word_drop`` (whole words, never
+  silence), so the ``<unk>`` embedding that every out-of-vocabulary word maps to at inference is
+  trained rather than left at its random initial value;
 * both fused by a linear layer and average-pooled to the latent frame rate, so feature ``n``
   covers latent frame ``n`` (the denoiser's cross-attention is frame-aligned);
 * seed frames: the first ``seed_frames`` latents of the window (at inference: the last latents
@@ -44,6 +47,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from flow_backbones import ShortcutLoss, SpatialTemporalDenoiser
+from gesture_data.datasets.beat2 import Vocabulary
 from motion_tokenizers import MultiPartTokenizer
 from motion_tokenizers.errors import CheckpointError
 
@@ -82,12 +86,18 @@ class LSMModelConfig:
     audio_dim: int | None = None
     word_dim: int | None = None
     seed_drop: float = 0.1
+    # share of spoken words replaced by <unk> in training: 0 would leave <unk> (every word
+    # unseen in training) untrained; 0.1 keeps 90% of the word signal while each of the
+    # embedding's updates still sees ~10% <unk> frames of speech
+    word_drop: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.parts:
             raise ValueError("parts: at least one tokenizer part is required")
-        if not 0.0 <= self.seed_drop <= 1.0:
-            raise ValueError(f"seed_drop must be in [0, 1], found {self.seed_drop}")
+        for name in ("seed_drop", "word_drop"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], found {value}")
         if self.audio_channels is not None and len(self.audio_channels) != len(AUDIO_STRIDES):
             raise ValueError(f"audio_channels: expected {len(AUDIO_STRIDES)} values")
 
@@ -120,7 +130,9 @@ def _lsm_data() -> DataConfig:
 class LSMRecipeConfig:
     recipe: Literal["lsm"] = "lsm"
     tokenizer: str | None = None  # a `gesture train tokenizer` run folder or its tokenizer/
-    tokenizer_weights: Literal["ema", "model"] = "ema"
+    # the un-averaged tokenizer, as GestureLSM uses it ("ema" only exists when the tokenizer run
+    # set train.ema_decay; then its codebooks are averaged with its weights)
+    tokenizer_weights: Literal["ema", "model"] = "model"
     model: LSMModelConfig = field(default_factory=LSMModelConfig)
     data: DataConfig = field(default_factory=_lsm_data)
     loss: ShortcutConfig = field(default_factory=ShortcutConfig)
@@ -247,19 +259,44 @@ def build_spec(cfg: LSMRecipeConfig, tokenizer: MultiPartTokenizer, vocab_size: 
     }
 
 
+def drop_words(words: Tensor, p: float, unk: int = 1, pad: int = 0) -> Tensor:
+    """``(B, L)`` per-frame word indices with each spoken word replaced by ``unk`` with
+    probability ``p`` (torch's RNG, so resumes repeat it).
+
+    A word is a run of equal indices: all of its frames are dropped together, as an unknown
+    word at inference covers all of its frames. Silence (``pad``) stays silence."""
+    if p <= 0.0:
+        return words
+    starts = torch.ones_like(words, dtype=torch.bool)
+    starts[:, 1:] = words[:, 1:] != words[:, :-1]
+    run = starts.long().cumsum(1) - 1  # (B, L) index of each frame's word, < L
+    drop = torch.rand(words.shape, device=words.device).gather(1, run) < p
+    return torch.where(drop & (words != pad), torch.full_like(words, unk), words)
+
+
 class LSMObjective(nn.Module):
     """``forward(batch) -> (loss, metrics)``; the whole shortcut loss in one call (DDP)."""
 
-    def __init__(self, generator: LSMGenerator, loss: ShortcutLoss, seed_drop: float):
+    def __init__(
+        self,
+        generator: LSMGenerator,
+        loss: ShortcutLoss,
+        seed_drop: float,
+        word_drop: float = 0.0,
+    ):
         super().__init__()
         self.generator = generator
         self.loss = loss
         self.seed_drop = seed_drop
+        self.word_drop = word_drop
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         x1 = batch["latents"]
         g = self.generator
-        feats = g.encoder(batch["audio"], batch["words"])
+        words = batch["words"]
+        if self.training:
+            words = drop_words(words, self.word_drop, Vocabulary.UNK, Vocabulary.PAD)
+        feats = g.encoder(batch["audio"], words)
         cond: dict[str, Tensor] = {"features": feats}
         s = g.seed_frames
         if s:
@@ -408,7 +445,7 @@ def prepare(
     spec = build_spec(cfg, tok, len(vocab))
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     loss = ShortcutLoss(**asdict(cfg.loss))
-    objective = LSMObjective(LSMGenerator(spec), loss, cfg.model.seed_drop)
+    objective = LSMObjective(LSMGenerator(spec), loss, cfg.model.seed_drop, cfg.model.word_drop)
     from gesture_data.datasets.windows import collate
 
     run_state: dict[str, Any] = {}

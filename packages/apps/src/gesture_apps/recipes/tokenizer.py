@@ -3,8 +3,14 @@
 Objective of T2M-GPT / MoMask / GestureLSM per part: smooth-L1 reconstruction + 0.02 x
 commitment (+ optional velocity / acceleration terms), summed over the parts. Motion is z-scored
 per part (the face stays raw, as GestureLSM leaves it). The run folder gets
-``checkpoints/step_*/`` (resumable) and ``tokenizer/`` with ``model/`` (``save_pretrained``),
-``model_ema/`` (EMA weights) and ``normalizer.npz``.
+``checkpoints/step_*/`` (resumable) and ``tokenizer/`` with ``model/`` (``save_pretrained``) and
+``normalizer.npz``.
+
+The tokenizer is not weight-averaged by default (``train.ema_decay: null``), as GestureLSM and
+MoMask train it: an average of the convolutions alone would be paired with codebooks fitted to
+the live encoder's latents, which the averaged encoder does not produce. With
+``train.ema_decay`` set, the export adds ``model_ema/`` in which the codebooks are averaged over
+the same steps as the weights (see :func:`prepare`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from torch import Tensor, nn
 from motion_tokenizers import BEAT2_PART_DIMS, RVQVAE, MultiPartTokenizer
 from motion_tokenizers.losses import acceleration_loss, reconstruction_loss, velocity_loss
 
-from ..runtime import TrainConfig, Trainer, TrainResult, to_dict
+from ..runtime import EMA, TrainConfig, Trainer, TrainResult, to_dict
 from .data import DataConfig, PartWindows, fit_normalizer, load_windows
 
 logger = logging.getLogger(__name__)
@@ -45,6 +51,11 @@ class TokenizerModelConfig:
     width: int | None = None
     depth: int | None = None
     down_t: int | None = None
+    # unset: the RVQ-VAE's defaults (MoMask's 0.2 residual-block dropout, Gumbel code sampling
+    # at temperature 0.5); 0 / false make a run a deterministic function of the data and seed
+    dropout: float | None = None
+    stochastic_sample_codes: bool | None = None
+    quantize_dropout_prob: float | None = None  # unset: MoMask's 0.2
     latent_scale: float = 5.0
 
     def __post_init__(self) -> None:
@@ -64,17 +75,25 @@ class LossConfig:
 
 
 @dataclass
+class TokenizerTrainConfig(TrainConfig):
+    """The ``train:`` section; as every recipe's, but without weight EMA unless asked for."""
+
+    ema_decay: float | None = None
+
+
+@dataclass
 class TokenizerRecipeConfig:
     recipe: Literal["tokenizer"] = "tokenizer"
     model: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
 
 
 def build_tokenizer(cfg: TokenizerModelConfig) -> RVQVAE | MultiPartTokenizer:
-    sizes = ("nb_code", "code_dim", "num_quantizers", "width", "depth", "down_t")
-    overrides: dict[str, Any] = {k: getattr(cfg, k) for k in sizes if getattr(cfg, k) is not None}
+    keys = ("nb_code", "code_dim", "num_quantizers", "width", "depth", "down_t", "dropout")
+    keys += ("stochastic_sample_codes", "quantize_dropout_prob")
+    overrides: dict[str, Any] = {k: getattr(cfg, k) for k in keys if getattr(cfg, k) is not None}
     overrides["quantizer"] = cfg.quantizer
     make = RVQVAE.tiny if cfg.size == "tiny" else RVQVAE
     toks = {p: make(BEAT2_PART_DIMS[p], **overrides) for p in cfg.parts}
@@ -160,6 +179,11 @@ def prepare(
         export_fn=lambda t, folder: export(t, folder, normalizer),
         progress=progress,
     )
+    if trainer.ema is not None:
+        # average consistently: the codebooks (float buffers) move with the weights, so the
+        # averaged encoder is paired with codebooks averaged over the same steps, not with the
+        # live ones (integer state such as k-means' `initted` is still copied)
+        trainer.ema = EMA(trainer.raw_model, decay=cfg.train.ema_decay, average_buffers=True)
     if resume is not None:
         trainer.load_checkpoint(resume)
     n_params = sum(p.numel() for p in objective.parameters())
@@ -168,7 +192,8 @@ def prepare(
 
 
 def export(trainer: Trainer, folder: Path, normalizer) -> None:
-    """Write ``folder/tokenizer/{model,model_ema}/`` and ``normalizer.npz``."""
+    """Write ``folder/tokenizer/model/`` (+ ``model_ema/`` when training keeps an EMA) and
+    ``normalizer.npz``."""
     objective: TokenizerObjective = trainer.raw_model  # type: ignore[assignment]
     objective.tokenizer.save_pretrained(folder / "tokenizer" / "model")
     if trainer.ema is not None:

@@ -9,15 +9,19 @@ from torch import Tensor, nn
 class EMA:
     """``shadow = decay * shadow + (1 - decay) * param`` after every optimizer step.
 
-    Floating-point parameters are averaged; buffers (e.g. EMA codebooks, step counters) are
-    copied, since averaging them would mix states that never co-existed. The shadow lives on
-    the model's device in float32.
+    Floating-point parameters are averaged; buffers (e.g. step counters) are copied, since
+    averaging them would mix states that never co-existed. ``average_buffers=True`` averages
+    floating-point buffers too, for models whose buffers must stay paired with the weights (a
+    tokenizer's codebooks are fitted to its encoder's output: averaged convolutions need
+    codebooks averaged over the same steps). Integer buffers are always copied. The shadow
+    lives on the model's device in float32.
     """
 
-    def __init__(self, model: nn.Module, *, decay: float = 0.999):
+    def __init__(self, model: nn.Module, *, decay: float = 0.999, average_buffers: bool = False):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), found {decay}")
         self.decay = decay
+        self.average_buffers = average_buffers
         self.shadow: dict[str, Tensor] = {
             k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
             for k, v in model.state_dict().items()
@@ -29,7 +33,7 @@ class EMA:
         avg_s, avg_p = [], []
         for k, v in model.state_dict().items():
             s = self.shadow[k]
-            if k in self._params and v.is_floating_point():
+            if v.is_floating_point() and (self.average_buffers or k in self._params):
                 avg_s.append(s)
                 avg_p.append(v.detach().float())
             else:
