@@ -809,16 +809,17 @@ TOKENIZER_ERRORS = {
         lambda a: {**a, _first("/std")(a): np.array([{"x": 1}], dtype=object)}
     ),
     "weights_garbage": lambda d: _corrupt_safetensors(
-        d / "model_ema" / "upper" / "model.safetensors", "garbage"
+        d / "model" / "upper" / "model.safetensors", "garbage"
     ),
     "weights_nan": lambda d: _corrupt_safetensors(
-        d / "model_ema" / "upper" / "model.safetensors", "nan"
+        d / "model" / "upper" / "model.safetensors", "nan"
     ),
     "weights_missing_tensor": lambda d: _corrupt_safetensors(
-        d / "model_ema" / "upper" / "model.safetensors", "missing"
+        d / "model" / "upper" / "model.safetensors", "missing"
     ),
-    "config_garbage": lambda d: (d / "model_ema" / "config.json").write_text("nope"),
-    "model_missing": lambda d: (shutil.rmtree(d / "model_ema"), shutil.rmtree(d / "model")),
+    # the LSM reads the un-averaged tokenizer (model/), as GestureLSM does
+    "config_garbage": lambda d: (d / "model" / "config.json").write_text("nope"),
+    "model_missing": lambda d: shutil.rmtree(d / "model"),
 }
 for _name, _breaker in TOKENIZER_ERRORS.items():
     case("train-lsm-tokenizer", _name)(_tok_case(_breaker))
@@ -1625,14 +1626,16 @@ def test_trainer_stops_on_a_non_finite_loss_before_the_update(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda m, s: (m, s * 0), "at least 1e-08"),
-        (lambda m, s: (m * np.nan, s), "non-finite"),
+        # zero and NaN statistics are refused by gesture_data.Normalizer itself (a DataError
+        # the CLI turns into one line); a positive std below the floor gets here
+        (lambda m, s: (m, s * 1e-9), "at least 1e-08"),
         (lambda m, s: (m[:-1], s[:-1]), "shape (78,)"),
     ],
 )
 def test_normaliser_is_checked_at_load(edit, message):
     from gesture_apps.recipes.data import check_normalizer
     from gesture_data import Normalizer
+    from gesture_data.errors import DataError
     from motion_tokenizers.errors import CheckpointError
 
     mean, std = edit(np.zeros(78, np.float32), np.ones(78, np.float32))
@@ -1640,5 +1643,9 @@ def test_normaliser_is_checked_at_load(edit, message):
     check_normalizer(good, "n.npz", ["upper", "face"])  # the face is never normalised
     with pytest.raises(CheckpointError, match=re.escape(message)):
         check_normalizer(Normalizer({"upper": (mean, std)}), "n.npz", ["upper"])
+    with pytest.raises(DataError, match="expected finite and > 0"):
+        Normalizer({"upper": (mean, std * 0)})
+    with pytest.raises(DataError, match="expected finite"):
+        Normalizer({"upper": (mean * np.nan, std)})
     with pytest.raises(CheckpointError, match="no statistics for part 'hands'"):
         check_normalizer(good, "n.npz", ["upper", "hands"])
