@@ -60,6 +60,10 @@ def train_tokenizer(out: Path, overrides: list[str], tag: str) -> None:
     from gesture_apps.runtime import load_config
 
     torch.set_num_threads(1)
+    # float64: the single process and the ranks sum in different orders; in float32 that noise
+    # (~1e-7) can flip a near-tied code choice and the runs drift apart for reasons unrelated
+    # to the data-parallel logic under test
+    torch.set_default_dtype(torch.float64)
     cfg = load_config(tokenizer.TokenizerRecipeConfig, "tokenizer_tiny", overrides)
     run = tokenizer.prepare(cfg, None, progress=False)
     run.trainer.train()

@@ -15,6 +15,7 @@ from torch import nn
 
 from gesture_apps.pipelines import Motion, load_lsm, write_beat2_npz
 from gesture_apps.recipes.lsm import LSMGenerator, LSMRecipeConfig, build_spec
+from gesture_apps.recipes.tokenizer import DATA_KEYS
 from gesture_apps.runtime import TrainConfig, Trainer, load_config
 from gesture_data import Normalizer
 from gesture_data.datasets.beat2 import Vocabulary
@@ -59,11 +60,13 @@ def test_run_outputs_follow_the_umask(tmp_path):
         assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
 
 
+PART_DIMS = {"upper": 78, "hands": 180, "lower_trans": 57}
+
+
 @pytest.fixture(scope="module")
 def lsm_parts():
     cfg = load_config(LSMRecipeConfig, "lsm_tiny", ["tokenizer=unused"])
-    dims = {"upper": 78, "hands": 180, "lower_trans": 57}
-    tok = MultiPartTokenizer.tiny({p: dims[p] for p in cfg.model.parts}).eval()
+    tok = MultiPartTokenizer.tiny({p: PART_DIMS[p] for p in cfg.model.parts}).eval()
     return tok, build_spec(cfg, tok, vocab_size=4)
 
 
@@ -76,7 +79,8 @@ def write_lsm_export(folder: Path, parts, weights: dict[str, nn.Module]) -> None
         save_model(module, str(out / name))
     (out / "config.json").write_text(json.dumps(spec))
     (out / "vocab.txt").write_text("\n".join(Vocabulary(["a", "b"]).itos) + "\n")
-    Normalizer().save(out / "normalizer.npz")
+    d = {DATA_KEYS[p]: PART_DIMS[p] for p in spec["parts"]}  # data keys name the statistics
+    Normalizer({k: (np.zeros(n), np.ones(n)) for k, n in d.items()}).save(out / "normalizer.npz")
     tok.save_pretrained(out / "tokenizer")
 
 

@@ -214,10 +214,10 @@ class Quantizer(nn.Module):
             )
         if not self.training and self.kind in ("vq", "rvq"):
             return self._nearest_codes(z)
-        # codebooks, EMA statistics and distances stay fp32 under autocast: bf16 distances flip
-        # codes and bf16 EMA sums drift
+        # codebooks, EMA statistics and distances stay at least fp32 under autocast: bf16
+        # distances flip codes and bf16 EMA sums drift; a float64 model stays float64
         with torch.autocast(z.device.type, enabled=False):
-            return self._library_forward(z.float())
+            return self._library_forward(z.to(torch.promote_types(z.dtype, torch.float32)))
 
     def _library_forward(self, z: Tensor) -> QuantizerOutput:
         zero = z.new_zeros(())

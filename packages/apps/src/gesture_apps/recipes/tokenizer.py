@@ -121,8 +121,9 @@ class TokenizerObjective(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.loss_cfg
         total, metrics = 0.0, {}
+        dtype = next(self.parameters()).dtype  # a float64 model (parity checks) gets float64 data
         for name in self.part_names:
-            x = batch[DATA_KEYS[name]]
+            x = batch[DATA_KEYS[name]].to(dtype)
             out = self.part(name)(x)
             recon = reconstruction_loss(out.recon, x, cfg.recon)
             loss = recon + cfg.commit_weight * out.commit_loss
