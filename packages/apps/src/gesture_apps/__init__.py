@@ -1,11 +1,13 @@
 """Trainers, pipelines and the ``gesture`` command built on the gesture libraries.
 
-``gesture_apps.runtime`` is the shared training runtime (configs, loop, EMA, checkpoints);
-``gesture_apps.recipes`` holds one module per trainer.
+``runtime/`` is the shared training runtime (configs, trainer, checkpoints, EMA, bundles, the
+system registry), ``data/`` the data wiring every system shares, ``systems/<system>/`` one folder
+per system, ``evaluation/`` set-level evaluation of npz folders and ``cli/`` the ``gesture``
+command.
 """
 
-from .cli import CLIError, environment_report, main
-from .errors import ConfigError
+from gesture_apps.cli import environment_report, main
+from gesture_apps.errors import CLIError, ConfigError
 
 __version__ = "0.1.0"
 

@@ -11,3 +11,13 @@ class GenerationError(ValueError):
 
 class TrainingError(ValueError):
     """A run cannot go on: the loss or the weights became NaN or infinite (it diverged)."""
+
+
+class CLIError(Exception):
+    """A user-facing command-line error: printed as one line, exit status 2."""
+
+
+def one_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception's message on one line (third-party messages span several), cut at
+    ``limit`` characters: what error messages that wrap another error embed."""
+    return " ".join(str(e).split())[:limit]

@@ -21,6 +21,8 @@ queries and keys carry rotary positions on one shared frame clock.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor, nn
 
@@ -188,27 +190,42 @@ class SpatialTemporalDenoiser(HubModule):
     def gesturelsm(cls, **overrides) -> SpatialTemporalDenoiser:
         """GestureLSM's ``shortcut_rvqvae_128`` denoiser: 3 parts x 128, width 256, 8 layers,
         4 heads, 3 cross blocks at 768, 4 seed frames, 32-frame windows."""
-        return cls(**overrides)
+        return cls(**cls.preset_config("gesturelsm", **overrides))
 
     @classmethod
     def tiny(cls, **overrides) -> SpatialTemporalDenoiser:
         """3 parts x 4 channels, width 16, 2 layers, 1 cross block; for CPU tests."""
-        cfg = dict(
-            num_parts=3,
-            part_dim=4,
-            latent_dim=16,
-            ff_size=32,
-            num_layers=2,
-            num_heads=2,
-            cross_layers=1,
-            cross_heads=2,
-            cond_dim=12,
-            max_cond_len=16,
-            seed_frames=2,
-            dropout=0.0,
-        )
+        return cls(**cls.preset_config("tiny", **overrides))
+
+    @classmethod
+    def preset_config(cls, name: str, **overrides) -> dict:
+        """Every constructor argument of preset ``name`` (``gesturelsm`` or ``tiny``) with
+        ``overrides`` applied, without building the network: what a saved config stores so
+        that it describes the network whatever the presets' defaults become."""
+        if name not in ("gesturelsm", "tiny"):
+            raise ValueError(f"unknown SpatialTemporalDenoiser preset {name!r}")
+        params = inspect.signature(cls.__init__).parameters.values()
+        cfg = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        if name == "tiny":
+            cfg.update(
+                num_parts=3,
+                part_dim=4,
+                latent_dim=16,
+                ff_size=32,
+                num_layers=2,
+                num_heads=2,
+                cross_layers=1,
+                cross_heads=2,
+                cond_dim=12,
+                max_cond_len=16,
+                seed_frames=2,
+                dropout=0.0,
+            )
+        unknown = set(overrides) - set(cfg)
+        if unknown:
+            raise TypeError(f"SpatialTemporalDenoiser: unknown arguments {sorted(unknown)}")
         cfg.update(overrides)
-        return cls(**cfg)
+        return cfg
 
     def _split_cond(self, cond, seed):
         if isinstance(cond, dict):

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_write
@@ -95,3 +96,11 @@ def read_run_config(checkpoint: str | Path) -> dict[str, Any]:
 
 def _tuples(x):
     return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+def check_finite(module: nn.Module, where: str | Path) -> None:
+    """Refuse weights with NaN or inf: they load without complaint and turn every output into
+    NaN (a run trains on with loss nan; generation writes NaN motion)."""
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{where}: tensor {name!r} has non-finite values")

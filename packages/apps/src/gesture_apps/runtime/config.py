@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from gesture_apps.errors import one_line
+
 from ..errors import ConfigError
 
 T = TypeVar("T")
@@ -27,25 +29,46 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def presets_dir() -> Path:
-    """The folder holding the shipped ``*.yaml`` presets."""
+    """The folder holding the shipped presets, ``<system>/<preset>.yaml``."""
     return Path(str(resources.files("gesture_apps") / "configs"))
 
 
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
+# flat names of the first release (``lsm_tiny``) -> ``<system>/<preset>``; saved commands and
+# scripts keep working
+_LEGACY_PREFIX = {
+    "tokenizer": "tokenizer",
+    "lsm": "gesturelsm",
+    "reflow": "reflow",
+    "distill": "distill",
+}
 
 
-def preset_path(name_or_path: str) -> Path:
-    """The yaml file of a preset name (``tokenizer_tiny``) or a path; errors name it."""
+def list_presets(system: str | None = None) -> list[str]:
+    """Preset names ``<system>/<preset>`` (only ``system``'s when given)."""
+    root = presets_dir()
+    names = sorted(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.yaml"))
+    return [n for n in names if system is None or n.split("/")[0] == system]
+
+
+def preset_path(name_or_path: str, system: str | None = None) -> Path:
+    """The yaml file of a preset: ``gesturelsm/tiny``, ``tiny`` within ``system``, a first-
+    release flat name (``lsm_tiny``) or a yaml path; errors name it."""
     path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = presets_dir() / f"{name_or_path}.yaml"
+    if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
-            raise ConfigError(
-                f"unknown preset {name_or_path!r} (available: {', '.join(list_presets())})"
-            )
-    elif not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+            raise ConfigError(f"{path}: config file not found")
+        return path
+    name = name_or_path
+    prefix, _, rest = name.partition("_")
+    if "/" not in name and prefix in _LEGACY_PREFIX and rest:
+        name = f"{_LEGACY_PREFIX[prefix]}/{rest}"
+    elif "/" not in name and system is not None:
+        name = f"{system}/{name}"
+    path = presets_dir() / f"{name}.yaml"
+    if "/" not in name or not path.is_file():
+        raise ConfigError(
+            f"unknown preset {name_or_path!r} (available: {', '.join(list_presets(system))})"
+        )
     return path
 
 
@@ -55,7 +78,7 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: invalid yaml ({_one_line(e)})") from None
+        raise ConfigError(f"{path}: invalid yaml ({one_line(e)})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -139,7 +162,7 @@ def _from_dict(cls: type[T], data: Any, where: str, complete: bool) -> T:
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where or 'config'}: {_one_line(e)}") from None
+        raise ConfigError(f"{where or 'config'}: {one_line(e)}") from None
     return obj
 
 
@@ -245,7 +268,3 @@ def _deep_copy(x: Any) -> Any:
 
 def _kind(x: Any) -> str:
     return {dict: "a mapping", list: "a list"}.get(type(x), type(x).__name__)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())

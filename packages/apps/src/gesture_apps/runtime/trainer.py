@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
+from gesture_apps.errors import one_line
 from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
 
@@ -409,7 +410,9 @@ class Trainer:
                 self.raw_model, str(weights), strict=True, device=str(self.accelerator.device)
             )
         except Exception as e:  # safetensors/torch raise several types for bad files
-            raise CheckpointError(f"{weights}: does not match the model ({_one_line(e)})") from e
+            raise CheckpointError(
+                f"{weights}: does not match the model ({one_line(e, 300)})"
+            ) from e
         for name, t in self.raw_model.state_dict().items():
             if t.is_floating_point() and not torch.isfinite(t).all():  # it would train on NaN
                 raise CheckpointError(f"{weights}: tensor {name!r} has non-finite values")
@@ -448,7 +451,3 @@ def write_json(path: str | Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     text = json.dumps(data, indent=2)
     atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300]

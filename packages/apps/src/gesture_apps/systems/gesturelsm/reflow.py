@@ -31,19 +31,14 @@ import torch
 from torch import Tensor, nn
 
 from flow_backbones import ShortcutLoss, build_reflow_pairs
-
-from ..errors import ConfigError
-from ..runtime import TrainConfig, Trainer, TrainResult, to_dict
-from .data import DataConfig, PartWindows, load_windows
-from .lsm import (
-    LatentWindows,
-    LSMGenerator,
-    SampleConfig,
-    ShortcutConfig,
-    encode_windows,
-    export,
-)
-from .tokenizer import DATA_KEYS
+from gesture_apps.data.codec import DATA_KEYS
+from gesture_apps.data.latents import LatentWindows, encode_windows
+from gesture_apps.data.windows import DataConfig, PartWindows, load_windows
+from gesture_apps.errors import ConfigError
+from gesture_apps.runtime import TrainConfig, Trainer, TrainResult, to_dict
+from gesture_apps.systems.gesturelsm.config import SampleConfig, ShortcutConfig
+from gesture_apps.systems.gesturelsm.model import LSMGenerator
+from gesture_apps.systems.gesturelsm.train import export
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +168,7 @@ def prepare(
     resume: str | Path | None = None,
     progress: bool = True,
 ) -> ReflowRun:
-    from ..pipelines import load_lsm
+    from gesture_apps.systems.gesturelsm.pipeline import load_lsm
 
     if not cfg.teacher:
         raise ConfigError(

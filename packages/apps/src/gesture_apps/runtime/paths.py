@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import ConfigError
+from gesture_apps.errors import ConfigError
 
 
 def _resolved(path: str | Path) -> Path:

@@ -8,148 +8,11 @@ command runs.
 from __future__ import annotations
 
 import argparse
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("evaltools", "cvpr24")
-NUM_POSE = 165  # SMPL-X axis-angle, 55 joints
-
-
-class MotionFileError(ValueError):
-    """A BEAT2 npz is missing, unreadable or holds the wrong arrays (names file and field)."""
-
-
-@dataclass
-class Pair:
-    """One test sequence: prediction, ground truth and (optionally) its speech."""
-
-    stem: str
-    pred: Path
-    gt: Path
-    audio: Path | None = None
-
-
-def read_motion_npz(path: str | Path) -> dict[str, np.ndarray | float | None]:
-    """BEAT2 npz -> ``{"poses" (T, 165) float32, "trans" (T, 3) float32 or None, "fps"}``.
-
-    Only ``poses`` is required (a method's output may carry nothing else); ``trans``, if
-    present, must match it. Raises :class:`MotionFileError` naming the file and field.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MotionFileError(f"{path}: motion file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "poses" not in z.files:
-                raise MotionFileError(f"{path}: no 'poses' array (found {sorted(z.files)})")
-            poses = z["poses"]
-            trans = z["trans"] if "trans" in z.files else None
-            fps = (
-                _frame_rate(path, z["mocap_frame_rate"]) if "mocap_frame_rate" in z.files else 30.0
-            )
-    except MotionFileError:
-        raise
-    except (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
-        raise MotionFileError(f"{path}: not a readable npz ({type(e).__name__}: {e})") from None
-    if poses.ndim != 2 or poses.shape[1] != NUM_POSE or poses.shape[0] == 0:
-        raise MotionFileError(f"{path}: 'poses' must be (T, {NUM_POSE}), found {poses.shape}")
-    _check_finite(path, "poses", poses)
-    if trans is not None:
-        if trans.shape != (poses.shape[0], 3):
-            raise MotionFileError(
-                f"{path}: 'trans' must be ({poses.shape[0]}, 3) like 'poses', found {trans.shape}"
-            )
-        _check_finite(path, "trans", trans)
-        trans = trans.astype(np.float32)
-    if not (np.isfinite(fps) and fps > 0):
-        raise MotionFileError(f"{path}: 'mocap_frame_rate' must be positive, found {fps}")
-    return {"poses": poses.astype(np.float32), "trans": trans, "fps": fps}
-
-
-def _frame_rate(path: Path, a: np.ndarray) -> float:
-    """BEAT2 stores ``mocap_frame_rate`` as one number; anything else is named, not cast."""
-    if a.size != 1 or not np.issubdtype(a.dtype, np.number):
-        raise MotionFileError(
-            f"{path}: 'mocap_frame_rate' must be one number, found {a.dtype} of shape {a.shape}"
-        )
-    return float(a.reshape(()))
-
-
-def _check_finite(path: Path, key: str, a: np.ndarray) -> None:
-    if not np.issubdtype(a.dtype, np.number):
-        raise MotionFileError(f"{path}: '{key}' must be numeric, found dtype {a.dtype}")
-    if not np.isfinite(a).all():
-        bad = int(np.flatnonzero(~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1))[0])
-        raise MotionFileError(f"{path}: '{key}' has non-finite values (first at frame {bad})")
-
-
-def pair_files(pred: str | Path, gt: str | Path, audio: str | Path | None = None) -> list[Pair]:
-    """Match predictions to ground truth (and speech) by file name stem.
-
-    Each of ``pred`` / ``gt`` is an ``.npz`` file or a folder of them; ``audio`` a ``.wav`` or a
-    folder of them. Two files pair with each other whatever their names; a folder must hold a
-    file for every stem of the other side.
-    """
-    from .cli import CLIError
-
-    pred, gt = Path(pred), Path(gt)
-    preds = _npz_files(pred, "--pred")
-    gts = _npz_files(gt, "--gt")
-    if pred.is_file() and gt.is_file():
-        pairs = [Pair(pred.stem, pred, gt)]
-    elif pred.is_file() or gt.is_file():  # one file scored against its namesake in a folder
-        stem, folder = (pred.stem, gt) if pred.is_file() else (gt.stem, pred)
-        if stem not in preds or stem not in gts:
-            raise CLIError(f"{folder / (stem + '.npz')}: not found (no pair for {stem!r})")
-        pairs = [Pair(stem, preds[stem], gts[stem])]
-    else:
-        for a, b, b_dir, what in (
-            (preds, gts, gt, "ground truth"),
-            (gts, preds, pred, "prediction"),
-        ):
-            missing = sorted(set(a) - set(b))
-            if missing:
-                raise CLIError(
-                    f"{b_dir / (missing[0] + '.npz')}: not found (no {what} for "
-                    f"{a[missing[0]]}; {len(missing)} unpaired)"
-                )
-        pairs = [Pair(s, preds[s], gts[s]) for s in sorted(preds)]
-    if audio is not None:
-        audio = Path(audio)
-        if audio.is_dir():
-            for p in pairs:
-                p.audio = audio / f"{p.gt.stem}.wav"
-                if not p.audio.is_file():
-                    raise CLIError(f"{p.audio}: not found (audio for {p.stem!r})")
-        elif audio.is_file():
-            if len(pairs) != 1:
-                raise CLIError(
-                    f"--audio {audio}: one wav for {len(pairs)} sequences; give a folder of "
-                    "wavs named like the npz files"
-                )
-            pairs[0].audio = audio
-        else:
-            raise CLIError(f"{audio}: audio file or folder not found")
-    return pairs
-
-
-def _npz_files(path: Path, flag: str) -> dict[str, Path]:
-    from .cli import CLIError
-
-    if path.is_dir():
-        files = {f.stem: f for f in sorted(path.glob("*.npz"))}
-        if not files:
-            raise CLIError(f"{flag} {path}: folder holds no .npz files")
-        return files
-    if not path.exists():
-        raise CLIError(f"{path}: {flag} file or folder not found")
-    if path.suffix.lower() != ".npz":
-        raise CLIError(f"{flag} {path}: expected a .npz file or a folder of them")
-    return {path.stem: path}
-
+from gesture_apps.evaluation.files import VARIANTS, MotionFileError, pair_files, read_motion_npz
 
 # ----- gesture eval ------------------------------------------------------------------------
 
@@ -195,7 +58,7 @@ def add_eval_command(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .cli import CLIError
+    from gesture_apps.cli import CLIError
 
     variants = list(dict.fromkeys(args.variant or VARIANTS))
     for v in variants:
@@ -205,7 +68,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if out is not None and (out.is_dir() or out.suffix.lower() != ".json"):
         raise CLIError(f"--out {out}: expected a .json file name")
     if out is not None:
-        from .paths import check_output
+        from gesture_apps.runtime.paths import check_output
 
         inputs = [(f"--{k.replace('_', '-')}", getattr(args, k)) for k in _EVAL_INPUTS]
         check_output(out, "--out", files=inputs, folders=[("--fgd-encoder", args.fgd_encoder)])
@@ -236,8 +99,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     mean_velocity, mv_source = _mean_velocity(args.mean_velocity, gt, rest, fps)
 
     import gesture_eval
-
-    from .pipelines import joints_approx
+    from gesture_apps.data.motion import joints_approx
 
     result = gesture_eval.evaluate(
         pred,
@@ -265,7 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     _print_table(result)
     if out is not None:
-        from .runtime import write_json
+        from gesture_apps.runtime import write_json
 
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
@@ -281,7 +143,7 @@ def _mean_velocity(
     path: str | None, gt: list[np.ndarray], rest, fps: int
 ) -> tuple[np.ndarray, str]:
     """BC's (55,) per-joint speed normaliser: the given .npy, else the ground truth's mean."""
-    from .pipelines import joints_approx, mean_joint_speed
+    from gesture_apps.data.motion import joints_approx, mean_joint_speed
 
     if path is not None:
         try:
@@ -305,9 +167,8 @@ def _load_fgd_encoder(path: str):
     import contextlib
     import io
 
+    from gesture_apps.cli import CLIError
     from gesture_eval import FGDEncoder
-
-    from .cli import CLIError
 
     p = Path(path)
     if not p.exists():
@@ -337,7 +198,7 @@ def _check_all_keys(encoder, weights: Path) -> None:
     model must come from the file, and the file must hold nothing else."""
     from safetensors import safe_open
 
-    from .cli import CLIError
+    from gesture_apps.cli import CLIError
 
     if not weights.is_file():
         raise CLIError(f"--fgd-encoder {weights}: file not found")
@@ -353,9 +214,8 @@ def _check_all_keys(encoder, weights: Path) -> None:
 
 
 def _smplx_rest(path: str):
+    from gesture_apps.cli import CLIError
     from gesture_eval import SmplxRest
-
-    from .cli import CLIError
 
     if not Path(path).exists():
         raise CLIError(f"--smplx-model {path}: not found")
@@ -390,46 +250,3 @@ def _print_table(result: dict) -> None:
 
 
 # ----- gesture render ----------------------------------------------------------------------
-
-
-def add_render_command(sub) -> None:
-    """Register ``gesture render`` on the top-level subparsers."""
-    p = sub.add_parser(
-        "render",
-        help="draw a BEAT2 npz as a stick-figure video",
-        description=(
-            "Draw the SMPL-X joints of a BEAT2 npz (poses (T,165) + trans) on an approximate "
-            "rest skeleton as a stick figure: .mp4 (with --audio muxed in, cut to the shorter "
-            "stream) or .gif. The video is written to a temporary name, then renamed."
-        ),
-    )
-    p.add_argument("motion", metavar="MOTION.npz", help="BEAT2 npz (poses, trans)")
-    p.add_argument("--out", required=True, metavar="VIDEO", help="output .mp4 or .gif")
-    p.add_argument("--audio", help="speech, mono 16 kHz wav (mp4 only)")
-    p.add_argument("--size", type=int, default=320, help="frame width and height (default 320)")
-    p.set_defaults(func=cmd_render)
-
-
-def cmd_render(args: argparse.Namespace) -> int:
-    from .cli import CLIError
-
-    out = Path(args.out)
-    if out.suffix.lower() not in (".mp4", ".gif") or out.is_dir():
-        raise CLIError(f"--out {out}: expected a .mp4 or .gif file name")
-    if not 64 <= args.size <= 2048:
-        raise CLIError(f"--size must be between 64 and 2048, found {args.size}")
-    if args.audio and out.suffix.lower() == ".gif":
-        raise CLIError("--audio needs an .mp4 --out (a gif has no sound)")
-    data = read_motion_npz(args.motion)
-    from .pipelines import Motion, read_audio, render_video
-
-    audio = read_audio(args.audio) if args.audio else None
-    poses = data["poses"]
-    trans = data["trans"] if data["trans"] is not None else np.zeros((len(poses), 3), np.float32)
-    fps = data["fps"]
-    if fps != round(fps):
-        raise MotionFileError(f"{args.motion}: 'mocap_frame_rate' must be whole, found {fps}")
-    motion = Motion(poses, trans, np.zeros((len(poses), 100), np.float32), fps=int(fps))
-    render_video(out, motion, audio, size=args.size)
-    print(f"render: {motion.num_frames} frames ({motion.num_frames / fps:.2f} s) -> {out}")
-    return 0

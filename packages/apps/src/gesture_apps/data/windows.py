@@ -9,14 +9,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
+from gesture_apps.data.codec import MIN_STD
+from gesture_apps.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-# the smallest std a normaliser may hold: BEAT2's published stds go down to 1.5e-5 and fitted
-# ones are clamped to data.min_std (1e-4); a zero std freezes the decoded motion on the mean
-# pose and a NaN turns all of it into NaN, both without an error, so a loader refuses them
-MIN_STD = 1e-8
 
 
 @dataclass
@@ -121,37 +117,3 @@ class PartWindows(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = self.windows[i]
         return {p: item[p] for p in self.parts}
-
-
-def check_normalizer(normalizer, path: str | Path, parts) -> None:
-    """Refuse a normaliser that would silently ruin every motion it touches: statistics
-    missing for one of the tokenizer ``parts``, of the wrong size, non-finite, or a std below
-    :data:`MIN_STD`. Raises ``CheckpointError`` naming the file and the part."""
-    from motion_tokenizers import BEAT2_PART_DIMS
-    from motion_tokenizers.errors import CheckpointError
-
-    from .tokenizer import DATA_KEYS, UNNORMALISED
-
-    for part in parts:
-        if part in UNNORMALISED:
-            continue
-        key = DATA_KEYS.get(part, part)
-        if key not in normalizer.stats:
-            raise CheckpointError(f"{path}: no statistics for part {key!r}")
-        mean, std = (np.asarray(a) for a in normalizer.stats[key])
-        want = (BEAT2_PART_DIMS[part],) if part in BEAT2_PART_DIMS else mean.shape
-        if mean.shape != want or std.shape != want:
-            raise CheckpointError(
-                f"{path}: '{key}/mean' and '{key}/std' must have shape {want}, found "
-                f"{mean.shape} and {std.shape}"
-            )
-        for name, a in (("mean", mean), ("std", std)):
-            if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
-                raise CheckpointError(
-                    f"{path}: '{key}/{name}' has non-finite or non-numeric values"
-                )
-        if not (std >= MIN_STD).all():
-            i = int(np.argmin(std))
-            raise CheckpointError(
-                f"{path}: '{key}/std' must be at least {MIN_STD}, found {std[i]} at channel {i}"
-            )

@@ -293,8 +293,9 @@ def _schedule(steps: int) -> list[str]:
 
 def train_generator(cfg: DemoConfig, runs: Path, progress: bool = False) -> dict[str, Any]:
     """tokenizer -> lsm; returns the teacher folder, loss histories and timings."""
-    from ..runtime import load_config
-    from . import lsm, tokenizer
+    from gesture_apps.runtime import load_config
+    from gesture_apps.systems.gesturelsm import train as lsm
+    from gesture_apps.systems.tokenizer import train as tokenizer
 
     data = _data_overrides(cfg, runs / "cache")
     t0 = time.perf_counter()
@@ -330,8 +331,8 @@ def train_student(
     cfg: DemoConfig, runs: Path, guidance: float, progress: bool = False
 ) -> dict[str, Any]:
     """One-step student distilled from ``runs/lsm`` at the chosen ``guidance``."""
-    from ..runtime import load_config
-    from . import distill
+    from gesture_apps.runtime import load_config
+    from gesture_apps.systems.distill import train as distill
 
     t0 = time.perf_counter()
     dist_cfg = load_config(
@@ -373,11 +374,9 @@ def reconstruct(bundle, clip: Clip) -> np.ndarray:
     (the last frame repeated up to the tokenizer's downsampling factor, then cropped)."""
     import torch
 
+    from gesture_apps.data.codec import DATA_KEYS, decode_motion
     from gesture_data.datasets.windows import WindowDataset, collate, prepare_clip
     from motion_tokenizers import pad_to_multiple
-
-    from ..pipelines import decode_motion
-    from .tokenizer import DATA_KEYS
 
     prepared = prepare_clip(clip.source)
     t = prepared["rot6d"].shape[0]
@@ -391,7 +390,7 @@ def reconstruct(bundle, clip: Clip) -> np.ndarray:
 def generate_split(bundle, clips: list[Clip], steps: int, guidance: float) -> list:
     """One :class:`Motion` per clip; clip ``i`` uses seed ``i`` whatever the model or scale,
     so settings are compared on the same noise."""
-    from ..pipelines import generate_motion
+    from gesture_apps.systems.gesturelsm.pipeline import generate_motion
 
     return [
         generate_motion(bundle, c.audio, c.words or None, steps=steps, guidance=guidance, seed=i)
@@ -438,9 +437,8 @@ def evaluate_methods(
     conventions; joints from the approximate skeleton, root at the origin). The ground truth's
     FGD against itself is 0 by definition: it is shown as 0, the computed value as
     ``fgd_raw``."""
+    from gesture_apps.data.motion import joints_approx
     from gesture_eval import evaluate
-
-    from ..pipelines import joints_approx
 
     gt = [c.poses for c in clips]
     out = {}
@@ -472,7 +470,7 @@ def fgd_ratios(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
 
 def mean_speed(poses: list[np.ndarray], fps: int = 30) -> np.ndarray:
     """Per-joint mean speed (55,) of the training clips (BEAT2's ``mean_vel`` analogue)."""
-    from ..pipelines import joints_approx, mean_joint_speed
+    from gesture_apps.data.motion import joints_approx, mean_joint_speed
 
     return mean_joint_speed([joints_approx(p) for p in poses], fps)
 
@@ -509,9 +507,8 @@ def render_side_by_side(
 ) -> Path:
     """``{title: (poses (T, 165), root translation (T, 3))}`` side by side with the clip's
     speech; each figure moves along its own translation (a generated root drift shows)."""
+    from gesture_apps.data.motion import joints_approx
     from gesture_data.render import render_motion
-
-    from ..pipelines import joints_approx
 
     joints = [joints_approx(p, t) for p, t in motions.values()]
     return render_motion(
@@ -556,9 +553,9 @@ def run(
 def _run(cfg: DemoConfig, out_dir: str | Path, *, progress: bool, show: bool) -> dict[str, Any]:
     import torch
 
+    from gesture_apps.data.motion import Motion, write_beat2_npz
+    from gesture_apps.systems.gesturelsm.pipeline import load_lsm
     from gesture_eval import FGDEncoder, train_fgd_encoder
-
-    from ..pipelines import Motion, load_lsm, write_beat2_npz
 
     start = time.perf_counter()
     if cfg.test_clips < 1 or cfg.val_clips < 1 or cfg.num_clips < 1:
@@ -701,49 +698,3 @@ def _run(cfg: DemoConfig, out_dir: str | Path, *, progress: bool, show: bool) ->
 
 
 # ----- `gesture demo` ------------------------------------------------------------------------
-
-
-def add_demo_command(sub) -> None:
-    """Register ``gesture demo`` on the top-level subparsers (torch loads only when it runs)."""
-    p = sub.add_parser(
-        "demo",
-        help="the whole loop offline: corpus, tokenizer, lsm, one-step student, eval, video",
-        description=(
-            "Build the synthetic corpus (or --data beat2:PATH), train the tokenizers and the "
-            "GestureLSM model at a small size, distil a one-step student, generate gestures for "
-            "held-out speech and evaluate FGD, BC and L1div against the ground truth and two "
-            "baselines (another recording's motion, the mean pose). Writes metrics.json, "
-            "motion/*.npz, side_by_side.mp4, training_curves.png and runs/ into --out. FGD uses "
-            "a tiny encoder trained on the training clips in the same run: its values compare "
-            "methods within one run only."
-        ),
-    )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="demo settings, e.g. lsm_steps=1000 num_clips=16 render=false",
-    )
-    p.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
-    p.add_argument(
-        "--size", default="default", choices=sorted(SIZES), help="named size (default: default)"
-    )
-    p.add_argument("--data", help="synthetic (default) or beat2:PATH")
-    p.add_argument("--progress", action="store_true", help="show training progress bars")
-    p.set_defaults(func=cmd_demo)
-
-
-def cmd_demo(args) -> int:
-    overrides = parse_overrides(list(args.overrides))
-    if args.data:
-        overrides["data"] = args.data
-    cfg = demo_config(args.size, **overrides)
-    kind = cfg.data.split(":", 1)[0]
-    if kind not in ("synthetic", "beat2") or (kind == "beat2" and ":" not in cfg.data):
-        raise ValueError(f"--data: expected 'synthetic' or 'beat2:PATH', found {cfg.data!r}")
-    out = Path(args.out)
-    if (out / "metrics.json").exists() or (out / "runs").exists():
-        raise ValueError(f"{out} already holds a demo run; pass another --out or remove it")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    run(cfg, out, progress=args.progress)
-    return 0

@@ -57,8 +57,8 @@ def add_distill_command(sub) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from .cli import CLIError
-    from .runtime import apply_overrides, from_dict, preset_path, read_preset, to_dict
+    from gesture_apps.cli import CLIError
+    from gesture_apps.runtime import apply_overrides, from_dict, preset_path, read_preset, to_dict
 
     overrides = [*args.overrides, *args.sets]
     if args.teacher:
@@ -94,7 +94,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise CLIError(f"{source}: is a {raw.get('recipe')!r} config, not 'distill'")
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out}: is a file, not a run folder")
-    from .recipes import distill
+    from gesture_apps.systems.distill import train as distill
 
     # the saved config of a run must be whole (a default for a lost key is another run)
     cfg = from_dict(
@@ -103,7 +103,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         source=source,
         complete=bool(args.resume),
     )
-    from .paths import check_output
+    from gesture_apps.runtime.paths import check_output
 
     check_output(out, "--out", folders=[("--teacher", cfg.teacher.path)])
     if args.print_config:
@@ -128,6 +128,6 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _write_config(out: Path, data: dict) -> None:
-    from .runtime import write_json
+    from gesture_apps.runtime import write_json
 
     write_json(out / CONFIG_NAME, data)

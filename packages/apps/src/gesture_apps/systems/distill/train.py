@@ -45,13 +45,12 @@ from torch import Tensor, nn
 
 from flow_backbones import conditioned, sample_euler, sample_heun, sample_shortcut, shift_t
 from flow_backbones.flow import interpolate
+from gesture_apps.data.windows import DataConfig
+from gesture_apps.errors import TrainingError
+from gesture_apps.runtime import EMA, TrainConfig, Trainer, TrainResult
+from gesture_apps.runtime.checkpoint import rng_state, set_rng_state, write_latest
 from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
-
-from ..errors import TrainingError
-from ..runtime import EMA, TrainConfig, Trainer, TrainResult
-from ..runtime.checkpoint import rng_state, set_rng_state, write_latest
-from .data import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -821,7 +820,7 @@ def load_teacher(cfg: DistillRecipeConfig, run_dir: Path) -> nn.Module:
     path = Path(tc.path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: teacher checkpoint folder not found")
-    from .lsm import check_finite
+    from gesture_apps.runtime.checkpoint import check_finite
 
     cls = getattr(flow_backbones, tc.backbone)
     try:
@@ -851,13 +850,12 @@ def load_lsm_teacher(cfg: DistillRecipeConfig) -> LSMTeacher:
     """Load the run and encode every training window's condition once (as reflow does)."""
     import dataclasses
 
+    from gesture_apps.data.codec import DATA_KEYS
+    from gesture_apps.data.latents import LatentWindows, encode_windows
+    from gesture_apps.data.windows import PartWindows, load_windows
+    from gesture_apps.systems.gesturelsm.pipeline import load_lsm
+    from gesture_apps.systems.gesturelsm.reflow import _remap_words
     from gesture_data.datasets.windows import collate
-
-    from ..pipelines import load_lsm
-    from .data import PartWindows, load_windows
-    from .lsm import LatentWindows, encode_windows
-    from .reflow import _remap_words
-    from .tokenizer import DATA_KEYS
 
     if not cfg.teacher.path:
         raise ValueError("teacher.path: pass a `gesture train lsm` run folder (--teacher DIR)")
@@ -898,12 +896,17 @@ def export_lsm_student(teacher: LSMTeacher, student: nn.Module, folder: Path, in
     spec["sample"] = {"steps": 1, "guidance": 1.0}
     spec["distill"] = info
 
+    from gesture_apps.systems.gesturelsm.export import write_lsm_bundle
+
     def write(tmp: Path) -> None:
-        save_model(gen, str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
-        (tmp / "vocab.txt").write_text("\n".join(bundle.vocab.itos) + "\n", encoding="utf-8")
-        bundle.normalizer.save(tmp / "normalizer.npz")
-        bundle.tokenizer.save_pretrained(tmp / "tokenizer")
+        write_lsm_bundle(
+            tmp,
+            spec=spec,
+            generator=gen,
+            tokenizer=bundle.tokenizer,
+            normalizer=bundle.normalizer,
+            vocab=bundle.vocab,
+        )
 
     atomic_directory(folder, write)
 
@@ -937,7 +940,7 @@ def _save_generator(gen: nn.Module, folder: Path, cfg: DistillRecipeConfig) -> N
 
 
 def to_plain(obj: Any) -> Any:
-    from ..runtime import to_dict
+    from gesture_apps.runtime import to_dict
 
     return to_dict(obj)
 

@@ -1,1 +1,0 @@
-"""One module per trainer; each exposes a config dataclass and a ``run`` function."""

@@ -1,0 +1,136 @@
+"""The systems ``gesture train`` can train, by name.
+
+An entry names its module by string so that the command line can list every system (and build
+its ``--help``) without importing torch or the system itself. A new system adds one entry here
+and a ``configs/<presets>/`` folder; ``gesture train <name>`` is generated from it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from gesture_apps.errors import GenerationError
+
+
+@dataclass(frozen=True)
+class SystemEntry:
+    """One trainable system.
+
+    ``module`` holds ``run(cfg, out_dir, *, resume, steps, progress) -> TrainResult``; the
+    config class ``config`` (``"module:Class"``) is the saved run config; presets live in
+    ``configs/<presets>/`` (``default_preset`` is used without ``--preset``); ``export`` is the
+    folder of the run that holds the exported bundle; ``inputs`` are ``(flag, config key,
+    help)`` options that take a folder (``--tokenizer DIR`` sets ``tokenizer=DIR``)."""
+
+    name: str
+    module: str
+    config: str
+    presets: str
+    default_preset: str
+    export: str
+    help: str
+    description: str
+    aliases: tuple[str, ...] = ()
+    inputs: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)
+    generate: str | None = None  # "module:function" generating from this system's bundles
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def config_class(self) -> Any:
+        module, _, name = self.config.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The name and its aliases: what a saved config's ``recipe`` key may say."""
+        return (self.name, *self.aliases)
+
+
+SYSTEMS: dict[str, SystemEntry] = {}
+
+
+def register(entry: SystemEntry) -> SystemEntry:
+    if entry.name in SYSTEMS:
+        raise ValueError(f"system {entry.name!r} is registered twice")
+    SYSTEMS[entry.name] = entry
+    return entry
+
+
+def generator_of(system: str):
+    """``generate(audio, *, checkpoint, textgrid, steps, guidance, seed, device, bf16) ->
+    Motion`` of the bundles a system exports (``gesture generate`` dispatches on it)."""
+    entry = get_system(system)
+    if entry.generate is None:
+        raise GenerationError(f"{system!r} bundles cannot generate motion from speech")
+    module, _, name = entry.generate.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def get_system(name: str) -> SystemEntry:
+    """The entry of ``name`` or one of its aliases (``lsm`` -> ``gesturelsm``)."""
+    for entry in SYSTEMS.values():
+        if name in entry.names:
+            return entry
+    raise GenerationError(f"unknown system {name!r} (known: {', '.join(SYSTEMS)})")
+
+
+register(
+    SystemEntry(
+        name="tokenizer",
+        module="gesture_apps.systems.tokenizer.train",
+        config="gesture_apps.systems.tokenizer.config:TokenizerRecipeConfig",
+        presets="tokenizer",
+        default_preset="gesturelsm",
+        export="tokenizer",
+        help="RVQ-VAE motion tokenizers (GestureLSM's four body parts by default)",
+        description=(
+            "Train RVQ-VAE motion tokenizers on the synthetic corpus (default) or BEAT2 "
+            "(--data beat2:PATH). Writes OUT/checkpoints/step_*/ (resumable with --resume) "
+            "and OUT/tokenizer/ (a bundle: the tokenizers, their EMA and the normaliser)."
+        ),
+    )
+)
+register(
+    SystemEntry(
+        name="gesturelsm",
+        aliases=("lsm",),
+        module="gesture_apps.systems.gesturelsm.train",
+        config="gesture_apps.systems.gesturelsm.config:LSMRecipeConfig",
+        presets="gesturelsm",
+        default_preset="gesturelsm",
+        export="lsm",
+        help="GestureLSM audio-to-gesture shortcut model on frozen tokenizer latents",
+        description=(
+            "Train GestureLSM's spatial-temporal shortcut denoiser on the latents of frozen "
+            "multi-part tokenizers (--tokenizer: a `gesture train tokenizer` run folder), "
+            "conditioned on onset+amplitude audio, words and seed frames, on the synthetic "
+            "corpus (default) or BEAT2 (--data beat2:PATH). Writes OUT/checkpoints/step_*/ and "
+            "OUT/lsm/ (the bundle `gesture generate --checkpoint` reads)."
+        ),
+        inputs=(("--tokenizer", "tokenizer", "tokenizer run folder; sets tokenizer="),),
+        generate="gesture_apps.systems.gesturelsm.pipeline:generate",
+    )
+)
+register(
+    SystemEntry(
+        name="reflow",
+        module="gesture_apps.systems.gesturelsm.reflow",
+        config="gesture_apps.systems.gesturelsm.reflow:ReflowRecipeConfig",
+        presets="reflow",
+        default_preset="gesturelsm",
+        export="lsm",
+        help="straighten a trained GestureLSM model on its own (noise, sample) pairs",
+        description=(
+            "Reflow: the teacher (--teacher: a `gesture train gesturelsm` run) samples every "
+            "training window from seeded noise (20 Euler steps, guidance 2); a student "
+            "initialised from it learns the shortcut objective on these (noise, sample, "
+            "condition) triples. Writes OUT/lsm/ like `train gesturelsm` (sampled with guidance "
+            "1, 2 steps by default)."
+        ),
+        inputs=(("--teacher", "teacher", "`train gesturelsm` run folder; sets teacher="),),
+    )
+)
