@@ -108,8 +108,9 @@ class Timers:
 
 def build(seconds: float):
     """(bundle, audio, words): GestureLSM-preset generator and tokenizer, random weights."""
-    from gesture_apps.pipelines import LSMBundle
-    from gesture_apps.recipes.lsm import LSMGenerator, LSMRecipeConfig, build_spec
+    from gesture_apps.systems.gesturelsm.export import LSMBundle
+    from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
+    from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
     from gesture_apps.runtime import load_config
     from gesture_data import Normalizer
     from gesture_data.datasets.beat2 import Vocabulary
@@ -118,7 +119,7 @@ def build(seconds: float):
 
     clip = make_corpus(1, seconds, 0)[0]
     vocab = Vocabulary.build([clip])
-    cfg = load_config(LSMRecipeConfig, "lsm_gesturelsm", ["tokenizer=unused"])
+    cfg = load_config(LSMRecipeConfig, "gesturelsm/gesturelsm", ["tokenizer=unused"])
     tok = MultiPartTokenizer.gesturelsm(parts=tuple(cfg.model.parts)).eval()
     spec = build_spec(cfg, tok, vocab_size=len(vocab))
     gen = LSMGenerator(spec).eval()
@@ -175,7 +176,8 @@ def train_step_time(cfg, bundle, batch: int, repeats: int):
     from dataclasses import asdict
 
     from flow_backbones import ShortcutLoss
-    from gesture_apps.recipes.lsm import LSMGenerator, LSMObjective
+    from gesture_apps.systems.gesturelsm.model import LSMGenerator
+    from gesture_apps.systems.gesturelsm.train import LSMObjective
 
     gen = LSMGenerator(bundle.spec).train()
     obj = LSMObjective(gen, ShortcutLoss(**asdict(cfg.loss)), cfg.model.seed_drop)
@@ -209,7 +211,7 @@ def table(head, rows) -> str:
 
 
 def main() -> None:
-    from gesture_apps.pipelines import generate_motion
+    from gesture_apps.systems.gesturelsm.pipeline import generate_motion
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())

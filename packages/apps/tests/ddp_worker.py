@@ -56,7 +56,7 @@ def main(out: Path) -> None:
 def train_tokenizer(out: Path, overrides: list[str], tag: str) -> None:
     """The real tokenizer recipe at the tiny preset (it builds its own Accelerator, after the
     model, as `gesture train tokenizer` does); writes the tokenizers' weights and codebooks."""
-    from gesture_apps.recipes import tokenizer
+    from gesture_apps.systems.tokenizer import train as tokenizer
     from gesture_apps.runtime import load_config
 
     torch.set_num_threads(1)
@@ -64,7 +64,7 @@ def train_tokenizer(out: Path, overrides: list[str], tag: str) -> None:
     # (~1e-7) can flip a near-tied code choice and the runs drift apart for reasons unrelated
     # to the data-parallel logic under test
     torch.set_default_dtype(torch.float64)
-    cfg = load_config(tokenizer.TokenizerRecipeConfig, "tokenizer_tiny", overrides)
+    cfg = load_config(tokenizer.TokenizerRecipeConfig, "tokenizer/tiny", overrides)
     run = tokenizer.prepare(cfg, None, progress=False)
     run.trainer.train()
     state = run.objective.tokenizer.state_dict()

@@ -13,9 +13,11 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 
-from gesture_apps.pipelines import Motion, load_lsm, write_beat2_npz
-from gesture_apps.recipes.lsm import LSMGenerator, LSMRecipeConfig, build_spec
-from gesture_apps.recipes.tokenizer import DATA_KEYS
+from gesture_apps.data.motion import Motion, write_beat2_npz
+from gesture_apps.systems.gesturelsm.export import load_lsm
+from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
+from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
+from gesture_apps.data.codec import DATA_KEYS
 from gesture_apps.runtime import TrainConfig, Trainer, load_config
 from gesture_data import Normalizer
 from gesture_data.datasets.beat2 import Vocabulary
@@ -65,7 +67,7 @@ PART_DIMS = {"upper": 78, "hands": 180, "lower_trans": 57}
 
 @pytest.fixture(scope="module")
 def lsm_parts():
-    cfg = load_config(LSMRecipeConfig, "lsm_tiny", ["tokenizer=unused"])
+    cfg = load_config(LSMRecipeConfig, "gesturelsm/tiny", ["tokenizer=unused"])
     tok = MultiPartTokenizer.tiny({p: PART_DIMS[p] for p in cfg.model.parts}).eval()
     return tok, build_spec(cfg, tok, vocab_size=4)
 

@@ -113,10 +113,10 @@ def env(tmp_path_factory) -> Env:
     common = ["--no-progress", f"data.cache_dir={cache}", *TINY_DATA, "train.max_steps=2"]
     tok = root / "tok"
     assert (
-        main(["train", "tokenizer", "--preset", "tokenizer_tiny", "--out", str(tok), *common]) == 0
+        main(["train", "tokenizer", "--preset", "tokenizer/tiny", "--out", str(tok), *common]) == 0
     )
     lsm = root / "lsm"
-    argv = ["train", "lsm", "--preset", "lsm_tiny", "--tokenizer", str(tok), "--out", str(lsm)]
+    argv = ["train", "lsm", "--preset", "gesturelsm/tiny", "--tokenizer", str(tok), "--out", str(lsm)]
     assert main([*argv, *common]) == 0
     wav = root / "speech.wav"
     sf.write(str(wav), _speech(), SR, subtype="FLOAT")
@@ -628,7 +628,7 @@ def _(env, tmp):
 
 @case("train-config", "preset_of_other_recipe")
 def _(env, tmp):
-    return Case(_train(env, tmp, "tokenizer", preset="lsm_tiny"), [tmp / "out"], "lsm")
+    return Case(_train(env, tmp, "tokenizer", preset="gesturelsm/tiny"), [tmp / "out"], "lsm")
 
 
 @case("train-options", "steps_zero")
@@ -773,7 +773,7 @@ def _(env, tmp):
 @case("train-resume", "with_preset")
 def _(env, tmp):
     return Case(
-        ["train", "tokenizer", "--resume", str(env.tok), "--preset", "tokenizer_tiny"],
+        ["train", "tokenizer", "--resume", str(env.tok), "--preset", "tokenizer/tiny"],
         [env.tok],
         "--preset",
     )
@@ -928,7 +928,7 @@ def _(env, tmp):
 
 @case("distill-config", "preset_of_other_recipe")
 def _(env, tmp):
-    return Case([*_distill(env, tmp), "--preset", "lsm_tiny"], [tmp / "out"], "lsm")
+    return Case([*_distill(env, tmp), "--preset", "gesturelsm/tiny"], [tmp / "out"], "lsm")
 
 
 @case("distill-teacher", "missing")
@@ -945,7 +945,7 @@ def _(env, tmp):
 @case("distill-teacher", "backbone_empty_folder")
 def _(env, tmp):
     (tmp / "empty").mkdir()
-    argv = _distill(env, tmp, "teacher.kind=backbone", "--preset", "distill_tiny")
+    argv = _distill(env, tmp, "teacher.kind=backbone", "--preset", "distill/tiny")
     return Case([*argv, "--teacher", str(tmp / "empty")], [tmp / "out"])
 
 
@@ -965,7 +965,7 @@ for _name in ("nan", "missing", "garbage"):
             [
                 *_distill(env, tmp, "teacher.kind=backbone", "teacher.backbone=DiT"),
                 *["teacher.sample_shape=[6,4]", "teacher.conditions=none", "--preset"],
-                *["distill_tiny", "--teacher", str(_dit_teacher(tmp, how))],
+                *["distill/tiny", "--teacher", str(_dit_teacher(tmp, how))],
             ],
             [tmp / "out", tmp / "dit"],
         )
@@ -1488,7 +1488,7 @@ def test_diverging_run_stops_keeps_the_last_good_checkpoint_and_exports_nothing(
 
 def test_generate_steps_are_bounded_and_interrupt_is_one_line(env, tmp_path, capsys, monkeypatch):
     """Ctrl-C during generation ends in one line and exit 130, not a traceback."""
-    import gesture_apps.pipelines as pipelines
+    import gesture_apps.systems.gesturelsm.pipeline as pipelines
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -1575,7 +1575,7 @@ def test_tally(env, tmp_path):
 
 def test_config_schema_names_file_and_key_and_saved_configs_must_be_whole(tmp_path):
     from gesture_apps.errors import ConfigError
-    from gesture_apps.recipes.tokenizer import TokenizerRecipeConfig
+    from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
     from gesture_apps.runtime import from_dict, to_dict
 
     saved = to_dict(TokenizerRecipeConfig())
@@ -1633,7 +1633,7 @@ def test_trainer_stops_on_a_non_finite_loss_before_the_update(tmp_path):
     ],
 )
 def test_normaliser_is_checked_at_load(edit, message):
-    from gesture_apps.recipes.data import check_normalizer
+    from gesture_apps.data.codec import check_normalizer
     from gesture_data import Normalizer
     from gesture_data.errors import DataError
     from motion_tokenizers.errors import CheckpointError

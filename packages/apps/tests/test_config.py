@@ -6,24 +6,26 @@ from pathlib import Path
 import pytest
 
 from gesture_apps.errors import ConfigError
-from gesture_apps.recipes.distill import DistillRecipeConfig
-from gesture_apps.recipes.lsm import LSMRecipeConfig
-from gesture_apps.recipes.reflow import ReflowRecipeConfig
-from gesture_apps.recipes.tokenizer import TokenizerRecipeConfig
+from gesture_apps.systems.distill.train import DistillRecipeConfig
+from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
+from gesture_apps.systems.gesturelsm.reflow import ReflowRecipeConfig
+from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
 from gesture_apps.runtime import (
     TrainConfig,
     from_dict,
     list_presets,
     load_config,
     parse_override,
+    preset_path,
     presets_dir,
     to_dict,
 )
+from gesture_apps.runtime.registry import SYSTEMS, get_system
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPES = {
     "tokenizer": TokenizerRecipeConfig,
-    "lsm": LSMRecipeConfig,
+    "gesturelsm": LSMRecipeConfig,
     "reflow": ReflowRecipeConfig,
     "distill": DistillRecipeConfig,
 }
@@ -31,23 +33,35 @@ RECIPES = {
 
 def test_presets_ship_inside_the_package_and_the_root_folder_lists_them():
     names = list_presets()
-    assert {"tokenizer_tiny", "tokenizer_gesturelsm"} <= set(names)
+    assert {"tokenizer/tiny", "tokenizer/gesturelsm"} <= set(names)
     assert presets_dir().parent.name == "gesture_apps"
     listed = set(
-        re.findall(r"^\| `([a-z0-9_]+)` \|", (ROOT / "configs" / "README.md").read_text(), re.M)
+        re.findall(r"^\| `([a-z0-9_/]+)` \|", (ROOT / "configs" / "README.md").read_text(), re.M)
     )
     assert listed == set(names)
     # the package folder is the one source of truth: no stray copies at the root
-    assert not list((ROOT / "configs").glob("*.yaml"))
+    assert not list((ROOT / "configs").glob("**/*.yaml"))
+
+
+def test_preset_names_per_system_and_first_release_names():
+    tiny = preset_path("tokenizer/tiny")
+    assert tiny == presets_dir() / "tokenizer" / "tiny.yaml"
+    assert preset_path("tiny", "tokenizer") == tiny  # short name after `gesture train tokenizer`
+    assert preset_path("tokenizer_tiny") == tiny  # the first release's flat names
+    assert preset_path("lsm_demo") == presets_dir() / "gesturelsm" / "demo.yaml"
+    with pytest.raises(ConfigError, match="unknown preset 'tiny'"):
+        preset_path("tiny")  # ambiguous without a system
 
 
 @pytest.mark.parametrize("name", list_presets())
 def test_every_preset_loads_into_its_recipe_config(name):
-    recipe = name.split("_")[0]
-    cfg = load_config(RECIPES[recipe], name)
-    assert cfg.recipe == recipe
+    system = name.split("/")[0]
+    cfg = load_config(RECIPES[system], name)
+    if system in SYSTEMS:  # the registry builds the same config class
+        assert get_system(system).config_class() is RECIPES[system]
+        assert cfg.recipe in get_system(system).names
     # round trip: the dict stored in checkpoints rebuilds the same config
-    assert from_dict(RECIPES[recipe], to_dict(cfg)) == cfg
+    assert from_dict(RECIPES[system], to_dict(cfg)) == cfg
 
 
 def test_paper_and_tiny_tokenizer_presets():
@@ -111,7 +125,7 @@ def test_bad_overrides_give_one_line_errors(overrides, message):
 
 
 def test_unknown_preset_and_bad_files(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown preset 'nope' \(available: .*tokenizer_tiny"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope' \(available: .*tokenizer/tiny"):
         load_config(TokenizerRecipeConfig, "nope")
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(TokenizerRecipeConfig, str(tmp_path / "missing.yaml"))

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from flow_backbones import DiT, SpatialTemporalDenoiser
 from gesture_apps import main
-from gesture_apps.recipes import distill as D
+from gesture_apps.systems.distill import train as D
 from gesture_apps.runtime import TrainConfig
 
 # thresholds asserted below

@@ -7,12 +7,12 @@ import numpy as np
 import soundfile as sf
 
 from gesture_apps import main
-from gesture_apps.pipelines import load_lsm
+from gesture_apps.systems.gesturelsm.export import load_lsm
 
 
 def test_distill_a_tiny_lsm_run_and_generate_with_the_student(tmp_path, capsys):
     cache = tmp_path / "cache"
-    tok = ["train", "tokenizer", "--preset", "tokenizer_tiny", "--no-progress"]
+    tok = ["train", "tokenizer", "--preset", "tokenizer/tiny", "--no-progress"]
     assert (
         main([*tok, "--out", str(tmp_path / "tok"), "train.max_steps=2", f"data.cache_dir={cache}"])
         == 0
@@ -21,7 +21,7 @@ def test_distill_a_tiny_lsm_run_and_generate_with_the_student(tmp_path, capsys):
         "train",
         "lsm",
         "--preset",
-        "lsm_tiny",
+        "gesturelsm/tiny",
         "--tokenizer",
         str(tmp_path / "tok"),
         "--no-progress",

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from gesture_apps import main
-from gesture_apps.pipelines import Motion, write_beat2_npz
+from gesture_apps.data.motion import Motion, write_beat2_npz
 from gesture_data.datasets.synthetic import make_clip
 
 SECONDS = 5.0  # BC trims 2 s at each end
@@ -42,7 +42,7 @@ def data(tmp_path_factory):
 def _direct(pred, gt, audios, encoder_dir):
     """gesture_eval.evaluate called the way the CLI documents it (approximate SMPL-X joints,
     BC normalised by the ground truth's mean joint speed)."""
-    from gesture_apps.recipes.demo import mean_speed
+    from gesture_apps.systems.demo import mean_speed
     from gesture_data.skeleton import smplx_joints_approx
     from gesture_eval import FGDEncoder, evaluate
 

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from gesture_apps import main
-from gesture_apps.pipelines import Motion, generate, window_plan
+from gesture_apps.data.motion import Motion
+from gesture_apps.systems.gesturelsm.pipeline import generate, window_plan
 from gesture_data.datasets.beat2 import Vocabulary, load_motion
 from gesture_data.datasets.textgrid import write_textgrid
 
@@ -40,7 +41,7 @@ def tiny_tokenizer(tmp_path_factory):
     """A tiny tokenizer trained by the tokenizer recipe (2 steps is enough to be a tokenizer)."""
     root = tmp_path_factory.mktemp("lsm")
     cache = root / "cache"
-    argv = ["train", "tokenizer", "--preset", "tokenizer_tiny", "--no-progress"]
+    argv = ["train", "tokenizer", "--preset", "tokenizer/tiny", "--no-progress"]
     argv += ["--out", str(root / "tok"), "train.max_steps=2", f"data.cache_dir={cache}"]
     assert main(argv) == 0
     return root
@@ -51,7 +52,7 @@ def lsm_argv(root, out, *extra):
         "train",
         "lsm",
         "--preset",
-        "lsm_tiny",
+        "gesturelsm/tiny",
         "--tokenizer",
         str(root / "tok"),
         "--no-progress",
@@ -156,7 +157,7 @@ def test_python_api_is_deterministic_and_guidance_matters(lsm_run, tmp_path):
 def test_unknown_word_embedding_is_trained(lsm_run):
     """Word dropout puts <unk> in training batches, so its embedding row moves; without it the
     row keeps its random initial value (AdamW with weight decay 0 never touches it)."""
-    from gesture_apps.recipes.lsm import LSMGenerator
+    from gesture_apps.systems.gesturelsm.model import LSMGenerator
 
     spec = json.loads((lsm_run / "lsm" / "config.json").read_text())
     torch.manual_seed(0)  # the recipe seeds with train.seed (0) right before building the model
@@ -167,7 +168,7 @@ def test_unknown_word_embedding_is_trained(lsm_run):
 
 
 def test_word_dropout_replaces_whole_words_in_training_only():
-    from gesture_apps.recipes.lsm import drop_words
+    from gesture_apps.systems.gesturelsm.train import drop_words
 
     g = torch.Generator().manual_seed(0)
     # 64 rows of 8 words of 4 frames each, separated by 2 frames of silence
@@ -191,7 +192,8 @@ def test_word_dropout_replaces_whole_words_in_training_only():
 
 def test_lsm_objective_drops_words_when_training_not_in_eval():
     from flow_backbones import ShortcutLoss
-    from gesture_apps.recipes.lsm import LSMGenerator, LSMObjective
+    from gesture_apps.systems.gesturelsm.model import LSMGenerator
+    from gesture_apps.systems.gesturelsm.train import LSMObjective
 
     spec = {
         "vocab_size": 10,
@@ -225,7 +227,7 @@ def test_out_of_vocabulary_words_generate_like_unk(lsm_run):
 
 def test_generate_defaults_to_cuda_when_present(monkeypatch):
     """With CUDA reported present, generate() loads the model there unless told otherwise."""
-    from gesture_apps import pipelines
+    from gesture_apps.systems.gesturelsm import pipeline as pipelines
 
     seen = []
 
@@ -350,9 +352,9 @@ def test_bad_checkpoint_is_one_line_and_writes_nothing(lsm_run, inputs, tmp_path
     ("extra", "message"),
     [
         (["--preset", "nope"], "unknown preset 'nope'"),
-        (["--preset", "lsm_tiny"], "tokenizer: pass the folder"),
-        (["--preset", "lsm_tiny", "--tokenizer", "MISSING"], "not a tokenizer export"),
-        (["--preset", "lsm_tiny", "model.size=huge"], "expected one of"),
+        (["--preset", "gesturelsm/tiny"], "tokenizer: pass the folder"),
+        (["--preset", "gesturelsm/tiny", "--tokenizer", "MISSING"], "not a tokenizer export"),
+        (["--preset", "gesturelsm/tiny", "model.size=huge"], "expected one of"),
     ],
 )
 def test_bad_training_input_is_one_line(tmp_path, capsys, extra, message):
@@ -374,7 +376,7 @@ def reflow_argv(root, teacher, out, *extra):
         "train",
         "reflow",
         "--preset",
-        "reflow_tiny",
+        "reflow/tiny",
         "--teacher",
         str(teacher),
         "--no-progress",
@@ -414,7 +416,7 @@ def test_reflow_trains_resumes_exactly_and_generates(tiny_tokenizer, lsm_run, tm
 
 @pytest.mark.skipif(not (BEAT2 / "smplxflame_30").is_dir(), reason="BEAT2 fixture not available")
 def test_trains_on_the_real_beat2_fixture(tiny_tokenizer, tmp_path, capsys):
-    argv = ["train", "lsm", "--preset", "lsm_tiny", "--tokenizer", str(tiny_tokenizer / "tok")]
+    argv = ["train", "lsm", "--preset", "gesturelsm/tiny", "--tokenizer", str(tiny_tokenizer / "tok")]
     argv += ["--data", f"beat2:{BEAT2}", "--out", str(tmp_path), "--no-progress"]
     assert main([*argv, "train.max_steps=2", "data.split=null"]) == 0
     assert "lsm: step 2/2" in capsys.readouterr().out
@@ -423,11 +425,12 @@ def test_trains_on_the_real_beat2_fixture(tiny_tokenizer, tmp_path, capsys):
 
 
 def test_paper_preset_builds_gesturelsm_sizes():
-    from gesture_apps.recipes.lsm import LSMGenerator, LSMRecipeConfig, build_spec
+    from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
+    from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
     from gesture_apps.runtime import load_config
     from motion_tokenizers import RVQVAE, MultiPartTokenizer
 
-    cfg = load_config(LSMRecipeConfig, "lsm_gesturelsm", ["tokenizer=unused"])
+    cfg = load_config(LSMRecipeConfig, "gesturelsm/gesturelsm", ["tokenizer=unused"])
     tok = MultiPartTokenizer(
         {p: RVQVAE.gesturelsm(p, width=8, depth=1) for p in cfg.model.parts}, latent_scale=5.0
     )

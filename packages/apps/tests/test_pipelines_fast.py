@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from flow_backbones import conditioned, sample_euler
-from gesture_apps.pipelines import LSMBundle, decode_motion, generate_motion, window_plan
-from gesture_apps.recipes.lsm import LSMGenerator, LSMRecipeConfig, build_spec
+from gesture_apps.systems.gesturelsm.export import LSMBundle
+from gesture_apps.data.codec import decode_latents
+from gesture_apps.systems.gesturelsm.pipeline import generate_motion, window_plan
+from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
+from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
 from gesture_apps.runtime import load_config
 from gesture_data import Normalizer
 from gesture_data.datasets.beat2 import Vocabulary
@@ -20,7 +23,7 @@ from motion_tokenizers import MultiPartTokenizer
 @pytest.fixture(scope="module")
 def bundle():
     torch.manual_seed(0)
-    cfg = load_config(LSMRecipeConfig, "lsm_tiny", ["tokenizer=unused"])
+    cfg = load_config(LSMRecipeConfig, "gesturelsm/tiny", ["tokenizer=unused"])
     dims = {"upper": 78, "hands": 180, "lower_trans": 57}
     tok = MultiPartTokenizer.tiny({p: dims[p] for p in cfg.model.parts}).eval()
     spec = build_spec(cfg, tok, vocab_size=4)
@@ -54,7 +57,7 @@ def straightforward(bundle, audio, steps, guidance, seed=0):
             z = sample_euler(fn, noise[i : i + 1], steps, pass_step_size=True)
             pieces.append(z if i == 0 else z[:, s:])
             prev = z
-        return decode_motion(bundle, torch.cat(pieces, dim=1), T)
+        return decode_latents(bundle.tokenizer, bundle.normalizer, torch.cat(pieces, dim=1), T)
 
 
 @pytest.mark.parametrize(("steps", "guidance"), [(1, 1.0), (2, 2.0)])

@@ -11,7 +11,7 @@ from gesture_apps import main
 from gesture_data import Normalizer
 from motion_tokenizers import MultiPartTokenizer
 
-TINY = ["--preset", "tokenizer_tiny", "--no-progress", "train.max_steps=4", "train.log_every=2"]
+TINY = ["--preset", "tokenizer/tiny", "--no-progress", "train.max_steps=4", "train.log_every=2"]
 
 
 def weights(ckpt):
@@ -48,27 +48,27 @@ def test_trains_and_exports_a_loadable_tokenizer(straight_run, capsys):
 
 
 def test_tokenizer_and_lsm_default_to_the_unaveraged_tokenizer():
-    from gesture_apps.recipes.lsm import LSMRecipeConfig
-    from gesture_apps.recipes.tokenizer import TokenizerRecipeConfig
+    from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
+    from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
     from gesture_apps.runtime import load_config
 
-    for preset in ("tokenizer_tiny", "tokenizer_demo", "tokenizer_gesturelsm"):
+    for preset in ("tokenizer/tiny", "tokenizer/demo", "tokenizer/gesturelsm"):
         assert load_config(TokenizerRecipeConfig, preset).train.ema_decay is None, preset
     # a config that leaves train.ema_decay out gets no EMA either
     assert load_config(TokenizerRecipeConfig, {"recipe": "tokenizer"}).train.ema_decay is None
     assert LSMRecipeConfig().tokenizer_weights == "model"
-    for preset in ("lsm_tiny", "lsm_demo", "lsm_gesturelsm"):
+    for preset in ("gesturelsm/tiny", "gesturelsm/demo", "gesturelsm/gesturelsm"):
         assert load_config(LSMRecipeConfig, preset).tokenizer_weights == "model", preset
 
 
 def test_tokenizer_ema_averages_codebooks_with_the_weights(tmp_path):
     """With train.ema_decay set, the averaged encoder is exported with codebooks averaged over
     the same steps, never with the live codebooks fitted to the live encoder."""
-    from gesture_apps.recipes import tokenizer
+    from gesture_apps.systems.tokenizer import train as tokenizer
     from gesture_apps.runtime import load_config
 
     overrides = ["train.ema_decay=0.5", "train.max_steps=3", "train.checkpoint_every=0"]
-    cfg = load_config(tokenizer.TokenizerRecipeConfig, "tokenizer_tiny", overrides)
+    cfg = load_config(tokenizer.TokenizerRecipeConfig, "tokenizer/tiny", overrides)
     run = tokenizer.prepare(cfg, None, progress=False)
     run.trainer.train()
     tokenizer.export(run.trainer, tmp_path, run.normalizer)
@@ -106,7 +106,7 @@ def test_resume_after_interruption_matches_the_straight_run(straight_run, tmp_pa
 
 
 def test_print_config_applies_overrides(capsys):
-    argv = ["train", "tokenizer", "--preset", "tokenizer_tiny", "--print-config"]
+    argv = ["train", "tokenizer", "--preset", "tokenizer/tiny", "--print-config"]
     argv += ["train.lr=3e-4", "--set", "model.width=8", "--data", "beat2:/x", "train.seed=5"]
     assert main(argv) == 0
     text = capsys.readouterr().out
@@ -116,7 +116,7 @@ def test_print_config_applies_overrides(capsys):
 
 def test_unknown_option_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
-        main(["train", "tokenizer", "--preset", "tokenizer_tiny", "--bogus", "1"])
+        main(["train", "tokenizer", "--preset", "tokenizer/tiny", "--bogus", "1"])
     assert e.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
@@ -133,12 +133,12 @@ def one_line_error(capsys, argv):
     ("extra", "message"),
     [
         (["--preset", "nope"], "unknown preset 'nope'"),
-        (["--preset", "tokenizer_tiny", "train.lrr=1"], "unknown config key 'train.lrr'"),
-        (["--preset", "tokenizer_tiny", "train.batch_size=x"], "expected an integer"),
+        (["--preset", "tokenizer/tiny", "train.lrr=1"], "unknown config key 'train.lrr'"),
+        (["--preset", "tokenizer/tiny", "train.batch_size=x"], "expected an integer"),
         (["--resume", "MISSING"], "checkpoint not found"),
-        (["--preset", "tokenizer_tiny", "--data", "beat2:MISSING"], "not a BEAT2 folder"),
-        (["--preset", "tokenizer_tiny", "train.batch_size=500"], "fewer than one global batch"),
-        (["--preset", "tokenizer_tiny", "--steps", "0"], "--steps must be at least 1"),
+        (["--preset", "tokenizer/tiny", "--data", "beat2:MISSING"], "not a BEAT2 folder"),
+        (["--preset", "tokenizer/tiny", "train.batch_size=500"], "fewer than one global batch"),
+        (["--preset", "tokenizer/tiny", "--steps", "0"], "--steps must be at least 1"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, message):
@@ -201,7 +201,7 @@ def test_train_without_recipe_prints_help(capsys):
 def test_presets_command_lists_presets(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
-    assert "tokenizer_tiny" in out and "tokenizer_gesturelsm" in out
+    assert "tokenizer/tiny" in out and "tokenizer/gesturelsm" in out
 
 
 def _beat2_fixture():
@@ -216,7 +216,7 @@ def _beat2_fixture():
 @pytest.mark.skipif(not (_beat2_fixture() / "smplxflame_30").is_dir(), reason="no BEAT2 fixture")
 def test_trains_on_the_real_beat2_fixture(tmp_path, capsys):
     beat2 = _beat2_fixture()
-    argv = ["train", "tokenizer", "--preset", "tokenizer_tiny", "--no-progress"]
+    argv = ["train", "tokenizer", "--preset", "tokenizer/tiny", "--no-progress"]
     argv += ["--data", f"beat2:{beat2}", "--out", str(tmp_path), "train.max_steps=2"]
     argv += ["data.split=null", f"data.mean_std_dir={beat2 / 'mean_std'}"]
     assert main(argv) == 0
@@ -240,7 +240,7 @@ def test_single_part_rvqvae(tmp_path, capsys):
 def test_fitted_stds_are_clamped_to_min_std():
     """data.min_std keeps near-static channels (the synthetic spine's idle sway) from being
     blown up to unit variance; channels that move are left as fitted."""
-    from gesture_apps.recipes.data import DataConfig, fit_normalizer, load_windows
+    from gesture_apps.data.windows import DataConfig, fit_normalizer, load_windows
 
     cfg = DataConfig(num_clips=1, seconds=4.0, pose_length=32, stride=8)
     windows, _ = load_windows(cfg)

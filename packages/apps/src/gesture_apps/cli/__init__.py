@@ -90,6 +90,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gesture: error: {message}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,9 +24,9 @@ def add_distill_command(sub) -> None:
             "backbone-copy discriminator with query heads on three blocks, non-saturating loss, "
             "approximate R1, RMSprop, generator EMA). --teacher DIR takes a flow_backbones "
             "save_pretrained folder with teacher.kind=backbone (teacher.backbone names its class, "
-            "e.g. DiT); a `gesture train lsm` run (preset distill_gesturelsm, the default with "
+            "e.g. DiT); a `gesture train lsm` run (preset distill/gesturelsm, the default with "
             "--teacher) exports OUT/student/ as an lsm export that `gesture generate "
-            "--checkpoint OUT/student` runs in one step. Without --teacher the distill_tiny "
+            "--checkpoint OUT/student` runs in one step. Without --teacher the distill/tiny "
             "preset trains a toy 2-D teacher. Writes OUT/consistency/ and OUT/apt/ (resumable "
             "run folders), OUT/student/ (the one-step model) and OUT/metrics.json (energy "
             "distances to the teacher's multi-step samples)."
@@ -38,13 +38,13 @@ def add_distill_command(sub) -> None:
     p.add_argument(
         "--teacher",
         metavar="DIR",
-        help="`gesture train lsm` run (teacher.kind=lsm, the distill_gesturelsm default) or a "
+        help="`gesture train lsm` run (teacher.kind=lsm, the distill/gesturelsm default) or a "
         "flow_backbones save_pretrained folder (teacher.kind=backbone); sets teacher.path",
     )
     p.add_argument("--data", help="kind lsm: condition windows, synthetic (default) or beat2:PATH")
     p.add_argument(
         "--preset",
-        help="preset name or yaml (default distill_gesturelsm with --teacher, else distill_tiny)",
+        help="preset name or yaml (default distill/gesturelsm with --teacher, else distill/tiny)",
     )
     p.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override"
@@ -57,7 +57,7 @@ def add_distill_command(sub) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from gesture_apps.cli import CLIError
+    from gesture_apps.errors import CLIError
     from gesture_apps.runtime import apply_overrides, from_dict, preset_path, read_preset, to_dict
 
     overrides = [*args.overrides, *args.sets]
@@ -82,7 +82,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         source = saved
     else:
         source = preset_path(
-            args.preset or ("distill_gesturelsm" if args.teacher else "distill_tiny")
+            args.preset or ("distill/gesturelsm" if args.teacher else "distill/tiny")
         )
         raw = read_preset(str(source))
         out = Path(args.out or "runs/distill")

@@ -58,7 +58,7 @@ def add_eval_command(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from gesture_apps.cli import CLIError
+    from gesture_apps.errors import CLIError
 
     variants = list(dict.fromkeys(args.variant or VARIANTS))
     for v in variants:
@@ -167,7 +167,7 @@ def _load_fgd_encoder(path: str):
     import contextlib
     import io
 
-    from gesture_apps.cli import CLIError
+    from gesture_apps.errors import CLIError
     from gesture_eval import FGDEncoder
 
     p = Path(path)
@@ -198,7 +198,7 @@ def _check_all_keys(encoder, weights: Path) -> None:
     model must come from the file, and the file must hold nothing else."""
     from safetensors import safe_open
 
-    from gesture_apps.cli import CLIError
+    from gesture_apps.errors import CLIError
 
     if not weights.is_file():
         raise CLIError(f"--fgd-encoder {weights}: file not found")
@@ -214,7 +214,7 @@ def _check_all_keys(encoder, weights: Path) -> None:
 
 
 def _smplx_rest(path: str):
-    from gesture_apps.cli import CLIError
+    from gesture_apps.errors import CLIError
     from gesture_eval import SmplxRest
 
     if not Path(path).exists():

@@ -29,7 +29,7 @@ def add_render_command(sub) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from gesture_apps.cli import CLIError
+    from gesture_apps.errors import CLIError
 
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".gif") or out.is_dir():

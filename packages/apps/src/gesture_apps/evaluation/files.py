@@ -89,7 +89,7 @@ def pair_files(pred: str | Path, gt: str | Path, audio: str | Path | None = None
     folder of them. Two files pair with each other whatever their names; a folder must hold a
     file for every stem of the other side.
     """
-    from gesture_apps.cli import CLIError
+    from gesture_apps.errors import CLIError
 
     pred, gt = Path(pred), Path(gt)
     preds = _npz_files(pred, "--pred")
@@ -133,7 +133,7 @@ def pair_files(pred: str | Path, gt: str | Path, audio: str | Path | None = None
 
 
 def _npz_files(path: Path, flag: str) -> dict[str, Path]:
-    from gesture_apps.cli import CLIError
+    from gesture_apps.errors import CLIError
 
     if path.is_dir():
         files = {f.stem: f for f in sorted(path.glob("*.npz"))}

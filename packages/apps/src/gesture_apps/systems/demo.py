@@ -301,14 +301,14 @@ def train_generator(cfg: DemoConfig, runs: Path, progress: bool = False) -> dict
     t0 = time.perf_counter()
     tok_cfg = load_config(
         tokenizer.TokenizerRecipeConfig,
-        "tokenizer_demo",
+        "tokenizer/demo",
         [*data, *_schedule(cfg.tokenizer_steps), *cfg.extra.get("tokenizer", [])],
     )
     tok = tokenizer.run(tok_cfg, runs / "tokenizer", progress=progress)
     t1 = time.perf_counter()
     lsm_cfg = load_config(
         lsm.LSMRecipeConfig,
-        "lsm_demo",
+        "gesturelsm/demo",
         [
             *data,
             f"tokenizer={(runs / 'tokenizer').resolve()}",
@@ -337,7 +337,7 @@ def train_student(
     t0 = time.perf_counter()
     dist_cfg = load_config(
         distill.DistillRecipeConfig,
-        "distill_gesturelsm",
+        "distill/gesturelsm",
         [
             *_data_overrides(cfg, runs / "cache"),
             f"teacher.path={(runs / 'lsm').resolve()}",
