@@ -13,6 +13,21 @@ The library gives losses, single optimisation steps and samplers; loops over dat
 checkpointing and logging belong to the caller.
 """
 
+from .apt import (
+    APTConfig,
+    Discriminator,
+    DiscriminatorLossOutput,
+    GeneratorLossOutput,
+    QueryHead,
+    apt_optimizers,
+    block_names,
+    default_layers,
+    discriminator_loss,
+    discriminator_step,
+    discriminator_times,
+    generator_loss,
+    generator_step,
+)
 from .consistency import (
     ConsistencyConfig,
     ConsistencyDistillation,
@@ -29,15 +44,28 @@ from .endpoint import (
 from .generator import OneStepGenerator, TeacherODE, boundary_scalings, ode_step, teacher_solution
 
 __all__ = [
+    "APTConfig",
     "ConsistencyConfig",
     "ConsistencyDistillation",
     "ConsistencyLossOutput",
+    "Discriminator",
+    "DiscriminatorLossOutput",
     "DistillLossOutput",
     "EndpointConfig",
     "EndpointLoss",
+    "GeneratorLossOutput",
     "OneStepGenerator",
+    "QueryHead",
     "TeacherODE",
+    "apt_optimizers",
+    "block_names",
     "boundary_scalings",
+    "default_layers",
+    "discriminator_loss",
+    "discriminator_step",
+    "discriminator_times",
+    "generator_loss",
+    "generator_step",
     "make_endpoint_pairs",
     "ode_step",
     "per_sample_distance",

@@ -169,15 +169,15 @@ class ConsistencyDistillation(nn.Module):
     ) -> dict[str, float]:
         """One optimisation step of the student and the target update; returns ``{"loss"}``."""
         out = self.loss(x1, cond, generator=generator)
+        loss = float(out.loss.detach())
+        if not math.isfinite(loss):  # before the update, so the weights stay usable
+            raise RuntimeError(f"consistency loss is {loss}: training diverged; lower the lr")
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if grad_clip:
             nn.utils.clip_grad_norm_(self.student.parameters(), grad_clip)
         optimizer.step()
         self.update_target()
-        loss = float(out.loss.detach())
-        if not math.isfinite(loss):
-            raise FlowInputError(f"consistency loss is {loss}: training diverged")
         return {"loss": loss}
 
 
