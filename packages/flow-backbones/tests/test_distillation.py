@@ -32,13 +32,7 @@ from flow_backbones.testing import energy_distance, toy_condition, toy_data, tra
 ODE = TeacherODE(steps=16, guidance=2.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matmuls: threads only add contention on a shared CPU (and 1 thread is reproducible)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
