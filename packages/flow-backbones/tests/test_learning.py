@@ -14,14 +14,7 @@ import torch
 import flow_backbones as fb
 from flow_backbones import MMDiT, StreamSpec
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matmuls: threads only add contention on a shared CPU (and 1 thread is reproducible)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def energy_distance(x, y):

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 import flow_backbones as fb
+from flow_backbones.distillation import OneStepGenerator, sample_consistency
+from flow_backbones.testing import ToyFlowMLP, toy_condition
 
 MU, S = 2.0, 0.5  # data N(MU, S^2 I), noise N(0, I)
 
@@ -97,3 +99,50 @@ def test_linear_guidance_schedule():
     assert fb.GuidanceSchedule(3.0)(torch.rand(5)).eq(3.0).all()
     with pytest.raises(fb.FlowInputError, match="steps"):
         fb.sample_euler(gaussian_velocity, (2, 2), 0)
+
+
+class _PreparingToy(torch.nn.Module):
+    """A toy model whose condition embedding can be computed once per run (like cached
+    cross-attention keys/values); its forward accepts the raw or the prepared condition."""
+
+    def __init__(self, toy):
+        super().__init__()
+        self.toy, self.calls = toy, []
+
+    def prepare_condition(self, cond, keep):
+        self.calls.append(keep.clone())
+        return ("prepared", self.toy.embed_condition(cond, keep, keep.shape[0]))
+
+    def forward(self, x, t, d, cond, keep):
+        if isinstance(cond, tuple) and cond[0] == "prepared":
+            c = cond[1]
+        else:
+            c = self.toy.embed_condition(cond, keep, x.shape[0])
+        toy = self.toy
+        ang = t[:, None] * toy.freqs
+        h = toy.in_proj(torch.cat([x, ang.sin(), ang.cos(), d[:, None]], -1))
+        for blk in toy.blocks:
+            h = blk(h, c)
+        return toy.out(toy.out_norm(h))
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_prepare_condition_runs_once_and_changes_nothing(guidance):
+    torch.manual_seed(0)
+    toy = ToyFlowMLP().eval()
+    prep = _PreparingToy(toy)
+    cond = toy_condition(6, torch.Generator().manual_seed(1))
+    plain = fb.sample_euler(fb.conditioned(toy, cond, guidance=guidance), (6, 2), 5, generator=3)
+    prepared = fb.sample_euler(
+        fb.conditioned(prep, cond, guidance=guidance), (6, 2), 5, generator=3
+    )
+    torch.testing.assert_close(prepared, plain, rtol=0, atol=1e-6)
+    assert len(prep.calls) == 1  # once for the run, not once per step
+    # a guided run prepares the doubled batch: conditional rows, then null rows
+    expected = [True] * 6 + ([False] * 6 if guidance != 1.0 else [])
+    assert prep.calls[0].tolist() == expected
+    prep.calls.clear()
+    one = sample_consistency(OneStepGenerator(prep), (6, 2), cond, times=(0.5,), generator=4)
+    ref = sample_consistency(OneStepGenerator(toy), (6, 2), cond, times=(0.5,), generator=4)
+    torch.testing.assert_close(one, ref, rtol=0, atol=1e-6)
+    assert len(prep.calls) == 1

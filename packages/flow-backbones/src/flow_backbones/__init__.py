@@ -2,8 +2,12 @@
 
 Time convention: ``t`` in [0, 1], ``t = 0`` noise, ``t = 1`` data, ``x_t = t x1 + (1 - t) x0``,
 ``v = x1 - x0`` (see :mod:`flow_backbones.flow` for the diffusers conversions).
+
+Subpackages: :mod:`flow_backbones.distillation` (one-step students: endpoint, consistency and
+adversarial distillation); :mod:`flow_backbones.testing` holds the toy teachers of the tests.
 """
 
+from .conditional import ConditionalModel, PreparesCondition, prepare_condition
 from .dit import DiT
 from .embeddings import RotaryEmbedding, TimeEmbedding, grid_positions_3d, sincos_1d
 from .errors import CheckpointError, FlowInputError
@@ -31,7 +35,6 @@ from .objectives import (
     build_reflow_pairs,
 )
 from .samplers import (
-    ConditionalModel,
     GuidanceSchedule,
     VelocityFn,
     cfg_combine,
@@ -45,6 +48,7 @@ from .samplers import (
     time_grid,
 )
 from .spatial_temporal import SpatialTemporalDenoiser
+from .utils import tree_map, tree_map2
 
 __version__ = "0.1.0"
 
@@ -59,6 +63,7 @@ __all__ = [
     "MMDiT",
     "MeanFlowLoss",
     "MeanFlowLossOutput",
+    "PreparesCondition",
     "ReflowPairs",
     "RotaryEmbedding",
     "ShortcutLoss",
@@ -75,6 +80,7 @@ __all__ = [
     "interpolate",
     "loss_weight",
     "make_noise",
+    "prepare_condition",
     "sample_diffusers",
     "sample_euler",
     "sample_heun",
@@ -85,6 +91,8 @@ __all__ = [
     "sincos_1d",
     "t_to_sigma",
     "time_grid",
+    "tree_map",
+    "tree_map2",
     "velocity_from_diffusers",
     "velocity_target",
     "velocity_to_diffusers",

@@ -10,7 +10,11 @@ MeanFlow) and 0 otherwise. Bind a condition and guidance with :func:`conditioned
 * :func:`sample_diffusers`: runs diffusers' ``FlowMatchEulerDiscreteScheduler`` with the
   sigma / sign conversions of :mod:`flow_backbones.flow`.
 * :func:`conditioned`: binds a condition; with a guidance scale it runs the conditional and the
-  unconditional branch in one batched forward (Ho & Salimans 2022, arXiv:2207.12598).
+  unconditional branch in one batched forward (Ho & Salimans 2022, arXiv:2207.12598). A model
+  with ``prepare_condition`` gets it called once per bound function (one sampling run), see
+  :mod:`flow_backbones.conditional`.
+
+:data:`ConditionalModel` lives in :mod:`flow_backbones.conditional` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -23,23 +27,19 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ._tree import tree_map
+from .conditional import ConditionalModel, PreparesCondition, prepare_condition
 from .errors import FlowInputError
 from .flow import (
     diffusers_timestep_to_t,
     shift_t,
     velocity_to_diffusers,
 )
+from .utils import tree_map
 
 logger = logging.getLogger(__name__)
 
 VelocityFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``(x (B, ...), t (B,), d (B,)) -> velocity (B, ...)``."""
-
-ConditionalModel = Callable[[Tensor, Tensor, Tensor, Any, Tensor], Tensor]
-"""``(x, t, d, cond, keep (B,) bool) -> velocity``; ``keep[i] = False`` means row ``i`` uses the
-model's null condition (classifier-free guidance). ``cond`` is any tree of ``(B, ...)``
-tensors, or None."""
 
 
 def make_noise(
@@ -272,28 +272,48 @@ def conditioned(
     *,
     guidance: GuidanceSchedule | float = 1.0,
 ) -> VelocityFn:
-    """Bind ``cond`` to a :data:`ConditionalModel`, with classifier-free guidance.
+    """Bind ``cond`` to a :class:`~flow_backbones.conditional.ConditionalModel`, with
+    classifier-free guidance.
 
     With a guidance weight of 1 everywhere the model runs once per call with ``keep = True``.
     Otherwise the batch is doubled, ``[conditional | unconditional]``, and the model runs once:
     one forward of batch ``2B`` instead of two of batch ``B``.
+
+    If the model defines ``prepare_condition(cond, keep)``, it is called on the first call of
+    the returned function (when the batch size is known) and its result is passed as ``cond``
+    to that and every later call with the same batch size and device. One sampler run uses one
+    bound function, so the preparation happens once per run; bind again after the model's
+    weights change.
     """
     schedule = guidance if isinstance(guidance, GuidanceSchedule) else GuidanceSchedule(guidance)
     plain = schedule.kind == "constant" and schedule.scale == 1.0
+    # only a preparing model is cached: for any other the condition is rebuilt per call as
+    # before, so a bound function over a condition with autograd history can back-propagate
+    # more than once
+    caching = isinstance(model, PreparesCondition)
+    cache: dict[tuple[int, torch.device], tuple[Any, Tensor]] = {}
+
+    def bound(B: int, device: torch.device) -> tuple[Any, Tensor]:
+        # (cond for the model, keep) of a batch of B rows; the guided batch is 2B rows
+        if (B, device) in cache:
+            return cache[(B, device)]
+        ones = torch.ones(B, dtype=torch.bool, device=device)
+        if plain:
+            keep, c = ones, cond
+        else:
+            keep = torch.cat([ones, torch.zeros_like(ones)])
+            c = tree_map(lambda c: torch.cat([c, c]), cond)
+        if caching:
+            cache[(B, device)] = (prepare_condition(model, c, keep), keep)
+            return cache[(B, device)]
+        return c, keep
 
     def fn(x: Tensor, t: Tensor, d: Tensor) -> Tensor:
         B = x.shape[0]
+        c, keep = bound(B, x.device)
         if plain:
-            keep = torch.ones(B, dtype=torch.bool, device=x.device)
-            return model(x, t, d, cond, keep)
-        keep = torch.cat(
-            [
-                torch.ones(B, dtype=torch.bool, device=x.device),
-                torch.zeros(B, dtype=torch.bool, device=x.device),
-            ]
-        )
-        cond2 = tree_map(lambda c: torch.cat([c, c]), cond)
-        v = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([d, d]), cond2, keep)
+            return model(x, t, d, c, keep)
+        v = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([d, d]), c, keep)
         v_cond, v_uncond = v[:B], v[B:]
         return cfg_combine(v_cond, v_uncond, schedule(t))
 

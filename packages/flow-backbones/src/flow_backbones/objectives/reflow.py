@@ -16,9 +16,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .._tree import tree_map
 from ..errors import FlowInputError
 from ..samplers import ConditionalModel, GuidanceSchedule, conditioned, sample_euler
+from ..utils import tree_map
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .._tree import tree_map
 from ..errors import FlowInputError
 from ..flow import TimeSampler, interpolate, loss_weight, sample_t, velocity_target
 from ..samplers import ConditionalModel
+from ..utils import tree_map
 from ._common import draw_x0, keep_mask, per_sample_mse, rand
 
 

@@ -1,4 +1,4 @@
-"""Batch helpers for conditions given as a tensor, a dict/list/tuple of tensors, or None."""
+"""Helpers over condition trees: a tensor, a dict/list/tuple of tensors, or None."""
 
 from __future__ import annotations
 
