@@ -17,6 +17,14 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True)
+def _default_dtype_is_left_alone():
+    """A test that changes torch's default dtype must restore it: every later test (in any
+    package: CI runs them in one process) would otherwise build float64 models."""
+    yield
+    assert torch.get_default_dtype() == torch.float32, "a test left the default dtype changed"
+
+
 @pytest.fixture
 def beat2_root() -> Path:
     """The shared BEAT2 fixture folder (``GESTURE_FIXTURES``, default ``../shared/fixtures``

@@ -56,20 +56,25 @@ def main(out: Path) -> None:
 def train_tokenizer(out: Path, overrides: list[str], tag: str) -> None:
     """The real tokenizer recipe at the tiny preset (it builds its own Accelerator, after the
     model, as `gesture train tokenizer` does); writes the tokenizers' weights and codebooks."""
-    from gesture_apps.systems.tokenizer import train as tokenizer
     from gesture_apps.runtime import load_config
+    from gesture_apps.systems.tokenizer import train as tokenizer
 
     torch.set_num_threads(1)
     # float64: the single process and the ranks sum in different orders; in float32 that noise
     # (~1e-7) can flip a near-tied code choice and the runs drift apart for reasons unrelated
-    # to the data-parallel logic under test
+    # to the data-parallel logic under test. The single run happens in the test process: the
+    # default dtype is restored for the tests that follow.
+    dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    cfg = load_config(tokenizer.TokenizerRecipeConfig, "tokenizer/tiny", overrides)
-    run = tokenizer.prepare(cfg, None, progress=False)
-    run.trainer.train()
-    state = run.objective.tokenizer.state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out / f"{tag}.safetensors"))
-    run.trainer.close()
+    try:
+        cfg = load_config(tokenizer.TokenizerRecipeConfig, "tokenizer/tiny", overrides)
+        run = tokenizer.prepare(cfg, None, progress=False)
+        run.trainer.train()
+        state = run.objective.tokenizer.state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out / f"{tag}.safetensors"))
+        run.trainer.close()
+    finally:
+        torch.set_default_dtype(dtype)
 
 
 def run_tokenizer_rank(rank: int, world: int, port: int, out: Path, overrides: list[str]) -> None:

@@ -13,12 +13,12 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 
+from gesture_apps.data.codec import DATA_KEYS
 from gesture_apps.data.motion import Motion, write_beat2_npz
+from gesture_apps.runtime import TrainConfig, Trainer, load_config
+from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
 from gesture_apps.systems.gesturelsm.export import load_lsm
 from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
-from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
-from gesture_apps.data.codec import DATA_KEYS
-from gesture_apps.runtime import TrainConfig, Trainer, load_config
 from gesture_data import Normalizer
 from gesture_data.datasets.beat2 import Vocabulary
 from motion_tokenizers import MultiPartTokenizer

@@ -116,7 +116,16 @@ def env(tmp_path_factory) -> Env:
         main(["train", "tokenizer", "--preset", "tokenizer/tiny", "--out", str(tok), *common]) == 0
     )
     lsm = root / "lsm"
-    argv = ["train", "lsm", "--preset", "gesturelsm/tiny", "--tokenizer", str(tok), "--out", str(lsm)]
+    argv = [
+        "train",
+        "lsm",
+        "--preset",
+        "gesturelsm/tiny",
+        "--tokenizer",
+        str(tok),
+        "--out",
+        str(lsm),
+    ]
     assert main([*argv, *common]) == 0
     wav = root / "speech.wav"
     sf.write(str(wav), _speech(), SR, subtype="FLOAT")
@@ -338,7 +347,7 @@ def _edit_json(name, edit):
 
 def _normalizer(edit):
     def breaker(d: Path) -> None:
-        p = d / "normalizer.npz"
+        p = d / "normalizer" / "normalizer.npz"
         with np.load(p) as z:
             arrays = {k: z[k] for k in z.files}
         arrays = edit(arrays)
@@ -371,24 +380,34 @@ def _del_key(key):
 
 
 CHECKPOINT_ERRORS = {
-    "weights_garbage": lambda d: _corrupt_safetensors(d / "model_ema.safetensors", "garbage"),
-    "weights_truncated": lambda d: _corrupt_safetensors(d / "model_ema.safetensors", "truncated"),
-    "weights_pickled": lambda d: _corrupt_safetensors(d / "model_ema.safetensors", "pickled"),
-    "weights_missing_tensor": lambda d: _corrupt_safetensors(
-        d / "model_ema.safetensors", "missing"
+    "weights_garbage": lambda d: _corrupt_safetensors(
+        d / "generator" / "model_ema.safetensors", "garbage"
     ),
-    "weights_wrong_shape": lambda d: _corrupt_safetensors(d / "model_ema.safetensors", "shape"),
-    "weights_nan": lambda d: _corrupt_safetensors(d / "model_ema.safetensors", "nan"),
-    "config_missing": _rm("config.json"),
-    "config_garbage": lambda d: (d / "config.json").write_text("{not json"),
-    "config_list": _edit_json("config.json", lambda c: [c]),
-    "config_missing_key": _edit_json("config.json", _del_key("pose_length")),
-    "config_wrong_type": _edit_json("config.json", lambda c: {**c, "pose_length": "abc"}),
-    "config_wrong_value": _edit_json("config.json", lambda c: {**c, "factor": 0}),
-    "vocab_missing": _rm("vocab.txt"),
-    "vocab_shorter": lambda d: (d / "vocab.txt").write_text("<pad>\n<unk>\n"),
-    "normalizer_missing": _rm("normalizer.npz"),
-    "normalizer_garbage_file": lambda d: (d / "normalizer.npz").write_bytes(b"PK\x03\x04junk"),
+    "weights_truncated": lambda d: _corrupt_safetensors(
+        d / "generator" / "model_ema.safetensors", "truncated"
+    ),
+    "weights_pickled": lambda d: _corrupt_safetensors(
+        d / "generator" / "model_ema.safetensors", "pickled"
+    ),
+    "weights_missing_tensor": lambda d: _corrupt_safetensors(
+        d / "generator" / "model_ema.safetensors", "missing"
+    ),
+    "weights_wrong_shape": lambda d: _corrupt_safetensors(
+        d / "generator" / "model_ema.safetensors", "shape"
+    ),
+    "weights_nan": lambda d: _corrupt_safetensors(d / "generator" / "model_ema.safetensors", "nan"),
+    "config_missing": _rm("generator/config.json"),
+    "config_garbage": lambda d: (d / "generator" / "config.json").write_text("{not json"),
+    "config_list": _edit_json("generator/config.json", lambda c: [c]),
+    "config_missing_key": _edit_json("generator/config.json", _del_key("pose_length")),
+    "config_wrong_type": _edit_json("generator/config.json", lambda c: {**c, "pose_length": "abc"}),
+    "config_wrong_value": _edit_json("generator/config.json", lambda c: {**c, "factor": 0}),
+    "vocab_missing": _rm("vocabulary/vocab.txt"),
+    "vocab_shorter": lambda d: (d / "vocabulary" / "vocab.txt").write_text("<pad>\n<unk>\n"),
+    "normalizer_missing": _rm("normalizer/normalizer.npz"),
+    "normalizer_garbage_file": lambda d: (d / "normalizer" / "normalizer.npz").write_bytes(
+        b"PK\x03\x04junk"
+    ),
     "normalizer_nan_mean": _normalizer(_set_stat("/mean", np.nan)),
     "normalizer_nan_std": _normalizer(_set_stat("/std", np.nan)),
     "normalizer_zero_std": _normalizer(_set_stat("/std", 0.0)),
@@ -499,7 +518,7 @@ def _(env, tmp):
 @case("generate-output", "equals_checkpoint_normalizer")
 def _(env, tmp):
     run = _copy(env.lsm, tmp, "run")
-    target = run / "lsm" / "normalizer.npz"
+    target = run / "lsm" / "normalizer" / "normalizer.npz"
     return Case(_gen(env, tmp, checkpoint=run, out=target), [run], "normalizer.npz")
 
 
@@ -654,7 +673,7 @@ def _(env, tmp):
 @case("train-options", "valid_steps_100000_bounded_by_max_steps")
 def _(env, tmp):
     def check():
-        assert (tmp / "out" / "lsm" / "normalizer.npz").is_file()
+        assert (tmp / "out" / "lsm" / "normalizer" / "normalizer.npz").is_file()
         assert (tmp / "out" / "checkpoints" / "step_0000002").is_dir()
 
     return Case([*_train(env, tmp, "lsm"), "--steps", "100000"], [], ok=check)
@@ -801,10 +820,10 @@ def _tok_case(breaker: Callable[[Path], None], expect: str | None = None) -> Bui
 
 
 TOKENIZER_ERRORS = {
-    "normalizer_missing": _rm("normalizer.npz"),
+    "normalizer_missing": _rm("normalizer/normalizer.npz"),
     "normalizer_nan": _normalizer(_set_stat("/mean", np.nan)),
     "normalizer_zero_std": _normalizer(_set_stat("/std", 0.0)),
-    "normalizer_garbage": lambda d: (d / "normalizer.npz").write_text("garbage"),
+    "normalizer_garbage": lambda d: (d / "normalizer" / "normalizer.npz").write_text("garbage"),
     "normalizer_pickled_member": _normalizer(
         lambda a: {**a, _first("/std")(a): np.array([{"x": 1}], dtype=object)}
     ),
@@ -1157,7 +1176,7 @@ for _name, _extra, _expect in [
     ),
     (
         "encoder_config_garbage",
-        ["--fgd-encoder", _enc_dir(lambda d: (d / "config.json").write_text("{"))],
+        ["--fgd-encoder", _enc_dir(lambda d: (d / "generator" / "config.json").write_text("{"))],
         None,
     ),
     (
@@ -1575,8 +1594,8 @@ def test_tally(env, tmp_path):
 
 def test_config_schema_names_file_and_key_and_saved_configs_must_be_whole(tmp_path):
     from gesture_apps.errors import ConfigError
-    from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
     from gesture_apps.runtime import from_dict, to_dict
+    from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
 
     saved = to_dict(TokenizerRecipeConfig())
     assert from_dict(TokenizerRecipeConfig, saved, complete=True) == TokenizerRecipeConfig()

@@ -119,7 +119,7 @@ def test_a_first_release_tokenizer_export_still_loads(trained, tmp_path):
     shutil.copytree(b.path("tokenizer"), old / "model")
     shutil.copy(b.path("normalizer", "normalizer.npz"), old / "normalizer.npz")
     parts = list(memory.tokenizer.part_names)
-    tok, normalizer, bundle = load_tokenizer_bundle(old, parts)
+    tok, _, bundle = load_tokenizer_bundle(old, parts)
     assert bundle.legacy and list(tok.part_names) == parts
     for k, v in memory.tokenizer.state_dict().items():
         assert torch.equal(tok.state_dict()[k], v), k
@@ -151,5 +151,5 @@ def test_bad_manifests_are_named(trained, tmp_path, capsys, edit, message):
 
 def test_an_unreadable_manifest_is_named(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(GenerationError, match="manifest.json: unreadable manifest"):
+    with pytest.raises(GenerationError, match=r"manifest\.json: unreadable manifest"):
         open_bundle(tmp_path)

@@ -9,7 +9,15 @@ import pytest
 
 import gesture_data.render
 from gesture_apps import main
-from gesture_apps.systems.demo import BASELINES, METHODS, MODELS, ORACLE, Clip, _other_recordings, parse_overrides
+from gesture_apps.systems.demo import (
+    BASELINES,
+    METHODS,
+    MODELS,
+    ORACLE,
+    Clip,
+    _other_recordings,
+    parse_overrides,
+)
 
 
 def _fgd_win_margin(val_ratio: float) -> float:

@@ -23,8 +23,8 @@ from safetensors.torch import load_file
 
 from flow_backbones import DiT, SpatialTemporalDenoiser
 from gesture_apps import main
-from gesture_apps.systems.distill import train as D
 from gesture_apps.runtime import TrainConfig
+from gesture_apps.systems.distill import train as D
 
 # thresholds asserted below
 STUDENT_MAX_ED = 0.01  # absolute

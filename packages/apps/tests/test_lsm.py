@@ -74,10 +74,12 @@ def lsm_run(tiny_tokenizer):
 
 def test_trains_and_exports_a_generator(lsm_run, capsys):
     export = lsm_run / "lsm"
-    for name in ("config.json", "model.safetensors", "model_ema.safetensors", "vocab.txt"):
-        assert (export / name).is_file(), name
-    assert (export / "normalizer.npz").is_file() and (export / "tokenizer").is_dir()
-    spec = json.loads((export / "config.json").read_text())
+    for name in ("config.json", "model.safetensors", "model_ema.safetensors"):
+        assert (export / "generator" / name).is_file(), name
+    assert (export / "vocabulary" / "vocab.txt").is_file() and (export / "manifest.json").is_file()
+    assert (export / "normalizer" / "normalizer.npz").is_file()
+    assert (export / "tokenizer").is_dir()
+    spec = json.loads((export / "generator" / "config.json").read_text())
     assert spec["parts"] == ["upper", "hands", "lower_trans"] and spec["pose_length"] == 32
     assert spec["factor"] == 4 and spec["denoiser"]["max_cond_len"] == 8
     ckpt = lsm_run / "checkpoints" / "step_0000004"
@@ -85,7 +87,7 @@ def test_trains_and_exports_a_generator(lsm_run, capsys):
     losses = [row["loss"] for row in state["history"]]
     assert [row["step"] for row in state["history"]] == [2, 4]
     assert all(np.isfinite(losses)) and all("flow" in r for r in state["history"])
-    assert (ckpt / "lsm" / "model.safetensors").is_file()
+    assert (ckpt / "lsm" / "generator" / "model.safetensors").is_file()
     weights = load_file(str(ckpt / "model.safetensors"))
     # only the generator is trained: the frozen tokenizers are not in the trainer's model
     assert weights and all(k.startswith("generator.") for k in weights)
@@ -103,8 +105,8 @@ def test_resume_after_interruption_matches_the_straight_run(tiny_tokenizer, lsm_
     assert resumed.keys() == straight.keys()
     for k in straight:  # noise, t, d, condition and seed dropout draws all repeat
         assert torch.equal(resumed[k], straight[k]), k
-    a = load_file(str(out / "lsm" / "model_ema.safetensors"))
-    b = load_file(str(lsm_run / "lsm" / "model_ema.safetensors"))
+    a = load_file(str(out / "lsm" / "generator" / "model_ema.safetensors"))
+    b = load_file(str(lsm_run / "lsm" / "generator" / "model_ema.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
@@ -159,10 +161,12 @@ def test_unknown_word_embedding_is_trained(lsm_run):
     row keeps its random initial value (AdamW with weight decay 0 never touches it)."""
     from gesture_apps.systems.gesturelsm.model import LSMGenerator
 
-    spec = json.loads((lsm_run / "lsm" / "config.json").read_text())
+    spec = json.loads((lsm_run / "lsm" / "generator" / "config.json").read_text())
     torch.manual_seed(0)  # the recipe seeds with train.seed (0) right before building the model
     initial = LSMGenerator(spec).encoder.words.weight.detach()
-    trained = load_file(str(lsm_run / "lsm" / "model.safetensors"))["encoder.words.weight"]
+    trained = load_file(str(lsm_run / "lsm" / "generator" / "model.safetensors"))[
+        "encoder.words.weight"
+    ]
     unk = Vocabulary.UNK
     assert not torch.equal(trained[unk], initial[unk])
 
@@ -325,11 +329,11 @@ def test_render_writes_a_video_with_the_npz(lsm_run, inputs, tmp_path, capsys):
 
 def _corrupt_weights(export: Path) -> None:
     for name in ("model.safetensors", "model_ema.safetensors"):
-        (export / name).write_bytes(b"not a safetensors file")
+        (export / "generator" / name).write_bytes(b"not a safetensors file")
 
 
 def _corrupt_config(export: Path) -> None:
-    (export / "config.json").write_text("{", encoding="utf-8")
+    (export / "generator" / "config.json").write_text("{", encoding="utf-8")
 
 
 @pytest.mark.parametrize("damage", [None, _corrupt_weights, _corrupt_config])
@@ -399,12 +403,12 @@ def test_reflow_trains_resumes_exactly_and_generates(tiny_tokenizer, lsm_run, tm
     b = load_file(str(resumed / "checkpoints" / "step_0000004" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # the student starts from the teacher; its condition encoder stays frozen
-    teacher = load_file(str(lsm_run / "lsm" / "model_ema.safetensors"))
-    student = load_file(str(straight / "lsm" / "model.safetensors"))
+    teacher = load_file(str(lsm_run / "lsm" / "generator" / "model_ema.safetensors"))
+    student = load_file(str(straight / "lsm" / "generator" / "model.safetensors"))
     enc = [k for k in teacher if k.startswith("encoder.")]
     assert enc and all(torch.equal(teacher[k], student[k]) for k in enc)
     assert any(not torch.equal(teacher[k], student[k]) for k in teacher if "denoiser" in k)
-    spec = json.loads((straight / "lsm" / "config.json").read_text())
+    spec = json.loads((straight / "lsm" / "generator" / "config.json").read_text())
     assert spec["sample"] == {"steps": 2, "guidance": 1.0} and spec["reflow"]["teacher_steps"] == 4
     audio = (0.1 * np.random.default_rng(2).standard_normal(16000 * 2)).astype(np.float32)
     motion = generate(audio, checkpoint=straight)
@@ -416,18 +420,25 @@ def test_reflow_trains_resumes_exactly_and_generates(tiny_tokenizer, lsm_run, tm
 
 @pytest.mark.skipif(not (BEAT2 / "smplxflame_30").is_dir(), reason="BEAT2 fixture not available")
 def test_trains_on_the_real_beat2_fixture(tiny_tokenizer, tmp_path, capsys):
-    argv = ["train", "lsm", "--preset", "gesturelsm/tiny", "--tokenizer", str(tiny_tokenizer / "tok")]
+    argv = [
+        "train",
+        "lsm",
+        "--preset",
+        "gesturelsm/tiny",
+        "--tokenizer",
+        str(tiny_tokenizer / "tok"),
+    ]
     argv += ["--data", f"beat2:{BEAT2}", "--out", str(tmp_path), "--no-progress"]
     assert main([*argv, "train.max_steps=2", "data.split=null"]) == 0
     assert "lsm: step 2/2" in capsys.readouterr().out
-    vocab = (tmp_path / "lsm" / "vocab.txt").read_text().split("\n")
+    vocab = (tmp_path / "lsm" / "vocabulary" / "vocab.txt").read_text().split("\n")
     assert len(vocab) > 100 and "<unk>" in vocab  # the fixture's TextGrid words
 
 
 def test_paper_preset_builds_gesturelsm_sizes():
-    from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
-    from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
     from gesture_apps.runtime import load_config
+    from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
+    from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
     from motion_tokenizers import RVQVAE, MultiPartTokenizer
 
     cfg = load_config(LSMRecipeConfig, "gesturelsm/gesturelsm", ["tokenizer=unused"])

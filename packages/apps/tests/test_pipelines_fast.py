@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from flow_backbones import conditioned, sample_euler
-from gesture_apps.systems.gesturelsm.export import LSMBundle
 from gesture_apps.data.codec import decode_latents
-from gesture_apps.systems.gesturelsm.pipeline import generate_motion, window_plan
-from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
-from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
 from gesture_apps.runtime import load_config
+from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
+from gesture_apps.systems.gesturelsm.export import LSMBundle
+from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
+from gesture_apps.systems.gesturelsm.pipeline import generate_motion, window_plan
 from gesture_data import Normalizer
 from gesture_data.datasets.beat2 import Vocabulary
 from gesture_data.features.audio import onset_amplitude

@@ -29,16 +29,16 @@ def straight_run(tmp_path_factory):
 def test_trains_and_exports_a_loadable_tokenizer(straight_run, capsys):
     out = straight_run
     assert (out / "checkpoints" / "latest.txt").read_text().strip() == "step_0000004"
-    tok = MultiPartTokenizer.from_pretrained(out / "tokenizer" / "model").eval()
+    tok = MultiPartTokenizer.from_pretrained(out / "tokenizer" / "tokenizer").eval()
     assert tok.part_names == ["upper", "hands", "lower_trans", "face"]
-    norm = Normalizer.load(out / "tokenizer" / "normalizer.npz")
+    norm = Normalizer.load(out / "tokenizer" / "normalizer" / "normalizer.npz")
     assert set(norm.stats) == {"upper", "hands", "lower"}  # the face stays raw
     x = {n: torch.randn(1, 32, d) for n, d in [("upper", 78), ("hands", 180)]}
     x |= {"lower_trans": torch.randn(1, 32, 57), "face": torch.randn(1, 32, 100)}
     z = tok.encode_continuous(x)
     assert z.shape == (1, 8, 64) and torch.isfinite(z).all()
     # un-averaged by default, as GestureLSM and MoMask train their tokenizers
-    assert not (out / "tokenizer" / "model_ema").exists()
+    assert not (out / "tokenizer" / "tokenizer_ema").exists()
     cfg = json.loads((out / "checkpoints" / "step_0000004" / "run_config.json").read_text())
     assert cfg["train"]["max_steps"] == 4 and cfg["model"]["size"] == "tiny"
     history = json.loads((out / "checkpoints" / "step_0000004" / "trainer_state.json").read_text())
@@ -48,9 +48,9 @@ def test_trains_and_exports_a_loadable_tokenizer(straight_run, capsys):
 
 
 def test_tokenizer_and_lsm_default_to_the_unaveraged_tokenizer():
+    from gesture_apps.runtime import load_config
     from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
     from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
-    from gesture_apps.runtime import load_config
 
     for preset in ("tokenizer/tiny", "tokenizer/demo", "tokenizer/gesturelsm"):
         assert load_config(TokenizerRecipeConfig, preset).train.ema_decay is None, preset
@@ -64,16 +64,16 @@ def test_tokenizer_and_lsm_default_to_the_unaveraged_tokenizer():
 def test_tokenizer_ema_averages_codebooks_with_the_weights(tmp_path):
     """With train.ema_decay set, the averaged encoder is exported with codebooks averaged over
     the same steps, never with the live codebooks fitted to the live encoder."""
-    from gesture_apps.systems.tokenizer import train as tokenizer
     from gesture_apps.runtime import load_config
+    from gesture_apps.systems.tokenizer import train as tokenizer
 
     overrides = ["train.ema_decay=0.5", "train.max_steps=3", "train.checkpoint_every=0"]
     cfg = load_config(tokenizer.TokenizerRecipeConfig, "tokenizer/tiny", overrides)
     run = tokenizer.prepare(cfg, None, progress=False)
     run.trainer.train()
     tokenizer.export(run.trainer, tmp_path, run.normalizer)
-    live = MultiPartTokenizer.from_pretrained(tmp_path / "tokenizer" / "model").state_dict()
-    ema = MultiPartTokenizer.from_pretrained(tmp_path / "tokenizer" / "model_ema").state_dict()
+    live = MultiPartTokenizer.from_pretrained(tmp_path / "tokenizer" / "tokenizer").state_dict()
+    ema = MultiPartTokenizer.from_pretrained(tmp_path / "tokenizer" / "tokenizer_ema").state_dict()
     shadow = run.trainer.ema.shadow
     codebooks = [k for k in live if k.endswith("._codebook.embed")]
     assert len(codebooks) == 12
@@ -221,7 +221,7 @@ def test_trains_on_the_real_beat2_fixture(tmp_path, capsys):
     argv += ["data.split=null", f"data.mean_std_dir={beat2 / 'mean_std'}"]
     assert main(argv) == 0
     assert "step 2/2" in capsys.readouterr().out
-    norm = Normalizer.load(tmp_path / "tokenizer" / "normalizer.npz")
+    norm = Normalizer.load(tmp_path / "tokenizer" / "normalizer" / "normalizer.npz")
     published = Normalizer.from_beat2(beat2 / "mean_std")  # BEAT2's own statistics, not fitted
     for part, (mean, std) in norm.stats.items():
         assert (mean == published.stats[part][0]).all() and (std == published.stats[part][1]).all()
@@ -232,7 +232,7 @@ def test_single_part_rvqvae(tmp_path, capsys):
 
     argv = ["train", "tokenizer", *TINY, "--out", str(tmp_path), "train.max_steps=1"]
     assert main([*argv, "model.kind=rvqvae", "model.parts=[hands]", "model.nb_code=32"]) == 0
-    tok = RVQVAE.from_pretrained(tmp_path / "tokenizer" / "model")
+    tok = RVQVAE.from_pretrained(tmp_path / "tokenizer" / "tokenizer")
     assert tok.codebook_size == 32
     assert tok(torch.randn(2, 32, 180)).recon.shape == (2, 32, 180)
 

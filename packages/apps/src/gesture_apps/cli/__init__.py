@@ -89,4 +89,3 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"gesture: error: {message}", file=sys.stderr)
         return 2
-

@@ -11,7 +11,7 @@ import numpy as np
 from torch import Tensor
 
 from gesture_apps.data.motion import Motion
-from gesture_apps.errors import ConfigError, one_line
+from gesture_apps.errors import ConfigError, GenerationError, one_line
 from gesture_apps.runtime.bundle import Bundle, open_bundle
 from gesture_apps.runtime.checkpoint import check_finite
 from gesture_data import BodyPartLayout, Normalizer, velocity_to_trans
@@ -63,7 +63,10 @@ def load_tokenizer_bundle(path: str | Path, parts, weights: str = "model"):
     """(frozen part-subset MultiPartTokenizer, Normalizer, Bundle) from a tokenizer bundle,
     a ``gesture train tokenizer`` run folder or one of its checkpoints. ``weights``:
     ``"ema"`` reads the averaged tokenizers when the bundle has them."""
-    bundle = open_bundle(path, "tokenizer")
+    try:
+        bundle = open_bundle(path, "tokenizer")
+    except GenerationError as e:
+        raise CheckpointError(f"not a tokenizer export: {e}") from None
     if bundle.system != "tokenizer":
         raise CheckpointError(
             f"{bundle.folder}: a {bundle.system!r} bundle, not a tokenizer (expected the "

@@ -122,8 +122,11 @@ def _load_lsm(folder_s: str, ema: bool, device: str, stamp: tuple = ()) -> LSMBu
     bundle = open_bundle(folder_s)
     folder = bundle.folder
     try:
-        spec = bundle.config("generator")
-        _check_spec(spec, bundle.path("generator", "config.json"))
+        where = bundle.path("generator", "config.json")
+        spec = json.loads(where.read_text(encoding="utf-8"))
+        _check_spec(spec, where)
+        if not bundle.legacy and spec != bundle.config("generator"):
+            raise GenerationError(f"{where}: differs from the generator config in manifest.json")
         gen = LSMGenerator(spec)
         weights = bundle.path("generator", "model_ema.safetensors" if ema else "model.safetensors")
         if not weights.is_file():
