@@ -6,10 +6,6 @@ from pathlib import Path
 import pytest
 
 from gesture_apps.errors import ConfigError
-from gesture_apps.systems.distill.train import DistillRecipeConfig
-from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
-from gesture_apps.systems.gesturelsm.reflow import ReflowRecipeConfig
-from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
 from gesture_apps.runtime import (
     TrainConfig,
     from_dict,
@@ -21,6 +17,10 @@ from gesture_apps.runtime import (
     to_dict,
 )
 from gesture_apps.runtime.registry import SYSTEMS, get_system
+from gesture_apps.systems.distill.config import DistillRecipeConfig
+from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
+from gesture_apps.systems.gesturelsm.reflow import ReflowRecipeConfig
+from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPES = {

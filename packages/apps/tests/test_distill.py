@@ -22,9 +22,11 @@ import torch
 from safetensors.torch import load_file
 
 from flow_backbones import DiT, SpatialTemporalDenoiser
+from flow_backbones.distillation import Discriminator, block_names
+from flow_backbones.testing import toy_condition, train_toy_teacher
 from gesture_apps import main
-from gesture_apps.systems.distill import train as D
 from gesture_apps.runtime import TrainConfig
+from gesture_apps.systems.distill import train as D
 
 # thresholds asserted below
 STUDENT_MAX_ED = 0.01  # absolute
@@ -33,12 +35,12 @@ STUDENT_MAX_RATIO = 0.05  # of the teacher's own 1-step distance
 
 @pytest.fixture(scope="module")
 def toy():
-    teacher = D.train_toy_teacher(250)
-    cc = D.ConsistencyConfig(num_pairs=1024, guidance=2.0, teacher_steps=16)
-    pairs = D.make_pairs(teacher, D.toy_condition, (2,), cc)
+    teacher = train_toy_teacher(250)
+    cc = D.PairsConfig(num_pairs=1024, guidance=2.0, teacher_steps=16)
+    pairs = D.make_pairs(teacher, toy_condition, (2,), cc)
     train = TrainConfig(max_steps=250, batch_size=128, lr=1e-3, ema_decay=0.95, log_every=100)
-    _, trainer, _ = D.distill_consistency(
-        teacher, D.toy_condition, (2,), config=cc, train=train, pairs=pairs
+    _, trainer, _ = D.distill_stage1(
+        teacher, toy_condition, (2,), config=cc, train=train, pairs=pairs
     )
     return teacher, cc, pairs, D.ema_generator(trainer)
 
@@ -50,7 +52,7 @@ def test_one_step_student_matches_the_multistep_teacher_and_apt_keeps_it(toy):
         copy.deepcopy(student), teacher, D.pairs_sampler(pairs), config=apt
     )
     gens = {"stage1": student, "apt": state.ema_generator()}
-    ed = D.distance_report(teacher, gens, D.toy_condition, (2,), cc, 1000)
+    ed = D.distance_report(teacher, gens, toy_condition, (2,), cc, 1000)
     print("energy distances:", {k: round(v, 4) for k, v in ed.items()})
     assert ed["teacher_1step"] > 0.2  # guidance + curvature: one teacher step is far off
     for name in ("stage1", "apt"):
@@ -66,11 +68,11 @@ def test_generator_gradient_flows_through_the_frozen_discriminator_backbone(toy)
     gen = copy.deepcopy(student)
     real_sampler = D.pairs_sampler(pairs)
     x, c = real_sampler(4, torch.Generator().manual_seed(0))
-    disc = D.Discriminator(teacher, x, c)
+    disc = Discriminator(teacher, x, c)
     assert disc.layers == ["blocks.1", "blocks.2", "blocks.3"]  # 3 of 4 blocks, deep half
     state = D.APTState(gen, disc, D.APTConfig(check_gradients=False, lr_g=1e-3))
     # a D step first, so its heads are no longer at their initial values
-    D.discriminator_step(state, x, c)
+    state.update_discriminator(x, c)
     before_d = {k: v.clone() for k, v in disc.state_dict().items()}
     before_g = {k: v.clone() for k, v in gen.state_dict().items()}
     seen = {}
@@ -80,7 +82,7 @@ def test_generator_gradient_flows_through_the_frozen_discriminator_backbone(toy)
         output.register_hook(lambda g: seen.__setitem__("grad", float(g.norm())))
 
     handle = disc.backbone.blocks[0].register_forward_hook(probe)
-    D.generator_step(state, x, c)
+    state.update_generator(x, c)
     handle.remove()
     assert seen["requires_grad"] and seen["grad"] > 0  # the graph runs through D's backbone
     assert all(p.grad is None for p in disc.parameters())  # D frozen in the G step
@@ -116,16 +118,16 @@ def _lsm_setup():
 @pytest.mark.parametrize("setup", [_dit_setup, _lsm_setup], ids=["DiT", "GestureLSM"])
 def test_both_stages_run_on_flow_backbones(setup):
     teacher, cond, shape = setup()
-    cc = D.ConsistencyConfig(num_pairs=16, teacher_steps=4, pass_step_size=True)
+    cc = D.PairsConfig(num_pairs=16, teacher_steps=4, pass_step_size=True)
     train = TrainConfig(max_steps=6, batch_size=8, lr=1e-3, ema_decay=None)
-    gen, _, result = D.distill_consistency(teacher, cond, shape, config=cc, train=train)
+    gen, _, result = D.distill_stage1(teacher, cond, shape, config=cc, train=train)
     losses = [h["loss"] for h in result.history]
     assert result.step == 6 and all(torch.isfinite(torch.tensor(losses)))
     pairs = D.make_pairs(teacher, cond, shape, cc)
     state = D.adversarial_post_train(
         gen, teacher, D.pairs_sampler(pairs), config=D.APTConfig(steps=2, batch_size=4)
     )  # check_gradients: raises if G gets no gradient or D gets one
-    assert state.step == 2 and len(state.D.heads) == min(3, len(D.block_names(teacher)))
+    assert state.step == 2 and len(state.D.heads) == min(3, len(block_names(teacher)))
     z = torch.randn(2, *shape)
     out = state.ema_generator()(z, cond(2, torch.Generator().manual_seed(1)))
     assert out.shape == z.shape and torch.isfinite(out).all()
@@ -137,8 +139,8 @@ def test_distillation_runs_resume_exactly(toy, tmp_path):
     train = TrainConfig(max_steps=6, batch_size=32, lr=1e-3, ema_decay=0.9, log_every=1)
 
     def stage1(out, steps=None, resume=None):
-        return D.distill_consistency(
-            teacher, D.toy_condition, (2,), config=cc, train=train, pairs=small,
+        return D.distill_stage1(
+            teacher, toy_condition, (2,), config=cc, train=train, pairs=small,
             out_dir=out, steps=steps, resume=resume,
         )  # fmt: skip
 
@@ -256,9 +258,9 @@ def test_reference_style_no_grad_backbone_is_caught(toy):
     the generator. The generator step refuses to run like that."""
     teacher, _, pairs, student = toy
     x, c = D.pairs_sampler(pairs)(4, torch.Generator().manual_seed(0))
-    disc = D.Discriminator(teacher, x, c)
+    disc = Discriminator(teacher, x, c)
     forward = disc.backbone.forward
     disc.backbone.forward = lambda *a, **k: torch.no_grad()(forward)(*a, **k)
     state = D.APTState(copy.deepcopy(student), disc, D.APTConfig())
     with pytest.raises(RuntimeError):
-        D.generator_step(state, x, c)
+        state.update_generator(x, c)
