@@ -23,7 +23,7 @@ from gesture_apps.runtime import TrainConfig
 class TeacherConfig:
     """The ``teacher:`` section.
 
-    ``kind`` picks a teacher loader from :data:`gesture_apps.systems.distill.train.TEACHER_KINDS`:
+    ``kind`` picks a loader from :data:`gesture_apps.systems.distill.teachers.TEACHER_KINDS`:
     ``toy2d`` trains (once, saved in the run folder) the 2-D
     :class:`flow_backbones.testing.ToyFlowMLP` teacher; ``backbone`` loads a flow_backbones
     ``save_pretrained`` folder (``path``, or ``--teacher DIR``) of class ``backbone``; ``lsm``

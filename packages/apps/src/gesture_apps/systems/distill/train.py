@@ -27,7 +27,6 @@ imported only when that kind is run.
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import logging
 import math
@@ -52,11 +51,11 @@ from flow_backbones.distillation import (
     sample_consistency,
     teacher_solution,
 )
-from flow_backbones.testing import ToyFlowMLP, energy_distance, toy_condition, train_toy_teacher
+from flow_backbones.testing import energy_distance
 from flow_backbones.utils import tree_map
 from gesture_apps.errors import TrainingError
 from gesture_apps.runtime import EMA, TrainConfig, Trainer, TrainResult, to_dict
-from gesture_apps.runtime.checkpoint import check_finite, rng_state, set_rng_state, write_latest
+from gesture_apps.runtime.checkpoint import rng_state, set_rng_state, write_latest
 from gesture_apps.systems.distill.config import (
     APTConfig,
     CMConfig,
@@ -64,21 +63,28 @@ from gesture_apps.systems.distill.config import (
     PairsConfig,
     TeacherConfig,
 )
+from gesture_apps.systems.distill.teachers import (
+    TEACHER_KINDS,
+    CondSampler,
+    Teacher,
+    check_conditions,
+    teacher_loader,
+)
 from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "TEACHER_KINDS",
     "APTConfig",
     "CMConfig",
     "DistillRecipeConfig",
     "PairsConfig",
+    "Teacher",
     "TeacherConfig",
+    "teacher_loader",
 ]
-
-CondSampler = Callable[[int, torch.Generator], Any]
-"""``(n, generator) -> cond``: a tree of ``(n, ...)`` tensors (or None) for ``n`` samples."""
 
 RealSampler = Callable[[int, torch.Generator], tuple[Tensor, Any]]
 """``(n, generator) -> (x1 (n, ...), cond)``: real samples with their conditions."""
@@ -395,111 +401,6 @@ def pairs_sampler(pairs: list[dict[str, Any]]) -> RealSampler:
     return sample
 
 
-# ----- teachers ------------------------------------------------------------------------------
-
-
-@dataclass
-class Teacher:
-    """What a teacher loader returns.
-
-    Args:
-        model: the flow model, a ``ConditionalModel`` module (frozen).
-        cond_sampler: ``(n, generator) -> cond``, the conditions distilled over.
-        sample_shape: one sample's shape without the batch axis.
-        export: ``(student, folder, info)`` writes the student in the teacher's own layout
-            (None: a flow_backbones ``save_pretrained`` folder with ``one_step.json``).
-    """
-
-    model: nn.Module
-    cond_sampler: CondSampler
-    sample_shape: tuple[int, ...]
-    export: Callable[[nn.Module, Path, dict], None] | None = None
-
-
-TeacherLoader = Callable[[DistillRecipeConfig, Path], Teacher]
-"""``(config, run_dir) -> Teacher``; raises on bad input before anything is written (``toy2d``
-is the exception: it trains and saves its teacher inside the run folder)."""
-
-CONDITION_SOURCES: dict[str, CondSampler] = {
-    "toy": toy_condition,
-    "none": lambda n, gen: None,
-}
-"""``teacher.conditions`` of the ``toy2d`` and ``backbone`` kinds."""
-
-
-def _conditions(tc: TeacherConfig) -> CondSampler:
-    if tc.conditions not in CONDITION_SOURCES:
-        known = ", ".join(sorted(CONDITION_SOURCES))
-        raise ValueError(
-            f"teacher.conditions: unknown condition source {tc.conditions!r} (known: {known})"
-        )
-    return CONDITION_SOURCES[tc.conditions]
-
-
-def load_toy_teacher(cfg: DistillRecipeConfig, run_dir: Path) -> Teacher:
-    """Kind ``toy2d``: the toy teacher saved in ``run_dir/teacher``, trained there if absent."""
-    tc = cfg.teacher
-    cond = _conditions(tc)
-    folder = run_dir / "teacher"
-    model = ToyFlowMLP(width=tc.toy_width, depth=tc.toy_depth)
-    weights = folder / "model.safetensors"
-    if weights.is_file():
-        load_model(model, str(weights), strict=True)
-    else:
-        model = train_toy_teacher(
-            tc.toy_steps, width=tc.toy_width, depth=tc.toy_depth, seed=cfg.train.seed
-        )
-        atomic_directory(folder, lambda tmp: save_model(model, str(tmp / "model.safetensors")))
-    return Teacher(model.eval().requires_grad_(False), cond, tuple(tc.sample_shape))
-
-
-def load_backbone_teacher(cfg: DistillRecipeConfig, run_dir: Path) -> Teacher:
-    """Kind ``backbone``: a flow_backbones ``save_pretrained`` folder of class
-    ``teacher.backbone``."""
-    tc = cfg.teacher
-    cond = _conditions(tc)
-    if not tc.path:
-        raise ValueError("teacher.path: a teacher checkpoint folder is required (--teacher DIR)")
-    path = Path(tc.path)
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: teacher checkpoint folder not found")
-    cls = getattr(flow_backbones, tc.backbone)
-    try:
-        model = cls.from_pretrained(path).eval().requires_grad_(False)
-    except (ValueError, OSError):
-        raise
-    except Exception as e:  # safetensors raises its own error type for a damaged file
-        message = " ".join(str(e).split())[:200]
-        raise CheckpointError(
-            f"{path}: cannot load the {tc.backbone} teacher ({message})"
-        ) from None
-    check_finite(model, path)  # a NaN teacher makes NaN targets for every pair
-    return Teacher(model, cond, tuple(tc.sample_shape))
-
-
-TEACHER_KINDS: dict[str, TeacherLoader | str] = {
-    "toy2d": load_toy_teacher,
-    "backbone": load_backbone_teacher,
-    "lsm": "gesture_apps.systems.gesturelsm.distill:load_lsm_teacher",
-}
-"""``teacher.kind`` -> loader. A paper system's loader is a ``"module:function"`` string,
-imported when that kind runs: this generic system never imports another system at load time
-(the paper system imports this one)."""
-
-
-def teacher_loader(kind: str) -> TeacherLoader:
-    """The loader of ``teacher.kind`` (resolving a ``"module:function"`` entry)."""
-    if kind not in TEACHER_KINDS:
-        raise ValueError(
-            f"teacher.kind: expected one of {', '.join(TEACHER_KINDS)}, found {kind!r}"
-        )
-    entry = TEACHER_KINDS[kind]
-    if isinstance(entry, str):
-        module, name = entry.split(":")
-        entry = getattr(importlib.import_module(module), name)
-    return entry
-
-
 # ----- evaluation, export and the run --------------------------------------------------------
 
 
@@ -607,7 +508,7 @@ def run_stages(
         raise ValueError(f"stage1: expected endpoint or consistency, found {cfg.stage1!r}")
     load = teacher_loader(cfg.teacher.kind)
     if teacher is None and cfg.teacher.kind == "toy2d":
-        _conditions(cfg.teacher)  # the toy teacher is trained inside the run folder
+        check_conditions(cfg.teacher)  # the toy teacher is trained inside the run folder
     elif teacher is None:
         teacher = load(cfg, out)  # raises before anything is written
     torch.manual_seed(cfg.train.seed)

@@ -1,7 +1,7 @@
 """A ``gesture train lsm`` (or ``train reflow``) run as a teacher of the generic distill system.
 
 ``teacher.kind: lsm`` in a ``distill`` config resolves to :func:`load_lsm_teacher` through
-:data:`gesture_apps.systems.distill.train.TEACHER_KINDS`. Conditions are the run's own encoder
+:data:`gesture_apps.systems.distill.teachers.TEACHER_KINDS`. Conditions are the run's own encoder
 features (audio/words, plus seed frames) of the training windows of ``data``; the student is
 exported in the run's ``lsm`` bundle layout with 1 step and guidance 1, so
 ``gesture generate --checkpoint OUT/student`` runs it.
@@ -21,7 +21,7 @@ from gesture_apps.data.codec import DATA_KEYS
 from gesture_apps.data.latents import LatentWindows, encode_windows
 from gesture_apps.data.windows import PartWindows, load_windows
 from gesture_apps.systems.distill.config import DistillRecipeConfig
-from gesture_apps.systems.distill.train import Teacher
+from gesture_apps.systems.distill.teachers import Teacher
 from gesture_apps.systems.gesturelsm.export import LSMBundle, load_lsm, write_lsm_bundle
 from gesture_apps.systems.gesturelsm.reflow import _remap_words
 from gesture_data.datasets.windows import collate
