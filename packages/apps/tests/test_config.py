@@ -17,7 +17,7 @@ from gesture_apps.runtime import (
     to_dict,
 )
 from gesture_apps.runtime.registry import SYSTEMS, get_system
-from gesture_apps.systems.distill.train import DistillRecipeConfig
+from gesture_apps.systems.distill.config import DistillRecipeConfig
 from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
 from gesture_apps.systems.gesturelsm.reflow import ReflowRecipeConfig
 from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig

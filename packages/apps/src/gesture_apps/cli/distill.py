@@ -19,9 +19,11 @@ def add_distill_command(sub) -> None:
         "distill",
         help="distil a flow teacher to a one-step generator (consistency + adversarial)",
         description=(
-            "Stage 1: a one-step student regresses the teacher's classifier-free-guided "
-            "multi-step ODE solution. Stage 2: Seaweed-APT adversarial post-training (a "
-            "backbone-copy discriminator with query heads on three blocks, non-saturating loss, "
+            "Stage 1 (--stage1): a one-step student regresses the teacher's "
+            "classifier-free-guided multi-step ODE solution (endpoint), or is trained by "
+            "consistency distillation with an EMA target (consistency). Stage 2: Seaweed-APT "
+            "adversarial post-training (a backbone-copy discriminator with query heads on "
+            "three blocks, non-saturating loss, "
             "approximate R1, RMSprop, generator EMA). --teacher DIR takes a flow_backbones "
             "save_pretrained folder with teacher.kind=backbone (teacher.backbone names its class, "
             "e.g. DiT); a `gesture train lsm` run (preset distill/gesturelsm, the default with "
@@ -40,6 +42,12 @@ def add_distill_command(sub) -> None:
         metavar="DIR",
         help="`gesture train lsm` run (teacher.kind=lsm, the distill/gesturelsm default) or a "
         "flow_backbones save_pretrained folder (teacher.kind=backbone); sets teacher.path",
+    )
+    p.add_argument(
+        "--stage1",
+        choices=["endpoint", "consistency"],
+        help="stage 1: regress the teacher's multi-step endpoints (endpoint, the default) or "
+        "consistency distillation with an EMA target (consistency); sets stage1",
     )
     p.add_argument("--data", help="kind lsm: condition windows, synthetic (default) or beat2:PATH")
     p.add_argument(
@@ -63,6 +71,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *args.sets]
     if args.teacher:
         overrides.append(f"teacher.path={args.teacher}")
+    if args.stage1:
+        overrides.append(f"stage1={args.stage1}")
     if args.data:
         overrides.append(f"data.source={args.data}")
     if args.resume:
