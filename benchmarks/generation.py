@@ -6,7 +6,7 @@ Random weights at the GestureLSM preset (``configs lsm_gesturelsm``: 3 parts x 1
 denoiser 256 wide, 8 spatial-temporal + 3 cross blocks, 30.6 M parameters) and the 3-part
 ``MultiPartTokenizer.gesturelsm`` (upper / hands / lower_trans RVQ-VAEs), built in memory: no
 training, no downloads. The input is ``--seconds`` of the synthetic corpus' speech-like audio
-with its word alignment, run through :func:`gesture_apps.pipelines.generate_motion` (sliding
+with its word alignment, run through :func:`gesture_apps.systems.gesturelsm.pipeline.generate_motion` (sliding
 128-frame windows, 4 seed latents, no dropped tail).
 
 Rows: 1, 2, 4 and 20 Euler steps with guidance 2 (conditional + unconditional branch in one
@@ -108,10 +108,10 @@ class Timers:
 
 def build(seconds: float):
     """(bundle, audio, words): GestureLSM-preset generator and tokenizer, random weights."""
+    from gesture_apps.runtime import load_config
+    from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
     from gesture_apps.systems.gesturelsm.export import LSMBundle
     from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
-    from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
-    from gesture_apps.runtime import load_config
     from gesture_data import Normalizer
     from gesture_data.datasets.beat2 import Vocabulary
     from gesture_data.datasets.synthetic import make_corpus

@@ -828,17 +828,17 @@ TOKENIZER_ERRORS = {
         lambda a: {**a, _first("/std")(a): np.array([{"x": 1}], dtype=object)}
     ),
     "weights_garbage": lambda d: _corrupt_safetensors(
-        d / "model" / "upper" / "model.safetensors", "garbage"
+        d / "tokenizer" / "upper" / "model.safetensors", "garbage"
     ),
     "weights_nan": lambda d: _corrupt_safetensors(
-        d / "model" / "upper" / "model.safetensors", "nan"
+        d / "tokenizer" / "upper" / "model.safetensors", "nan"
     ),
     "weights_missing_tensor": lambda d: _corrupt_safetensors(
-        d / "model" / "upper" / "model.safetensors", "missing"
+        d / "tokenizer" / "upper" / "model.safetensors", "missing"
     ),
     # the LSM reads the un-averaged tokenizer (model/), as GestureLSM does
-    "config_garbage": lambda d: (d / "model" / "config.json").write_text("nope"),
-    "model_missing": lambda d: shutil.rmtree(d / "model"),
+    "config_garbage": lambda d: (d / "tokenizer" / "config.json").write_text("nope"),
+    "model_missing": lambda d: shutil.rmtree(d / "tokenizer"),
 }
 for _name, _breaker in TOKENIZER_ERRORS.items():
     case("train-lsm-tokenizer", _name)(_tok_case(_breaker))
@@ -1176,7 +1176,7 @@ for _name, _extra, _expect in [
     ),
     (
         "encoder_config_garbage",
-        ["--fgd-encoder", _enc_dir(lambda d: (d / "generator" / "config.json").write_text("{"))],
+        ["--fgd-encoder", _enc_dir(lambda d: (d / "config.json").write_text("{"))],
         None,
     ),
     (
