@@ -80,11 +80,6 @@ class Motion:
     def num_frames(self) -> int:
         return int(self.poses.shape[0])
 
-    @property
-    def duration(self) -> float:
-        """Length in seconds."""
-        return self.num_frames / self.fps
-
 
 def read_beat2_npz(path: str | Path, *, required: Iterable[str] = ("poses",)) -> Motion:
     """Read a BEAT2 ``.npz`` (no pickles) into a :class:`Motion` of float32 arrays.
