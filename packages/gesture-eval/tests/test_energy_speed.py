@@ -38,7 +38,8 @@ def test_matches_numpy_formula(unbiased):
     b = rng.normal(0.3, 1.2, size=(250, 8)).astype(np.float32)
     ours = energy_distance(a, b, unbiased=unbiased)
     ref = _numpy_energy(a, b.astype(np.float64), unbiased)
-    assert ours == pytest.approx(ref, rel=1e-10, abs=1e-12)
+    # the V-statistic carries cdist's ~1e-6 self-distance noise / N (see energy.py)
+    assert ours == pytest.approx(ref, rel=1e-9, abs=2e-6 / 250)
 
 
 def test_properties():
@@ -53,7 +54,7 @@ def test_properties():
     # a large set still matches, through several cdist blocks (2048 rows each)
     big = rng.normal(size=(2100, 2))
     assert energy_distance(big, big[:50] + 1) == pytest.approx(
-        _numpy_energy(big, big[:50] + 1), rel=1e-9
+        _numpy_energy(big, big[:50] + 1), rel=1e-9, abs=2e-6 / 50
     )
 
 
@@ -70,7 +71,7 @@ def test_metric_class_is_split_invariant():
         metric.compute()
     unbiased = EnergyDistance(unbiased=True)
     unbiased.update(a, b)
-    assert float(unbiased.compute()) == pytest.approx(_numpy_energy(a, b, True), rel=1e-10)
+    assert float(unbiased.compute()) == pytest.approx(_numpy_energy(a, b, True), rel=1e-9)
 
 
 def test_bad_inputs_name_the_argument():
