@@ -137,7 +137,7 @@ def test_from_pretrained_errors(tmp_path):
 
 def test_multipart_roundtrip(tmp_path):
     torch.manual_seed(0)
-    dims = {"upper": 78, "hands": 180, "lower_trans": 57, "face": 100}
+    dims = {"upper": 78, "hands": 180, "lower": 57, "face": 100}
     tok = MultiPartTokenizer.tiny(dims)
     parts = {name: smooth_motion(2, 32, d, seed=i) for i, (name, d) in enumerate(dims.items())}
     for name, t in tok.parts.items():

@@ -4,6 +4,12 @@ huggingface_hub's mixin loads a folder leniently: a config key the constructor d
 take is dropped, NaN weights load as they are, and every failure surfaces as whatever the
 JSON, torch or safetensors layer raised, without saying which of the two files is at
 fault. Here each check names the file, the key and what was expected.
+
+This file exists twice, byte for byte: ``motion_tokenizers/_strict.py`` and
+``flow_backbones/_strict.py``. Both libraries save models with the mixin and must refuse a bad
+folder the same way, and libraries may not import each other (each installs alone), so neither
+can borrow the other's. It holds only the four pieces both loaders call; motion-tokenizers'
+``tests/test_strict.py`` fails when the two copies differ.
 """
 
 from __future__ import annotations

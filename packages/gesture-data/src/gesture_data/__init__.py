@@ -24,6 +24,7 @@ _LAZY = {
     "windows": ".datasets.windows",
     "rotations": ".rotations",
     "cache": ".cache",
+    "motion": ".motion",
     "render": ".render",
     "skeleton": ".skeleton",
     "features": ".features",

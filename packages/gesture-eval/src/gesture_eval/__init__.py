@@ -13,6 +13,7 @@ from gesture_eval.beat import (
     audio_onsets,
     beat_consistency,
     beat_consistency_detail,
+    mean_joint_speed,
 )
 from gesture_eval.body import SmplxRest, face_vertices, smplx_joints
 from gesture_eval.diversity import L1Diversity, l1_diversity
@@ -23,6 +24,7 @@ from gesture_eval.encoder import (
     fgd_features_batch,
     train_fgd_encoder,
 )
+from gesture_eval.energy import EnergyDistance, energy_distance
 from gesture_eval.errors import EvalError
 from gesture_eval.evaluate import evaluate
 from gesture_eval.face import FaceLVD, FaceMSE, face_lvd, face_mse
@@ -36,6 +38,7 @@ __all__ = [
     "SRGR",
     "BeatConsistency",
     "BeatConsistencyResult",
+    "EnergyDistance",
     "EvalError",
     "FGDEncoder",
     "FaceLVD",
@@ -49,6 +52,7 @@ __all__ = [
     "audio_onsets",
     "beat_consistency",
     "beat_consistency_detail",
+    "energy_distance",
     "evaluate",
     "face_lvd",
     "face_mse",
@@ -58,6 +62,7 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_stats",
     "l1_diversity",
+    "mean_joint_speed",
     "smplx_joints",
     "srgr",
     "sync_scores",

@@ -37,32 +37,46 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
 
 def atomic_directory(directory: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Fill a new hidden sibling folder with ``write(tmp_dir)``, then swap it in whole: no
-    file of an earlier save survives, and a reader sees the old folder or the new one."""
+    file of an earlier save survives, and a reader sees the old folder or the new one. A
+    process killed while writing leaves only a hidden ``.<name>.tmp-*`` sibling. The same
+    behaviour as ``motion_tokenizers.io.atomic_directory`` (without its ``per_entry`` mode);
+    one contract test runs against both (motion-tokenizers' ``tests/test_atomic_io.py``)."""
     directory = Path(directory).resolve()
     if directory.exists() and Path.cwd().resolve().is_relative_to(directory):
         raise EvalError(f"{directory}: refusing to replace the working directory")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_sibling(directory, "", _create_dir)
-    trash: list[Path] = []
     try:
         dir_mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0o777 & ~umask, applied by the kernel
         write(tmp)
         _set_modes(tmp, dir_mode)
+        _swap_in(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # already gone after a successful swap
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Rename the filled folder ``new`` onto ``target``.
+
+    ``rename`` replaces only an absent or empty folder, so an existing one is first renamed
+    to a hidden trash sibling and deleted once the new folder is in place. The loop covers
+    another process putting its own copy in between."""
+    trash: list[Path] = []
+    try:
         for _ in range(10):
             try:
-                os.rename(tmp, directory)  # replaces only an absent or empty folder
-                break
+                os.rename(new, target)
+                return
             except OSError as e:
-                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or directory.is_symlink():
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or target.is_symlink():
                     raise
-            old = directory.parent / f".{directory.name}.old-{secrets.token_hex(4)}"
+            old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
             with contextlib.suppress(FileNotFoundError):  # another writer moved it first
-                os.rename(directory, old)
+                os.rename(target, old)
                 trash.append(old)
-        else:
-            raise EvalError(f"{directory}: replaced by other writers 10 times in a row")
+        raise EvalError(f"{target}: replaced by other writers 10 times in a row")
     finally:
-        for old in [tmp, *trash]:
+        for old in trash:
             shutil.rmtree(old, ignore_errors=True)
 
 

@@ -30,6 +30,7 @@ default; pass ``fix_index_offset=True`` to check the threshold at the right fram
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -58,6 +59,7 @@ __all__ = [
     "beat_consistency",
     "beat_consistency_detail",
     "joint_speed",
+    "mean_joint_speed",
     "motion_beats",
 ]
 
@@ -102,6 +104,34 @@ def joint_speed(joints: np.ndarray, fps: float) -> np.ndarray:
         axis=0,
     )
     return np.linalg.norm(vel, axis=2)
+
+
+def mean_joint_speed(joints: Sequence, fps: float = 30.0) -> np.ndarray:
+    """Per-joint mean speed ``(J,)`` over sequences of ``(T, J, 3)`` joint positions.
+
+    BC's speed normaliser (``mean_velocity``) when BEAT2's ``mean_vel_smplxflame_30.npy``
+    does not apply (another skeleton or data set): :func:`joint_speed` of every frame of every
+    sequence, averaged per joint, floored at 1e-6 so a joint that never moves does not divide
+    BC's speeds by zero. Computed in the joints' dtype, as :func:`joint_speed` is.
+
+    Raises:
+        EvalError: no sequences, a sequence shorter than 2 frames or with NaN/inf, or
+            sequences with different joint counts (the message names ``joints[i]``).
+    """
+    check_fps(fps)
+    if len(joints) == 0:
+        raise EvalError("joints: expected at least one (T, J, 3) sequence, found none")
+    speeds = []
+    for i, seq in enumerate(joints):
+        arr = as_joints(seq, f"joints[{i}]")
+        if arr.shape[0] < 2:
+            raise EvalError(f"joints[{i}]: a speed needs at least 2 frames, found {arr.shape[0]}")
+        if speeds and arr.shape[1] != speeds[0].shape[1]:
+            raise EvalError(
+                f"joints[{i}]: {arr.shape[1]} joints, but joints[0] has {speeds[0].shape[1]}"
+            )
+        speeds.append(joint_speed(arr, fps))
+    return np.maximum(np.concatenate(speeds).mean(axis=0), 1e-6)
 
 
 def _roundtrip_22k(audio: np.ndarray, sample_rate: int) -> np.ndarray:

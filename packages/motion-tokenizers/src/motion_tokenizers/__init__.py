@@ -8,14 +8,21 @@ from .errors import CheckpointError, TokenizerInputError
 from .losses import acceleration_loss, reconstruction_loss, velocity_loss
 from .multipart import MultiPartTokenizer
 from .quantizers import Quantizer, QuantizerOutput, codebook_perplexity
-from .rvqvae import BEAT2_PART_DIMS, RVQVAE, SEG_PART_DIMS
-from .training import TokenizerTrainConfig, TokenizerTrainer
+from .rvqvae import BEAT2_PART_DIMS, PART_ALIASES, RVQVAE, SEG_PART_DIMS, canonical_part_name
+from .training import (
+    TokenizerLoss,
+    TokenizerTrainConfig,
+    TokenizerTrainer,
+    lr_factor,
+    tokenizer_loss,
+)
 from .vqvae import VQVAE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BEAT2_PART_DIMS",
+    "PART_ALIASES",
     "RVQVAE",
     "SEG_PART_DIMS",
     "VQVAE",
@@ -29,13 +36,17 @@ __all__ = [
     "ResConv1DBlock",
     "Resnet1D",
     "TokenizerInputError",
+    "TokenizerLoss",
     "TokenizerOutput",
     "TokenizerTrainConfig",
     "TokenizerTrainer",
     "acceleration_loss",
+    "canonical_part_name",
     "codebook_perplexity",
     "from_reference_checkpoint",
+    "lr_factor",
     "pad_to_multiple",
     "reconstruction_loss",
+    "tokenizer_loss",
     "velocity_loss",
 ]

@@ -100,8 +100,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     """Call ``write(tmp_path)`` on a new file beside ``path``, then rename it into place.
 
     The file gets the mode a plain ``open(path, "w")`` would (``0o666 & ~umask``, 0644 under
-    umask 022), not ``mkstemp``'s 0600, so colleagues on a shared disk can read it."""
+    umask 022), not ``mkstemp``'s 0600, so colleagues on a shared disk can read it. Missing
+    parent folders are created. ``gesture_eval._io`` carries the same writers (libraries never
+    import each other); ``tests/test_atomic_io.py`` holds both to one contract."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_sibling(path, ".tmp", _create_file)
     try:
         mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0o666 & ~umask, applied by the kernel

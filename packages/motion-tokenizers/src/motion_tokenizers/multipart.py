@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .base import MotionTokenizer
 from .errors import CheckpointError, TokenizerInputError
 from .io import atomic_directory
-from .rvqvae import BEAT2_PART_DIMS, RVQVAE, SEG_PART_DIMS
+from .rvqvae import BEAT2_PART_DIMS, RVQVAE, SEG_PART_DIMS, canonical_part_name
 from .vqvae import VQVAE
 
 TOKENIZER_CLASSES: dict[str, type[MotionTokenizer]] = {"RVQVAE": RVQVAE, "VQVAE": VQVAE}
@@ -114,7 +114,9 @@ class MultiPartTokenizer(nn.Module):
     def gesturelsm(
         cls, parts: tuple[str, ...] = tuple(BEAT2_PART_DIMS), **overrides
     ) -> MultiPartTokenizer:
-        """BEAT2 upper 78 / hands 180 / lower+trans 57 / face 100 -> 4 x 128 = 512-d latents."""
+        """BEAT2 upper 78 / hands 180 / lower (+ root velocity) 57 / face 100 -> 4 x 128 =
+        512-d latents."""
+        parts = tuple(canonical_part_name(p) for p in parts)
         return cls({p: RVQVAE.gesturelsm(p, **overrides) for p in parts}, latent_scale=5.0)
 
     @classmethod
@@ -180,12 +182,15 @@ class MultiPartTokenizer(nn.Module):
                 raise CheckpointError(
                     f"{cfg_path}: parts[{i}] needs a folder 'name', found {spec!r}"
                 )
-            if name in parts:
-                raise CheckpointError(f"{cfg_path}: part {name!r} listed twice")
+            # a folder saved under an old part name (lower_trans) loads under today's name; its
+            # sub-folder keeps the name it was saved with
+            key = canonical_part_name(name)
+            if key in parts:
+                raise CheckpointError(f"{cfg_path}: part {key!r} listed twice")
             kind = TOKENIZER_CLASSES.get(spec.get("class"))
             if kind is None:
                 raise CheckpointError(
                     f"{cfg_path}: part {name!r} has unknown class {spec.get('class')!r}"
                 )
-            parts[name] = kind.from_pretrained(directory / name)
+            parts[key] = kind.from_pretrained(directory / name)
         return cls(parts, latent_scale=latent_scale)

@@ -13,10 +13,19 @@ from .base import MotionTokenizer
 from .quantizers import Quantizer
 
 # GestureLSM's BEAT2 part widths: 6D rotations of 13 upper-body and 30 finger joints, 9 lower-body
-# joints plus the 3-d root velocity, and 100 FLAME expression coefficients.
-BEAT2_PART_DIMS = {"upper": 78, "hands": 180, "lower_trans": 57, "face": 100}
+# joints plus the 3-d root velocity, and 100 FLAME expression coefficients. The names are
+# gesture_data's BodyPartLayout.beat2() part names.
+BEAT2_PART_DIMS = {"upper": 78, "hands": 180, "lower": 57, "face": 100}
+# names earlier versions saved (tokenizer folders, configs) -> today's name
+PART_ALIASES = {"lower_trans": "lower"}
 # Semantic Gesticulator's two parts (3 channels per joint; the body includes root translation).
 SEG_PART_DIMS = {"body": 66, "hands": 114}
+
+
+def canonical_part_name(name: str) -> str:
+    """Today's name of a body part: ``"lower_trans"`` (the name GestureLSM and earlier
+    versions of this package used) -> ``"lower"``; any other name is returned unchanged."""
+    return PART_ALIASES.get(name, name)
 
 
 class RVQVAE(MotionTokenizer, PyTorchModelHubMixin):
@@ -89,7 +98,10 @@ class RVQVAE(MotionTokenizer, PyTorchModelHubMixin):
 
     @classmethod
     def gesturelsm(cls, part: str, **overrides) -> RVQVAE:
-        """GestureLSM's per-part tokenizer: 1024 codes x 6 layers, 128-d, width 512, depth 3, 4x."""
+        """GestureLSM's per-part tokenizer: 1024 codes x 6 layers, 128-d, width 512, depth 3, 4x.
+
+        ``part`` is a :data:`BEAT2_PART_DIMS` name (an old alias such as ``lower_trans`` too)."""
+        part = canonical_part_name(part)
         if part not in BEAT2_PART_DIMS:
             raise ValueError(f"part: expected one of {sorted(BEAT2_PART_DIMS)}, found {part!r}")
         return cls(BEAT2_PART_DIMS[part], **overrides)

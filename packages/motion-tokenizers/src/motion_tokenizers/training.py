@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,13 +23,69 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .base import MotionTokenizer
+from .base import MotionTokenizer, TokenizerOutput
 from .errors import CheckpointError
 from .io import atomic_directory, load_state, save_state
 from .losses import acceleration_loss, reconstruction_loss, velocity_loss
 from .multipart import TOKENIZER_CLASSES
 
 logger = logging.getLogger(__name__)
+
+
+# ----- the objective and the schedule (also used by gesture_apps' tokenizer recipe) ----------
+
+
+class TokenizerLoss(NamedTuple):
+    """The terms of :func:`tokenizer_loss`, each a 0-d tensor (``vel`` / ``acc`` are ``None``
+    when their weight is 0, so nothing is computed for them)."""
+
+    loss: Tensor  # the weighted total to backpropagate
+    recon: Tensor
+    commit: Tensor
+    vel: Tensor | None
+    acc: Tensor | None
+
+
+def tokenizer_loss(
+    out: TokenizerOutput,
+    target: Tensor,
+    *,
+    recon: str = "smooth_l1",
+    commit_weight: float = 0.02,
+    vel_weight: float = 0.0,
+    acc_weight: float = 0.0,
+) -> TokenizerLoss:
+    """T2M-GPT / MoMask / GestureLSM's tokenizer objective for one tokenizer's output.
+
+    ``loss = recon(out.recon, target) + commit_weight * out.commit_loss (+ vel_weight * velocity
+    loss + acc_weight * acceleration loss)``, with ``recon`` one of ``smooth_l1`` (default),
+    ``l1``, ``l2``.
+
+    Args:
+        out: the tokenizer's forward output; ``out.recon`` is ``(B, T, C)``.
+        target: the input windows ``(B, T, C)``. ``out.recon`` is cast to its dtype first, so
+            a reconstruction made under bf16 autocast is compared in float32 (and a float64
+            model's in float64).
+    """
+    pred = out.recon.to(target.dtype)
+    rec = reconstruction_loss(pred, target, recon)
+    loss = rec + commit_weight * out.commit_loss
+    vel = acc = None
+    if vel_weight > 0:
+        vel = velocity_loss(pred, target, recon)
+        loss = loss + vel_weight * vel
+    if acc_weight > 0:
+        acc = acceleration_loss(pred, target, recon)
+        loss = loss + acc_weight * acc
+    return TokenizerLoss(loss, rec, out.commit_loss, vel, acc)
+
+
+def lr_factor(step: int, warmup_steps: int, milestones: Sequence[int], gamma: float) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based, as ``LambdaLR`` passes it):
+    a linear warm-up from ``1 / warmup_steps`` to 1 over the first ``warmup_steps`` steps (none
+    when 0), times ``gamma`` for every milestone already reached (MoMask's MultiStepLR)."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    return warm * gamma ** sum(step >= m for m in milestones)
 
 
 @dataclass
@@ -118,10 +175,9 @@ class TokenizerTrainer:
     # ----- schedule and data -------------------------------------------------------------
 
     def lr_factor(self, step: int) -> float:
-        """Linear warm-up to 1 over ``warmup_steps``, then x ``gamma`` at each milestone."""
+        """:func:`lr_factor` with this trainer's ``warmup_steps``, ``milestones``, ``gamma``."""
         cfg = self.config
-        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
-        return warm * cfg.gamma ** sum(step >= m for m in cfg.milestones)
+        return lr_factor(step, cfg.warmup_steps, cfg.milestones, cfg.gamma)
 
     def next_batch(self) -> Tensor:
         """The next ``batch_size`` windows of a shuffled pass (reshuffled every epoch)."""
@@ -148,18 +204,20 @@ class TokenizerTrainer:
         model.train()
         with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=self._bf16):
             out = model(batch)
-        out_recon = out.recon.float()
-        recon = reconstruction_loss(out_recon, batch, cfg.recon_loss)
-        loss = recon + cfg.commit_weight * out.commit_loss
-        metrics = {"recon": recon.item(), "commit": out.commit_loss.item()}
-        if cfg.vel_weight > 0:
-            vel = velocity_loss(out_recon, batch, cfg.recon_loss)
-            loss = loss + cfg.vel_weight * vel
-            metrics["vel"] = vel.item()
-        if cfg.acc_weight > 0:
-            acc = acceleration_loss(out_recon, batch, cfg.recon_loss)
-            loss = loss + cfg.acc_weight * acc
-            metrics["acc"] = acc.item()
+        terms = tokenizer_loss(
+            out,
+            batch,
+            recon=cfg.recon_loss,
+            commit_weight=cfg.commit_weight,
+            vel_weight=cfg.vel_weight,
+            acc_weight=cfg.acc_weight,
+        )
+        loss = terms.loss
+        metrics = {"recon": terms.recon.item(), "commit": terms.commit.item()}
+        for name in ("vel", "acc"):
+            value = getattr(terms, name)
+            if value is not None:
+                metrics[name] = value.item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import csv
 import logging
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .._io import write_text_atomic
 from ..errors import DataError
 from ..features.audio import resample
+from ..motion import BEAT2_KEYS, read_arrays
 from .textgrid import read_textgrid
 
 log = logging.getLogger(__name__)
@@ -83,77 +84,14 @@ def find_root(root: str | Path) -> Path:
     raise DataError(root, "not a BEAT2 folder", key="smplxflame_30", expected="folder", found=None)
 
 
-_NPZ_SPEC = {"poses": 165, "trans": 3, "expressions": 100}
 SPLITS = ("train", "val", "test", "additional")
 
 
-def _real_array(path: Path, key: str, a: np.ndarray) -> np.ndarray:
-    # strings, objects and complex numbers would otherwise pass through astype(float32)
-    # (complex silently drops the imaginary part) or fail deep inside numpy
-    if a.dtype.kind not in "fiu":
-        raise DataError(path, "not real numbers", key=key, expected="float array", found=a.dtype)
-    return a
-
-
-def _frame_rate(path: Path, z) -> float:
-    if "mocap_frame_rate" not in z.files:
-        return 30.0
-    a = _real_array(path, "mocap_frame_rate", z["mocap_frame_rate"])
-    if a.size != 1:
-        raise DataError(
-            path, "not a scalar", key="mocap_frame_rate", expected="one value", found=a.shape
-        )
-    fps = float(a.reshape(()))
-    if not np.isfinite(fps) or fps <= 0:
-        raise DataError(path, "bad frame rate", key="mocap_frame_rate", expected="> 0", found=fps)
-    return fps
-
-
 def load_motion(path: str | Path) -> dict[str, np.ndarray]:
-    """Read and validate a BEAT2 ``smplxflame_30`` npz (no pickles)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "motion file missing")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(path, f"corrupt or truncated npz: {type(e).__name__}: {e}") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise DataError(path, "not an npz archive", expected="npz", found=type(z).__name__)
-    try:
-        with z:
-            files = set(z.files)
-            out = {}
-            for key in ("poses", "trans", "expressions", "betas"):
-                if key not in files:
-                    raise DataError(
-                        path, "key missing", key=key, expected="present", found=sorted(files)
-                    )
-                out[key] = _real_array(path, key, z[key])
-            fps = _frame_rate(path, z)
-    except DataError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise DataError(path, f"corrupt or truncated npz: {type(e).__name__}: {e}") from None
-    t = out["poses"].shape[0] if out["poses"].ndim == 2 else -1
-    for key, c in _NPZ_SPEC.items():
-        a = out[key]
-        if a.ndim != 2 or a.shape[1] != c or a.shape[0] != t:
-            raise DataError(
-                path, "wrong shape", key=key, expected=(t if t >= 0 else "T", c), found=a.shape
-            )
-        if not np.isfinite(a).all():
-            bad = int(np.flatnonzero(~np.isfinite(a).all(axis=1))[0])
-            raise DataError(path, f"non-finite values (first at frame {bad})", key=key)
-        out[key] = a.astype(np.float32)
-    if t == 0:
-        raise DataError(path, "empty motion", key="poses", expected="T > 0", found=0)
-    betas = out["betas"].reshape(-1)
-    if betas.size == 0 or not np.isfinite(betas).all():
-        raise DataError(
-            path, "empty or non-finite body shape", key="betas", expected="finite values"
-        )
-    out["betas"] = betas.astype(np.float32)
+    """Read and validate a BEAT2 ``smplxflame_30`` npz (no pickles): ``poses``, ``trans``,
+    ``expressions``, ``betas`` as float32 and ``fps``; all four arrays must be present (see
+    :func:`gesture_data.motion.read_beat2_npz` for the checks and the error raised)."""
+    out, fps = read_arrays(path, BEAT2_KEYS)
     out["fps"] = np.float32(fps)
     return out
 
@@ -358,6 +296,54 @@ class Vocabulary:
 
     def __getitem__(self, word: str) -> int:
         return self.stoi.get(word, self.UNK)
+
+    # ----- file format: ``vocab.txt`` --------------------------------------------------------
+    # One word per line in index order, UTF-8, "\n"-terminated, starting with the two reserved
+    # entries ``<pad>`` and ``<unk>``: exactly what the apps' exports have always written
+    # (``"\n".join(itos) + "\n"``), so their files load unchanged, and a diff shows added words.
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``vocab.txt`` (the format above) atomically; returns ``path``.
+
+        Raises:
+            ValueError: a word holds a line break (it would read back as two words).
+        """
+        bad = [w for w in self.itos if "\n" in w or "\r" in w]
+        if bad:
+            raise ValueError(f"vocabulary word {bad[0]!r} holds a line break")
+        write_text_atomic(path, "\n".join(self.itos) + "\n", newline="\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        """Read a ``vocab.txt`` written by :meth:`save` (or by the apps' exports; CRLF line
+        ends and a missing final newline are accepted).
+
+        Raises:
+            DataError: naming the file and line: missing or non-UTF-8 file, first entries not
+                ``<pad>`` / ``<unk>``, a word listed twice.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(path, "vocabulary file missing")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(path, f"not UTF-8 text ({e})") from None
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()  # the terminating newline
+        itos = [w.removesuffix("\r") for w in lines]
+        if itos[:2] != ["<pad>", "<unk>"]:
+            raise DataError(
+                path, "bad header", key="line 1-2", expected=["<pad>", "<unk>"], found=itos[:2]
+            )
+        vocab = cls()
+        for i, w in enumerate(itos[2:], start=3):
+            if w in vocab.stoi:
+                raise DataError(path, f"word {w!r} listed twice", key=f"line {i}")
+            vocab.add(w)
+        return vocab
 
 
 def frame_word_indices(

@@ -7,7 +7,9 @@ Prepared streams per clip (all frame-aligned at ``fps`` except ``audio``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -122,11 +124,7 @@ class WindowDataset(Dataset):
             out[name] = torch.from_numpy(x)
         a = c["audio"]
         if len(a) > len(c["rot6d"]) + 1:  # sample-rate features
-            spf = self.sample_rate / self.fps
-            a0, la = round(s * spf), round(self.pose_length * spf)
-            aw = np.zeros((la, a.shape[1]), np.float32)
-            seg = np.asarray(a[a0 : a0 + la])
-            aw[: len(seg)] = seg
+            aw = audio_window(a, s, self.pose_length, fps=self.fps, sample_rate=self.sample_rate)
         else:
             aw = np.array(a[s:e], np.float32)
         out["audio"] = torch.from_numpy(aw)
@@ -134,6 +132,80 @@ class WindowDataset(Dataset):
         out["clip"] = ci
         out["start"] = s
         return out
+
+
+# ----- window arithmetic shared by training, generation and streaming ------------------------
+
+
+def audio_window(
+    audio: np.ndarray, start: int, num_frames: int, *, fps: float = 30.0, sample_rate: int = 16000
+) -> np.ndarray:
+    """The audio under motion frames ``[start, start + num_frames)``.
+
+    Args:
+        audio: ``(N, C)`` features at the audio sample rate (or a memory-mapped view).
+        start: first motion frame.
+        num_frames: window length in motion frames.
+
+    Returns:
+        ``(round(num_frames * sample_rate / fps), C)`` float32, a fresh array starting at
+        sample ``round(start * sample_rate / fps)``, zero-padded past the end of ``audio``
+        (so the last window of a clip has the length of every other).
+    """
+    spf = sample_rate / fps
+    a0, la = round(start * spf), round(num_frames * spf)
+    out = np.zeros((la, audio.shape[1]), np.float32)
+    seg = np.asarray(audio[a0 : a0 + la])
+    out[: len(seg)] = seg
+    return out
+
+
+class WindowPlan(NamedTuple):
+    """How overlapping windows tile a sequence (see :func:`window_plan`)."""
+
+    windows: int  # number of windows
+    hop: int  # latent frames between window starts
+    latent_frames: int  # latent frames the windows cover: n + (windows - 1) * hop
+
+    def starts(self, factor: int) -> list[int]:
+        """Each window's first *motion* frame (``i * hop * factor``)."""
+        return [i * self.hop * factor for i in range(self.windows)]
+
+
+def window_plan(num_frames: int, pose_length: int, factor: int, seed_frames: int) -> WindowPlan:
+    """Tile ``num_frames`` motion frames with windows of ``pose_length`` frames whose first
+    ``seed_frames`` latent frames overlap the previous window (GestureLSM's sliding windows).
+
+    A window holds ``n = pose_length // factor`` latent frames (``factor``: the tokenizer's
+    temporal downsampling); window ``i`` covers latent frames ``[i * hop, i * hop + n)`` with
+    ``hop = n - seed_frames``. There are enough windows to reach the last frame: the tail is
+    padded, never dropped, so ``latent_frames * factor >= num_frames``.
+    """
+    n = pose_length // factor
+    hop = n - seed_frames
+    if n < 1 or hop < 1:
+        raise ValueError(
+            f"window_plan: pose_length {pose_length} // factor {factor} must exceed "
+            f"seed_frames {seed_frames}"
+        )
+    need = math.ceil(num_frames / factor)
+    windows = 1 if need <= n else 1 + math.ceil((need - n) / hop)
+    return WindowPlan(windows, hop, n + (windows - 1) * hop)
+
+
+def stitch_windows(pieces: Sequence[torch.Tensor], seed_frames: int, dim: int = 1) -> torch.Tensor:
+    """Join per-window outputs ``(B, n, D)`` of a :func:`window_plan` into ``(B, latent_frames,
+    D)``: the first window whole, every later one without its first ``seed_frames`` frames
+    (those repeat the previous window's last frames, which seeded it)."""
+    if not pieces:
+        raise ValueError("stitch_windows: no windows")
+    return torch.cat(
+        [
+            p if i == 0 else p.narrow(dim, seed_frames, p.shape[dim] - seed_frames)
+            for i, p in enumerate(pieces)
+        ],
+        dim=dim,
+    )
 
 
 def collate(items: list[dict]) -> dict:
@@ -281,14 +353,9 @@ def synthetic_windows(
     store = cached(cache_dir, "synthetic", [], settings, produce)
     vocab_path = store.path / "vocab.txt"
     if "vocab" in made and not vocab_path.exists():
-        from .._io import write_text_atomic
-
-        write_text_atomic(vocab_path, "\n".join(made["vocab"].itos) + "\n")
-    if vocab_path.exists():
-        itos = vocab_path.read_text(encoding="utf-8").split("\n")[:-1]
-        vocab = Vocabulary(itos[2:])
-    else:  # entry built by an older run without the vocabulary file
-        vocab = build()[1]
+        made["vocab"].save(vocab_path)
+    # an entry built by an older run has no vocabulary file: rebuild the vocabulary
+    vocab = Vocabulary.load(vocab_path) if vocab_path.exists() else build()[1]
     clips = [store.clip(i) for i in range(len(store.clips))]
     ds = WindowDataset(clips, pose_length, stride, normalizer=normalizer)
     return ds, vocab
