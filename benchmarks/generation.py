@@ -4,10 +4,11 @@
 
 Random weights at the GestureLSM preset (``configs lsm_gesturelsm``: 3 parts x 128 latents,
 denoiser 256 wide, 8 spatial-temporal + 3 cross blocks, 30.6 M parameters) and the 3-part
-``MultiPartTokenizer.gesturelsm`` (upper / hands / lower_trans RVQ-VAEs), built in memory: no
+``MultiPartTokenizer.gesturelsm`` (upper / hands / lower RVQ-VAEs), built in memory: no
 training, no downloads. The input is ``--seconds`` of the synthetic corpus' speech-like audio
-with its word alignment, run through :func:`gesture_apps.systems.gesturelsm.pipeline.generate_motion` (sliding
-128-frame windows, 4 seed latents, no dropped tail).
+with its word alignment, run through
+:func:`gesture_apps.systems.gesturelsm.pipeline.generate_motion` (sliding 128-frame windows, 4
+seed latents, no dropped tail).
 
 Rows: 1, 2, 4 and 20 Euler steps with guidance 2 (conditional + unconditional branch in one
 batch-2 forward), the one-step student (1 step, guidance 1: batch 1) and the same student under

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 
-from gesture_apps.data.codec import DATA_KEYS
 from gesture_apps.data.motion import Motion, write_beat2_npz
 from gesture_apps.runtime import TrainConfig, Trainer, load_config
 from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
@@ -62,7 +61,7 @@ def test_run_outputs_follow_the_umask(tmp_path):
         assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
 
 
-PART_DIMS = {"upper": 78, "hands": 180, "lower_trans": 57}
+PART_DIMS = {"upper": 78, "hands": 180, "lower": 57}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +80,7 @@ def write_lsm_export(folder: Path, parts, weights: dict[str, nn.Module]) -> None
         save_model(module, str(out / name))
     (out / "config.json").write_text(json.dumps(spec))
     (out / "vocab.txt").write_text("\n".join(Vocabulary(["a", "b"]).itos) + "\n")
-    d = {DATA_KEYS[p]: PART_DIMS[p] for p in spec["parts"]}  # data keys name the statistics
+    d = {p: PART_DIMS[p] for p in spec["parts"]}
     Normalizer({k: (np.zeros(n), np.ones(n)) for k, n in d.items()}).save(out / "normalizer.npz")
     tok.save_pretrained(out / "tokenizer")
 

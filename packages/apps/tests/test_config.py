@@ -68,7 +68,7 @@ def test_paper_and_tiny_tokenizer_presets():
     paper = load_config(TokenizerRecipeConfig, "tokenizer_gesturelsm")
     assert (paper.model.size, paper.train.batch_size, paper.train.lr) == ("gesturelsm", 256, 2e-4)
     assert paper.train.milestones == (200_000,) and paper.train.betas == (0.9, 0.99)
-    assert paper.model.parts == ("upper", "hands", "lower_trans", "face")
+    assert paper.model.parts == ("upper", "hands", "lower", "face")
     tiny = load_config(TokenizerRecipeConfig, "tokenizer_tiny")
     assert tiny.model.size == "tiny" and tiny.data.num_clips == 2
 

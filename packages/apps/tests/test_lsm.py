@@ -80,7 +80,7 @@ def test_trains_and_exports_a_generator(lsm_run, capsys):
     assert (export / "normalizer" / "normalizer.npz").is_file()
     assert (export / "tokenizer").is_dir()
     spec = json.loads((export / "generator" / "config.json").read_text())
-    assert spec["parts"] == ["upper", "hands", "lower_trans"] and spec["pose_length"] == 32
+    assert spec["parts"] == ["upper", "hands", "lower"] and spec["pose_length"] == 32
     assert spec["factor"] == 4 and spec["denoiser"]["max_cond_len"] == 8
     ckpt = lsm_run / "checkpoints" / "step_0000004"
     state = json.loads((ckpt / "trainer_state.json").read_text())

@@ -24,7 +24,7 @@ from motion_tokenizers import MultiPartTokenizer
 def bundle():
     torch.manual_seed(0)
     cfg = load_config(LSMRecipeConfig, "gesturelsm/tiny", ["tokenizer=unused"])
-    dims = {"upper": 78, "hands": 180, "lower_trans": 57}
+    dims = {"upper": 78, "hands": 180, "lower": 57}
     tok = MultiPartTokenizer.tiny({p: dims[p] for p in cfg.model.parts}).eval()
     spec = build_spec(cfg, tok, vocab_size=4)
     gen = LSMGenerator(spec).eval()

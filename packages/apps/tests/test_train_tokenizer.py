@@ -30,11 +30,11 @@ def test_trains_and_exports_a_loadable_tokenizer(straight_run, capsys):
     out = straight_run
     assert (out / "checkpoints" / "latest.txt").read_text().strip() == "step_0000004"
     tok = MultiPartTokenizer.from_pretrained(out / "tokenizer" / "tokenizer").eval()
-    assert tok.part_names == ["upper", "hands", "lower_trans", "face"]
+    assert tok.part_names == ["upper", "hands", "lower", "face"]
     norm = Normalizer.load(out / "tokenizer" / "normalizer" / "normalizer.npz")
     assert set(norm.stats) == {"upper", "hands", "lower"}  # the face stays raw
     x = {n: torch.randn(1, 32, d) for n, d in [("upper", 78), ("hands", 180)]}
-    x |= {"lower_trans": torch.randn(1, 32, 57), "face": torch.randn(1, 32, 100)}
+    x |= {"lower": torch.randn(1, 32, 57), "face": torch.randn(1, 32, 100)}
     z = tok.encode_continuous(x)
     assert z.shape == (1, 8, 64) and torch.isfinite(z).all()
     # un-averaged by default, as GestureLSM and MoMask train their tokenizers

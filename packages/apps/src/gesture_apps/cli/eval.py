@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_apps.evaluation.files import VARIANTS, MotionFileError, pair_files, read_motion_npz
+from gesture_apps.evaluation.files import VARIANTS, pair_files, read_motion_npz
+from gesture_data.motion import MotionFileError
 
 # ----- gesture eval ------------------------------------------------------------------------
 
@@ -143,7 +144,8 @@ def _mean_velocity(
     path: str | None, gt: list[np.ndarray], rest, fps: int
 ) -> tuple[np.ndarray, str]:
     """BC's (55,) per-joint speed normaliser: the given .npy, else the ground truth's mean."""
-    from gesture_apps.data.motion import joints_approx, mean_joint_speed
+    from gesture_apps.data.motion import joints_approx
+    from gesture_eval import mean_joint_speed
 
     if path is not None:
         try:

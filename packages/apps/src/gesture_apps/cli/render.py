@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_apps.evaluation.files import MotionFileError, read_motion_npz
+from gesture_apps.evaluation.files import read_motion_npz
+from gesture_data.motion import MotionFileError
 
 
 def add_render_command(sub) -> None:

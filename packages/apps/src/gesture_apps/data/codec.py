@@ -19,8 +19,6 @@ from gesture_data.rotations import rot6d_to_axis_angle
 from motion_tokenizers import BEAT2_PART_DIMS, MultiPartTokenizer
 from motion_tokenizers.errors import CheckpointError
 
-# the tokenizer's part names -> gesture_data's window keys
-DATA_KEYS = {"upper": "upper", "hands": "hands", "lower_trans": "lower", "face": "face"}
 UNNORMALISED = ("face",)
 
 
@@ -37,25 +35,24 @@ def check_normalizer(normalizer, path: str | Path, parts) -> None:
     for part in parts:
         if part in UNNORMALISED:
             continue
-        key = DATA_KEYS.get(part, part)
-        if key not in normalizer.stats:
-            raise CheckpointError(f"{path}: no statistics for part {key!r}")
-        mean, std = (np.asarray(a) for a in normalizer.stats[key])
+        if part not in normalizer.stats:
+            raise CheckpointError(f"{path}: no statistics for part {part!r}")
+        mean, std = (np.asarray(a) for a in normalizer.stats[part])
         want = (BEAT2_PART_DIMS[part],) if part in BEAT2_PART_DIMS else mean.shape
         if mean.shape != want or std.shape != want:
             raise CheckpointError(
-                f"{path}: '{key}/mean' and '{key}/std' must have shape {want}, found "
+                f"{path}: '{part}/mean' and '{part}/std' must have shape {want}, found "
                 f"{mean.shape} and {std.shape}"
             )
         for name, a in (("mean", mean), ("std", std)):
             if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all():
                 raise CheckpointError(
-                    f"{path}: '{key}/{name}' has non-finite or non-numeric values"
+                    f"{path}: '{part}/{name}' has non-finite or non-numeric values"
                 )
         if not (std >= MIN_STD).all():
             i = int(np.argmin(std))
             raise CheckpointError(
-                f"{path}: '{key}/std' must be at least {MIN_STD}, found {std[i]} at channel {i}"
+                f"{path}: '{part}/std' must be at least {MIN_STD}, found {std[i]} at channel {i}"
             )
 
 
@@ -110,7 +107,7 @@ def decode_latents(
     """Scaled latents ``(1, N, D)`` -> :class:`Motion` cut to ``num_frames``: the tokenizers
     decode each part, the normaliser restores units, the BEAT2 layout merges the parts."""
     parts = tokenizer.decode(latents)
-    parts = {DATA_KEYS[k]: v[0, :num_frames].float().cpu() for k, v in parts.items()}
+    parts = {k: v[0, :num_frames].float().cpu() for k, v in parts.items()}
     parts = normalizer.denormalize(parts)
     merged = BodyPartLayout.beat2().merge(parts)
     poses = rot6d_to_axis_angle(merged.rot.double()).float().numpy()

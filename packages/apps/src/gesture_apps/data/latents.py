@@ -7,7 +7,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gesture_apps.data.codec import DATA_KEYS
 from gesture_apps.data.windows import PartWindows
 from motion_tokenizers import MultiPartTokenizer
 
@@ -47,5 +46,5 @@ def encode_windows(tok: MultiPartTokenizer, parts_ds: PartWindows, batch: int = 
     out = []
     for s in range(0, len(parts_ds), batch):
         items = collate([parts_ds[i] for i in range(s, min(s + batch, len(parts_ds)))])
-        out.append(tok.encode_continuous({n: items[DATA_KEYS[n]] for n in names}))
+        out.append(tok.encode_continuous({n: items[n] for n in names}))
     return torch.cat(out)

@@ -1,54 +1,18 @@
-"""Generated motion: the BEAT2 npz layout, rendering and joint helpers."""
+"""Generated motion on screen: stick-figure video and approximate SMPL-X joints.
+
+:class:`Motion` and the BEAT2 npz reader/writer live in :mod:`gesture_data.motion`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from gesture_apps.data.speech import FPS, SAMPLE_RATE
+from gesture_apps.data.speech import SAMPLE_RATE
 from gesture_apps.errors import GenerationError
-from motion_tokenizers.io import atomic_write
-
-
-@dataclass
-class Motion:
-    """Generated motion in BEAT2's SMPL-X layout at ``fps``."""
-
-    poses: np.ndarray  # (T, 165) float32 axis-angle, 55 joints
-    trans: np.ndarray  # (T, 3) metres, Y up
-    expressions: np.ndarray  # (T, 100) FLAME coefficients (zeros unless the face is generated)
-    fps: int = FPS
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.poses.shape[0])
-
-
-def write_beat2_npz(path: str | Path, motion: Motion) -> Path:
-    """BEAT2's ``smplxflame_30`` npz layout, written to a temporary file then renamed."""
-    path = Path(path)
-    if path.is_dir():
-        raise GenerationError(f"{path}: is a folder; give a .npz file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "poses": np.asarray(motion.poses, np.float32),
-        "trans": np.asarray(motion.trans, np.float64),
-        "expressions": np.asarray(motion.expressions, np.float64),
-        "betas": np.zeros(300, np.float32),
-        "model": np.array("smplx2020"),
-        "gender": np.array("neutral"),
-        "mocap_frame_rate": np.array(motion.fps, np.int32),
-    }
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-            np.savez(fh, **arrays)
-
-    atomic_write(path, write)  # keeps the umask's mode (mkstemp would leave 0600)
-    return path
+from gesture_data.motion import Motion, write_beat2_npz
 
 
 def render_video(
@@ -84,10 +48,4 @@ def joints_approx(poses: np.ndarray, trans: np.ndarray | None = None) -> np.ndar
     return np.asarray(j, np.float32)
 
 
-def mean_joint_speed(joints: list[np.ndarray], fps: float = FPS) -> np.ndarray:
-    """Per-joint mean speed ``(J,)`` over sequences of ``(T, J, 3)`` joints: BC's speed
-    normaliser when BEAT2's ``mean_vel`` file does not apply."""
-    from gesture_eval.beat import joint_speed
-
-    speeds = np.concatenate([joint_speed(j, fps) for j in joints])
-    return np.maximum(speeds.mean(axis=0), 1e-6)
+__all__ = ["Motion", "joints_approx", "render_video", "write_beat2_npz"]

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gesture_data.motion import read_arrays
+
 VARIANTS = ("evaltools", "cvpr24")
-
-
-NUM_POSE = 165  # SMPL-X axis-angle, 55 joints
-
-
-class MotionFileError(ValueError):
-    """A BEAT2 npz is missing, unreadable or holds the wrong arrays (names file and field)."""
 
 
 @dataclass
@@ -31,55 +25,12 @@ class Pair:
 def read_motion_npz(path: str | Path) -> dict[str, np.ndarray | float | None]:
     """BEAT2 npz -> ``{"poses" (T, 165) float32, "trans" (T, 3) float32 or None, "fps"}``.
 
-    Only ``poses`` is required (a method's output may carry nothing else); ``trans``, if
-    present, must match it. Raises :class:`MotionFileError` naming the file and field.
+    Only ``poses`` is required (a method's output may carry nothing else); ``trans`` is None
+    when the file has none (evaluation then scores the pose alone). Checked by
+    :func:`gesture_data.motion.read_arrays`: :class:`MotionFileError` names the file and key.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MotionFileError(f"{path}: motion file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "poses" not in z.files:
-                raise MotionFileError(f"{path}: no 'poses' array (found {sorted(z.files)})")
-            poses = z["poses"]
-            trans = z["trans"] if "trans" in z.files else None
-            fps = (
-                _frame_rate(path, z["mocap_frame_rate"]) if "mocap_frame_rate" in z.files else 30.0
-            )
-    except MotionFileError:
-        raise
-    except (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
-        raise MotionFileError(f"{path}: not a readable npz ({type(e).__name__}: {e})") from None
-    if poses.ndim != 2 or poses.shape[1] != NUM_POSE or poses.shape[0] == 0:
-        raise MotionFileError(f"{path}: 'poses' must be (T, {NUM_POSE}), found {poses.shape}")
-    _check_finite(path, "poses", poses)
-    if trans is not None:
-        if trans.shape != (poses.shape[0], 3):
-            raise MotionFileError(
-                f"{path}: 'trans' must be ({poses.shape[0]}, 3) like 'poses', found {trans.shape}"
-            )
-        _check_finite(path, "trans", trans)
-        trans = trans.astype(np.float32)
-    if not (np.isfinite(fps) and fps > 0):
-        raise MotionFileError(f"{path}: 'mocap_frame_rate' must be positive, found {fps}")
-    return {"poses": poses.astype(np.float32), "trans": trans, "fps": fps}
-
-
-def _frame_rate(path: Path, a: np.ndarray) -> float:
-    """BEAT2 stores ``mocap_frame_rate`` as one number; anything else is named, not cast."""
-    if a.size != 1 or not np.issubdtype(a.dtype, np.number):
-        raise MotionFileError(
-            f"{path}: 'mocap_frame_rate' must be one number, found {a.dtype} of shape {a.shape}"
-        )
-    return float(a.reshape(()))
-
-
-def _check_finite(path: Path, key: str, a: np.ndarray) -> None:
-    if not np.issubdtype(a.dtype, np.number):
-        raise MotionFileError(f"{path}: '{key}' must be numeric, found dtype {a.dtype}")
-    if not np.isfinite(a).all():
-        bad = int(np.flatnonzero(~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1))[0])
-        raise MotionFileError(f"{path}: '{key}' has non-finite values (first at frame {bad})")
+    arrays, fps = read_arrays(path, ("poses",))
+    return {"poses": arrays["poses"], "trans": arrays.get("trans"), "fps": fps}
 
 
 def pair_files(pred: str | Path, gt: str | Path, audio: str | Path | None = None) -> list[Pair]:

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
 from gesture_apps.errors import one_line
+from motion_tokenizers import lr_factor
 from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_directory, atomic_write, load_state, save_state
 
@@ -165,8 +166,7 @@ class Trainer:
     def lr_factor(self, step: int) -> float:
         """Linear warm-up to 1 over ``warmup_steps``, then x ``gamma`` at each milestone."""
         cfg = self.config
-        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
-        return warm * cfg.gamma ** sum(step >= m for m in cfg.milestones)
+        return lr_factor(step, cfg.warmup_steps, cfg.milestones, cfg.gamma)
 
     def order(self, epoch: int) -> Tensor:
         """The shuffled item order of pass ``epoch``: a pure function of (seed, epoch)."""

@@ -374,7 +374,7 @@ def reconstruct(bundle, clip: Clip) -> np.ndarray:
     (the last frame repeated up to the tokenizer's downsampling factor, then cropped)."""
     import torch
 
-    from gesture_apps.data.codec import DATA_KEYS, decode_motion
+    from gesture_apps.data.codec import decode_latents
     from gesture_data.datasets.windows import WindowDataset, collate, prepare_clip
     from motion_tokenizers import pad_to_multiple
 
@@ -382,9 +382,11 @@ def reconstruct(bundle, clip: Clip) -> np.ndarray:
     t = prepared["rot6d"].shape[0]
     item = collate([WindowDataset([prepared], t, t, normalizer=bundle.normalizer)[0]])
     tok, f = bundle.tokenizer, bundle.spec["factor"]
-    parts = {n: pad_to_multiple(item[DATA_KEYS[n]], f)[0] for n in tok.part_names}
+    parts = {n: pad_to_multiple(item[n], f)[0] for n in tok.part_names}
     with torch.no_grad():
-        return decode_motion(bundle, tok.encode_continuous(parts), t).poses
+        return decode_latents(
+            bundle.tokenizer, bundle.normalizer, tok.encode_continuous(parts), t
+        ).poses
 
 
 def generate_split(bundle, clips: list[Clip], steps: int, guidance: float) -> list:
@@ -470,7 +472,8 @@ def fgd_ratios(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
 
 def mean_speed(poses: list[np.ndarray], fps: int = 30) -> np.ndarray:
     """Per-joint mean speed (55,) of the training clips (BEAT2's ``mean_vel`` analogue)."""
-    from gesture_apps.data.motion import joints_approx, mean_joint_speed
+    from gesture_apps.data.motion import joints_approx
+    from gesture_eval import mean_joint_speed
 
     return mean_joint_speed([joints_approx(p) for p in poses], fps)
 

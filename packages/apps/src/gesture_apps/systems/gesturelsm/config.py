@@ -7,6 +7,7 @@ from typing import Literal
 
 from gesture_apps.data.windows import DataConfig
 from gesture_apps.runtime import TrainConfig
+from motion_tokenizers import canonical_part_name
 
 EXPORT = "lsm"
 
@@ -26,7 +27,7 @@ class LSMModelConfig:
     """The ``model:`` section. Unset sizes take the ``size`` preset's value."""
 
     size: Literal["gesturelsm", "tiny"] = "gesturelsm"
-    parts: tuple[str, ...] = ("upper", "hands", "lower_trans")
+    parts: tuple[str, ...] = ("upper", "hands", "lower")
     latent_dim: int | None = None
     ff_size: int | None = None
     num_layers: int | None = None
@@ -46,6 +47,8 @@ class LSMModelConfig:
     def __post_init__(self) -> None:
         if not self.parts:
             raise ValueError("parts: at least one tokenizer part is required")
+        # the first release named BEAT2's lower body `lower_trans`: saved runs still resume
+        self.parts = tuple(canonical_part_name(p) for p in self.parts)
         for name in ("seed_drop", "word_drop"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -17,7 +17,6 @@ import torch
 from torch import Tensor, nn
 
 from flow_backbones.distillation import OneStepGenerator
-from gesture_apps.data.codec import DATA_KEYS
 from gesture_apps.data.latents import LatentWindows, encode_windows
 from gesture_apps.data.windows import PartWindows, load_windows
 from gesture_apps.systems.distill.config import DistillRecipeConfig
@@ -41,7 +40,7 @@ def load_lsm_teacher(cfg: DistillRecipeConfig, run_dir: Path | None = None) -> T
     data = dataclasses.replace(cfg.data, pose_length=bundle.spec["pose_length"])
     windows, vocab = load_windows(data)
     _remap_words(windows, vocab, bundle.vocab)
-    parts = [DATA_KEYS[p] for p in tok.part_names]
+    parts = list(tok.part_names)
     latents = encode_windows(tok, PartWindows(windows, parts, bundle.normalizer))
     ds = LatentWindows(windows, latents)
     feats = []

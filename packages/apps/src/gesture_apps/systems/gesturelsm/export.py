@@ -28,7 +28,7 @@ from gesture_apps.systems.gesturelsm.config import EXPORT
 from gesture_apps.systems.gesturelsm.model import LSMGenerator
 from gesture_data import Normalizer
 from gesture_data.datasets.beat2 import Vocabulary
-from motion_tokenizers import MultiPartTokenizer
+from motion_tokenizers import MultiPartTokenizer, canonical_part_name
 
 SYSTEM = "gesturelsm"
 # generator config keys generation reads, with their types (a hand-edited or foreign export
@@ -86,7 +86,7 @@ def write_lsm_bundle(
                 normalizer_config(normalizer),
                 lambda sub: normalizer.save(sub / "normalizer.npz"),
             ),
-            "vocabulary": ({"size": len(vocab)}, lambda sub: _save_vocab(vocab, sub / "vocab.txt")),
+            "vocabulary": ({"size": len(vocab)}, lambda sub: vocab.save(sub / "vocab.txt")),
         },
     )
 
@@ -127,6 +127,9 @@ def _load_lsm(folder_s: str, ema: bool, device: str, stamp: tuple = ()) -> LSMBu
         _check_spec(spec, where)
         if not bundle.legacy and spec != bundle.config("generator"):
             raise GenerationError(f"{where}: differs from the generator config in manifest.json")
+        # first-release exports name BEAT2's lower body `lower_trans`; the tokenizers load it
+        # under today's name
+        spec = {**spec, "parts": [canonical_part_name(p) for p in spec["parts"]]}
         gen = LSMGenerator(spec)
         weights = bundle.path("generator", "model_ema.safetensors" if ema else "model.safetensors")
         if not weights.is_file():
@@ -142,7 +145,7 @@ def _load_lsm(folder_s: str, ema: bool, device: str, stamp: tuple = ()) -> LSMBu
                 f"{spec['parts']}"
             )
         normalizer = load_normalizer(bundle, spec["parts"])
-        vocab = _load_vocab(bundle.path("vocabulary", "vocab.txt"))
+        vocab = Vocabulary.load(bundle.path("vocabulary", "vocab.txt"))
     except GenerationError:
         raise
     except Exception as e:  # json, safetensors, torch and our loaders raise many types
@@ -170,11 +173,3 @@ def _check_spec(spec: Any, path: Path) -> None:
             raise GenerationError(f"{path}: {key!r} must be at least 1, found {value}")
     if spec["pose_length"] % spec["factor"]:
         raise GenerationError(f"{path}: 'pose_length' is not a multiple of 'factor'")
-
-
-def _save_vocab(vocab: Vocabulary, path: Path) -> None:
-    path.write_text("\n".join(vocab.itos) + "\n", encoding="utf-8")
-
-
-def _load_vocab(path: Path) -> Vocabulary:
-    return Vocabulary(path.read_text(encoding="utf-8").split("\n")[:-1][2:])

@@ -8,7 +8,7 @@ the conditional and the unconditional branch in one batched forward.
 
 Example::
 
-    from gesture_apps.pipelines import generate, write_beat2_npz
+    from gesture_apps.systems.gesturelsm.pipeline import generate, write_beat2_npz
     motion = generate("speech.wav", checkpoint="runs/lsm", textgrid="words.TextGrid", steps=2)
     motion.poses.shape  # (T, 165) axis-angle, T = floor(seconds * 30)
     write_beat2_npz("motion.npz", motion)
@@ -24,12 +24,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from flow_backbones import cfg_combine, sample_euler
 from gesture_apps.data.codec import decode_latents
 from gesture_apps.data.motion import Motion, write_beat2_npz
 from gesture_apps.data.speech import FPS, MIN_SECONDS, SAMPLE_RATE, read_audio, read_words
 from gesture_apps.errors import GenerationError
 from gesture_apps.runtime.device import resolve_device
 from gesture_apps.systems.gesturelsm.export import LSMBundle, load_lsm
+from gesture_data.datasets.beat2 import frame_word_indices
+from gesture_data.datasets.windows import audio_window, stitch_windows, window_plan
+from gesture_data.features.audio import onset_amplitude
 
 # sampling steps per window: the shortcut model is trained on step sizes down to 1/128, and
 # past a few hundred Euler steps the output no longer changes; a typo such as 100000 would
@@ -44,17 +48,6 @@ MAX_STEPS = 1000
 
 
 # ----- generation --------------------------------------------------------------------------
-
-
-def window_plan(num_frames: int, pose_length: int, factor: int, seed_frames: int):
-    """(windows, hop in latent frames, latent frames covered) for ``num_frames`` motion frames:
-    window ``i`` covers latent frames ``[i * hop, i * hop + N)``; enough windows to reach the
-    last frame (the tail is padded, never dropped)."""
-    n = pose_length // factor
-    hop = n - seed_frames
-    need = math.ceil(num_frames / factor)
-    windows = 1 if need <= n else 1 + math.ceil((need - n) / hop)
-    return windows, hop, n + (windows - 1) * hop
 
 
 @torch.no_grad()  # not inference_mode: FLOP counters and hooks need autograd metadata
@@ -72,9 +65,6 @@ def generate_motion(
     """Audio samples ``(N,)`` at 16 kHz (+ word intervals) -> :class:`Motion` of
     ``floor(N * 30 / 16000)`` frames. ``bf16`` runs the networks under bfloat16 autocast
     (faster where the CPU has bf16 units; joint rotations move by a few degrees at most)."""
-    from flow_backbones import sample_euler
-    from gesture_data.datasets.beat2 import frame_word_indices
-    from gesture_data.features.audio import onset_amplitude
 
     spec, gen = bundle.spec, bundle.generator
     steps = int(steps if steps is not None else spec["sample"]["steps"])
@@ -86,22 +76,18 @@ def generate_motion(
     device = next(gen.parameters()).device
     L, f, s = spec["pose_length"], spec["factor"], gen.seed_frames
     T = int(audio.size * FPS // SAMPLE_RATE)
-    W, hop, n_cover = window_plan(T, L, f, s)
-    n = L // f
-    spf = SAMPLE_RATE / FPS
-    frames_cover = n_cover * f
+    plan = window_plan(T, L, f, s)
+    W, n = plan.windows, L // f
 
     feats_audio = onset_amplitude(audio, SAMPLE_RATE)  # (N, 2)
-    la = round(L * spf)
-    total = round((W - 1) * hop * f * spf) + la
-    padded = np.zeros((max(total, feats_audio.shape[0]), 2), np.float32)
-    padded[: feats_audio.shape[0]] = feats_audio
-    word_idx = np.zeros(frames_cover, np.int64)
+    word_idx = np.zeros(plan.latent_frames * f, np.int64)
     if words:
         word_idx[:T] = frame_word_indices(words, T, FPS, bundle.vocab)
 
-    starts = [i * hop * f for i in range(W)]
-    a_win = np.stack([padded[round(st * spf) : round(st * spf) + la] for st in starts])
+    starts = plan.starts(f)
+    a_win = np.stack(
+        [audio_window(feats_audio, st, L, fps=FPS, sample_rate=SAMPLE_RATE) for st in starts]
+    )
     w_win = np.stack([word_idx[st : st + L] for st in starts])
     # bf16: matmuls and convolutions in bfloat16 (about 1.4x on CPUs with bf16 units); the
     # Euler state and the tokenizer's code search stay fp32
@@ -145,9 +131,9 @@ def generate_motion(
                 seed_i = None if seed_i is None else torch.cat([seed_i, seed_i])
             fn = _velocity(den, kv, seed_i, guidance if guided else None)
             z = sample_euler(fn, noise[i : i + 1], steps, pass_step_size=True)
-            pieces.append(z if i == 0 else z[:, s:])
+            pieces.append(z)
             prev = z
-        latents = torch.cat(pieces, dim=1)  # (1, n_cover, D)
+        latents = stitch_windows(pieces, s)  # (1, plan.latent_frames, D)
         return decode_latents(bundle.tokenizer, bundle.normalizer, latents, T)
 
 
@@ -155,7 +141,6 @@ def _velocity(den, cross_kv, seed: Tensor | None, guidance: float | None):
     """``(x, t, d) -> v`` of one window: the denoiser on cached cross-attention keys/values;
     with ``guidance``, the cached batch is [conditional | unconditional] and the two velocities
     are combined (what ``flow_backbones.conditioned`` does, without recomputing the keys)."""
-    from flow_backbones import cfg_combine
 
     def fn(x: Tensor, t: Tensor, d: Tensor) -> Tensor:
         if guidance is None:

@@ -31,7 +31,6 @@ import torch
 from torch import Tensor, nn
 
 from flow_backbones import ShortcutLoss, build_reflow_pairs
-from gesture_apps.data.codec import DATA_KEYS
 from gesture_apps.data.latents import LatentWindows, encode_windows
 from gesture_apps.data.windows import DataConfig, PartWindows, load_windows
 from gesture_apps.errors import ConfigError
@@ -134,7 +133,7 @@ def build_pairs(cfg: ReflowRecipeConfig, bundle, windows) -> PairsDataset:
     from gesture_data.datasets.windows import collate
 
     gen, tok = bundle.generator, bundle.tokenizer
-    parts = [DATA_KEYS[p] for p in tok.part_names]
+    parts = list(tok.part_names)
     latents = encode_windows(tok, PartWindows(windows, parts, bundle.normalizer))
     ds = LatentWindows(windows, latents)
     feats = []

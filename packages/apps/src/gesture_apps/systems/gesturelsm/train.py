@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from flow_backbones import ShortcutLoss
-from gesture_apps.data.codec import DATA_KEYS, load_tokenizer_bundle
+from gesture_apps.data.codec import load_tokenizer_bundle
 from gesture_apps.data.latents import LatentWindows, encode_windows
 from gesture_apps.data.windows import PartWindows, load_windows
 from gesture_apps.errors import ConfigError
@@ -147,7 +147,7 @@ def prepare(
             f"downsampling factor {tok.downsample_factor}"
         )
     windows, vocab = load_windows(cfg.data)
-    data_parts = [DATA_KEYS[p] for p in cfg.model.parts]
+    data_parts = list(cfg.model.parts)
     latents = encode_windows(tok, PartWindows(windows, data_parts, normalizer))
     dataset = LatentWindows(windows, latents)
     spec = build_spec(cfg, tok, len(vocab))

@@ -7,7 +7,7 @@ from typing import Literal
 
 from gesture_apps.data.windows import DataConfig
 from gesture_apps.runtime import TrainConfig
-from motion_tokenizers import BEAT2_PART_DIMS
+from motion_tokenizers import BEAT2_PART_DIMS, canonical_part_name
 
 
 @dataclass
@@ -16,7 +16,7 @@ class TokenizerModelConfig:
 
     kind: Literal["multipart", "rvqvae"] = "multipart"
     size: Literal["gesturelsm", "tiny"] = "gesturelsm"
-    parts: tuple[str, ...] = ("upper", "hands", "lower_trans", "face")
+    parts: tuple[str, ...] = ("upper", "hands", "lower", "face")
     quantizer: Literal["rvq", "vq", "fsq", "rfsq", "lfq"] = "rvq"
     nb_code: int | None = None
     code_dim: int | None = None
@@ -32,6 +32,8 @@ class TokenizerModelConfig:
     latent_scale: float = 5.0
 
     def __post_init__(self) -> None:
+        # the first release named BEAT2's lower body `lower_trans`: saved runs still resume
+        self.parts = tuple(canonical_part_name(p) for p in self.parts)
         bad = [p for p in self.parts if p not in BEAT2_PART_DIMS]
         if bad or not self.parts:
             raise ValueError(f"parts: expected names from {list(BEAT2_PART_DIMS)}, found {bad}")

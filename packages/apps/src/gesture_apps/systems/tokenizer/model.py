@@ -6,10 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from gesture_apps.data.codec import DATA_KEYS
 from gesture_apps.systems.tokenizer.config import TokenizerModelConfig
-from motion_tokenizers import BEAT2_PART_DIMS, RVQVAE, MultiPartTokenizer
-from motion_tokenizers.losses import acceleration_loss, reconstruction_loss, velocity_loss
+from motion_tokenizers import BEAT2_PART_DIMS, RVQVAE, MultiPartTokenizer, tokenizer_loss
 
 
 def build_tokenizer(cfg: TokenizerModelConfig) -> RVQVAE | MultiPartTokenizer:
@@ -45,16 +43,18 @@ class TokenizerObjective(nn.Module):
         total, metrics = 0.0, {}
         dtype = next(self.parameters()).dtype  # a float64 model (parity checks) gets float64 data
         for name in self.part_names:
-            x = batch[DATA_KEYS[name]].to(dtype)
+            x = batch[name].to(dtype)
             out = self.part(name)(x)
-            recon = reconstruction_loss(out.recon, x, cfg.recon)
-            loss = recon + cfg.commit_weight * out.commit_loss
-            if cfg.vel_weight > 0:
-                loss = loss + cfg.vel_weight * velocity_loss(out.recon, x, cfg.recon)
-            if cfg.acc_weight > 0:
-                loss = loss + cfg.acc_weight * acceleration_loss(out.recon, x, cfg.recon)
-            total = total + loss
-            metrics[f"recon/{name}"] = recon.detach()
+            terms = tokenizer_loss(
+                out,
+                x,
+                recon=cfg.recon,
+                commit_weight=cfg.commit_weight,
+                vel_weight=cfg.vel_weight,
+                acc_weight=cfg.acc_weight,
+            )
+            total = total + terms.loss
+            metrics[f"recon/{name}"] = terms.recon.detach()
             metrics[f"commit/{name}"] = out.commit_loss.detach()
             metrics[f"perplexity/{name}"] = out.perplexity.detach()
         return total, metrics

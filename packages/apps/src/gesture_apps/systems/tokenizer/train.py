@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gesture_apps.data.codec import DATA_KEYS, UNNORMALISED, normalizer_config
+from gesture_apps.data.codec import UNNORMALISED, normalizer_config
 from gesture_apps.data.windows import PartWindows, fit_normalizer, load_windows
 from gesture_apps.runtime import EMA, Trainer, TrainResult, to_dict
 from gesture_apps.runtime.bundle import write_bundle
@@ -58,7 +58,7 @@ def prepare(
     progress: bool = True,
 ) -> TokenizerRun:
     """Build data, model and trainer (and restore ``resume``); writes nothing yet."""
-    data_parts = [DATA_KEYS[p] for p in cfg.model.parts]
+    data_parts = list(cfg.model.parts)
     windows, _ = load_windows(cfg.data)
     normalizer = fit_normalizer(windows, [p for p in data_parts if p not in UNNORMALISED], cfg.data)
     dataset = PartWindows(windows, data_parts, normalizer)
