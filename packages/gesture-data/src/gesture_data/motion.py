@@ -138,20 +138,24 @@ def read_arrays(path: str | Path, required: Iterable[str]) -> tuple[dict[str, np
         raise MotionFileError(path, f"corrupt or truncated npz: {type(e).__name__}: {e}") from None
     poses = out["poses"]
     T = poses.shape[0] if poses.ndim == 2 else -1
+    if T == 0:  # before the other arrays are measured against it
+        raise MotionFileError(path, "empty motion", key="poses", expected="T > 0", found=0)
     for key, width in FRAME_KEYS.items():
         if key not in out:
             continue
         a = out[key]
         if a.ndim != 2 or a.shape[1] != width or a.shape[0] != T:
             raise MotionFileError(
-                path, "wrong shape", key=key, expected=(T if T >= 0 else "T", width), found=a.shape
+                path,
+                "wrong shape",
+                key=key,
+                expected=f"({T if T >= 0 else 'T'}, {width})",
+                found=a.shape,
             )
         if not np.isfinite(a).all():
             bad = int(np.flatnonzero(~np.isfinite(a).all(axis=1))[0])
             raise MotionFileError(path, f"non-finite values (first at frame {bad})", key=key)
         out[key] = a.astype(np.float32)
-    if T == 0:
-        raise MotionFileError(path, "empty motion", key="poses", expected="T > 0", found=0)
     if "betas" in out:
         betas = out["betas"].reshape(-1)
         if betas.size == 0 or not np.isfinite(betas).all():

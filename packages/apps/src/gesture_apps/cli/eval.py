@@ -151,10 +151,10 @@ def _mean_velocity(
         try:
             mv = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
-            raise MotionFileError(f"{path}: cannot read mean velocity ({e})") from None
+            raise MotionFileError(path, f"cannot read mean velocity ({e})") from None
         mv = np.asarray(mv, np.float64).reshape(-1)
         if mv.shape != (55,) or not np.isfinite(mv).all() or (mv <= 0).any():
-            raise MotionFileError(f"{path}: mean velocity must be 55 positive finite values")
+            raise MotionFileError(path, "mean velocity must be 55 positive finite values")
         return mv, str(path)
     if rest is not None:
         from gesture_eval import smplx_joints

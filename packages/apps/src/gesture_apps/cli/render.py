@@ -48,7 +48,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     trans = data["trans"] if data["trans"] is not None else np.zeros((len(poses), 3), np.float32)
     fps = data["fps"]
     if fps != round(fps):
-        raise MotionFileError(f"{args.motion}: 'mocap_frame_rate' must be whole, found {fps}")
+        raise MotionFileError(args.motion, f"'mocap_frame_rate' must be whole, found {fps}")
     motion = Motion(poses, trans, np.zeros((len(poses), 100), np.float32), fps=int(fps))
     render_video(out, motion, audio, size=args.size)
     print(f"render: {motion.num_frames} frames ({motion.num_frames / fps:.2f} s) -> {out}")

@@ -60,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from gesture_apps.runtime.curves import plot_curves
+
 logger = logging.getLogger(__name__)
 
 METHODS = ("teacher", "student_1step", "baseline_other_clip", "baseline_mean_pose", "ground_truth")
@@ -479,30 +481,6 @@ def mean_speed(poses: list[np.ndarray], fps: int = 30) -> np.ndarray:
 
 
 # ----- outputs -----------------------------------------------------------------------------
-
-
-def plot_curves(history: dict[str, list[dict]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(history), figsize=(4 * len(history), 3.2))
-    for ax, (name, rows) in zip(np.atleast_1d(axes), history.items(), strict=True):
-        pts = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker=".")
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_yscale("log" if pts and min(p[1] for p in pts) > 0 else "linear")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def render_side_by_side(
