@@ -72,7 +72,7 @@ def lsm_parts():
 
 
 def write_lsm_export(folder: Path, parts, weights: dict[str, nn.Module]) -> None:
-    """An lsm/ export as recipes.lsm.export writes it, with the given weight files."""
+    """A first-release lsm/ export (files side by side, no manifest) with the given weights."""
     tok, spec = parts
     out = folder / "lsm"
     out.mkdir()

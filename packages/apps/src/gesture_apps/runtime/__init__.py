@@ -1,4 +1,5 @@
-"""Shared training runtime: typed configs, the accelerate training loop, EMA, checkpoints."""
+"""Shared training runtime: typed configs, the accelerate training loop, EMA, checkpoints,
+bundles (the one export format) and the system registry."""
 
 from .checkpoint import read_run_config, resolve_checkpoint, rng_state, set_rng_state
 from .config import (

@@ -108,7 +108,8 @@ def _objective_loss(model: nn.Module, batch):
 
 @dataclass
 class ReflowRun:
-    """Mirrors :class:`~gesture_apps.recipes.lsm.LSMRun` so the ``lsm/`` export is shared."""
+    """Mirrors :class:`~gesture_apps.systems.gesturelsm.train.LSMRun` so one export function
+    writes both bundles."""
 
     trainer: Trainer
     objective: ReflowObjective

@@ -22,9 +22,9 @@ Deviation from the reference: the audio encoder uses no BatchNorm (a batch stati
 data-parallel runs and resumes depend on the batch split); the word embedding is learned from
 scratch instead of FastText (no FastText vectors ship with any package here).
 
-The run folder gets ``checkpoints/step_*/`` (resumable; each holds an ``lsm/`` export) and
-``lsm/``: ``config.json``, ``model.safetensors``, ``model_ema.safetensors``, ``vocab.txt``,
-``normalizer.npz`` and ``tokenizer/`` (the frozen tokenizers), everything
+The run folder gets ``checkpoints/step_*/`` (resumable; each holds an ``lsm/`` bundle) and the
+bundle ``lsm/`` (see :mod:`gesture_apps.systems.gesturelsm.export`): generator config and
+weights (+ EMA), the frozen tokenizers, the normaliser and the vocabulary, everything
 ``gesture generate --checkpoint`` needs.
 """
 

@@ -3,13 +3,13 @@
 Objective of T2M-GPT / MoMask / GestureLSM per part: smooth-L1 reconstruction + 0.02 x
 commitment (+ optional velocity / acceleration terms), summed over the parts. Motion is z-scored
 per part (the face stays raw, as GestureLSM leaves it). The run folder gets
-``checkpoints/step_*/`` (resumable) and ``tokenizer/`` with ``model/`` (``save_pretrained``) and
-``normalizer.npz``.
+``checkpoints/step_*/`` (resumable) and the bundle ``tokenizer/`` with the components
+``tokenizer/`` (``save_pretrained``) and ``normalizer/``.
 
 The tokenizer is not weight-averaged by default (``train.ema_decay: null``), as GestureLSM and
 MoMask train it: an average of the convolutions alone would be paired with codebooks fitted to
 the live encoder's latents, which the averaged encoder does not produce. With
-``train.ema_decay`` set, the export adds ``model_ema/`` in which the codebooks are averaged over
+``train.ema_decay`` set, the bundle adds ``tokenizer_ema/`` in which the codebooks are averaged over
 the same steps as the weights (see :func:`prepare`).
 """
 
