@@ -14,7 +14,7 @@ from .config import (
     to_dict,
 )
 from .ema import EMA
-from .trainer import TrainConfig, Trainer, TrainResult, write_json
+from .trainer import TrainConfig, Trainer, TrainResult, model_loss, write_json
 
 __all__ = [
     "EMA",
@@ -25,6 +25,7 @@ __all__ = [
     "from_dict",
     "list_presets",
     "load_config",
+    "model_loss",
     "parse_override",
     "preset_path",
     "presets_dir",

@@ -447,6 +447,12 @@ class Trainer:
         return directory
 
 
+def model_loss(model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Any]]:
+    """The ``loss_fn`` of a model whose ``forward(batch)`` returns ``(loss, metrics)``: the
+    whole loss runs inside one forward call, as DistributedDataParallel needs."""
+    return model(batch)
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     text = json.dumps(data, indent=2)

@@ -34,7 +34,7 @@ from flow_backbones import ShortcutLoss, build_reflow_pairs
 from gesture_apps.data.latents import LatentWindows, encode_windows
 from gesture_apps.data.windows import DataConfig, PartWindows, load_windows
 from gesture_apps.errors import ConfigError
-from gesture_apps.runtime import TrainConfig, Trainer, TrainResult, to_dict
+from gesture_apps.runtime import TrainConfig, Trainer, TrainResult, model_loss, to_dict
 from gesture_apps.systems.gesturelsm.config import SampleConfig, ShortcutConfig
 from gesture_apps.systems.gesturelsm.model import LSMGenerator
 from gesture_apps.systems.gesturelsm.train import export
@@ -100,10 +100,6 @@ class ReflowObjective(nn.Module):
             cond["seed"] = batch["seed"]
         out = self.loss(self.generator.denoiser, batch["sample"], cond, x0=batch["noise"])
         return out.loss, {"flow": out.flow, "consistency": out.consistency}
-
-
-def _objective_loss(model: nn.Module, batch):
-    return model(batch)
 
 
 @dataclass
@@ -193,7 +189,7 @@ def prepare(
     trainer = Trainer(
         model=objective,
         dataset=pairs,
-        loss_fn=_objective_loss,
+        loss_fn=model_loss,
         config=cfg.train,
         out_dir=out_dir,
         run_config=to_dict(cfg),

@@ -44,7 +44,7 @@ from gesture_apps.data.codec import load_tokenizer_bundle
 from gesture_apps.data.latents import LatentWindows, encode_windows
 from gesture_apps.data.windows import PartWindows, load_windows
 from gesture_apps.errors import ConfigError
-from gesture_apps.runtime import Trainer, TrainResult, to_dict
+from gesture_apps.runtime import Trainer, TrainResult, model_loss, to_dict
 from gesture_apps.systems.gesturelsm.config import EXPORT, LSMRecipeConfig
 from gesture_apps.systems.gesturelsm.export import write_lsm_bundle
 from gesture_apps.systems.gesturelsm.model import LSMGenerator, build_spec
@@ -104,10 +104,6 @@ class LSMObjective(nn.Module):
         return out.loss, {"flow": out.flow, "consistency": out.consistency}
 
 
-def _objective_loss(model: nn.Module, batch):
-    return model(batch)
-
-
 # ----- data --------------------------------------------------------------------------------
 
 
@@ -160,7 +156,7 @@ def prepare(
     trainer = Trainer(
         model=objective,
         dataset=dataset,
-        loss_fn=_objective_loss,
+        loss_fn=model_loss,
         config=cfg.train,
         out_dir=out_dir,
         collate_fn=collate,

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from gesture_apps.data.codec import UNNORMALISED, normalizer_config
 from gesture_apps.data.windows import PartWindows, fit_normalizer, load_windows
-from gesture_apps.runtime import EMA, Trainer, TrainResult, to_dict
+from gesture_apps.runtime import EMA, Trainer, TrainResult, model_loss, to_dict
 from gesture_apps.runtime.bundle import write_bundle
 from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
 from gesture_apps.systems.tokenizer.model import TokenizerObjective, build_tokenizer
@@ -34,10 +33,6 @@ from gesture_apps.systems.tokenizer.model import TokenizerObjective, build_token
 logger = logging.getLogger(__name__)
 
 EXPORT = "tokenizer"  # the bundle folder in the run
-
-
-def _objective_loss(model: nn.Module, batch: dict[str, Tensor]):
-    return model(batch)
 
 
 @dataclass
@@ -70,7 +65,7 @@ def prepare(
     trainer = Trainer(
         model=objective,
         dataset=dataset,
-        loss_fn=_objective_loss,
+        loss_fn=model_loss,
         config=cfg.train,
         out_dir=out_dir,
         collate_fn=collate,
