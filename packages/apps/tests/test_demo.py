@@ -95,7 +95,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys, monkeypatch):
     # no BC assertion between methods: BC cannot tell ground truth from another recording and
     # rewards the decoder's speed ripple (see the notes); it only has to be a valid number
     assert all(0.0 <= m["bc"] <= 1.0 for m in report["test"].values())
-    # both models move: at least half the ground truth's diversity (recorded L1DIV_PLACEHOLDER)
+    # both models move: at least half the ground truth's diversity
     test_m = report["test"]
     for model in MODELS:
         assert test_m[model]["l1div"] > 0.5 * test_m["ground_truth"]["l1div"], model
@@ -129,7 +129,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert video.stat().st_size > 1000 and video.read_bytes()[4:8] == b"ftyp"
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "fgd_encoder" / "model.safetensors").is_file()
-    assert (out / "runs" / "distill" / "student" / "config.json").is_file()
+    assert (out / "runs" / "distill" / "student" / "manifest.json").is_file()  # a bundle
 
     # a second run into the same folder is refused in one line
     assert main(["demo", "--size", "tiny", "--out", str(out)]) == 2
