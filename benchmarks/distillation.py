@@ -32,6 +32,9 @@ distance of 1-step latent samples to the teacher's ``teacher_steps``-step sample
 system's own report: ``eval_samples`` fresh noises and training-window conditions; the
 teacher row shows a second teacher sample set, the noise floor). Results also go to
 ``DIR/distillation.json``.
+
+At the default size the whole run takes about 21 min on 2 CPU cores (tokenizer 6, teacher 4,
+FGD encoder 2, each endpoint run 1, each consistency run 2); ``--reuse`` skips the first 12.
 """
 
 from __future__ import annotations
