@@ -11,9 +11,10 @@ size ``--size`` (``default``: the demo's; ``tiny``: the test-suite size, a smoke
 from an earlier run of this script or of ``gesture demo --out DIR`` (same size and settings;
 checked against its ``demo_info.json`` / ``distillation.json``) and writes into ``DIR``.
 
-Then the teacher is distilled four times with the apps distill system, each run as the demo's
+Then the teacher is distilled four times with the apps distill system, each run the demo's
 ``train_student`` (``distill/gesturelsm`` with the demo's pairs, steps and learning rates, the
-chosen guidance), differing only in ``stage1`` and ``apt.steps``:
+chosen guidance; its ``runs/distill`` renamed ``runs/bench_<variant>`` after the run, a demo's
+own kept as ``runs/distill.<time>``), differing only in ``stage1`` and ``apt.steps``:
 
 * ``endpoint``: regression of the teacher's guided ``teacher_steps``-step endpoint (Luhman &
   Luhman 2021), ``apt.steps=0``;
@@ -97,6 +98,24 @@ def check_reuse(root: Path, cfg: demo.DemoConfig) -> None:
     raise SystemExit(f"--reuse {root}: no demo_info.json or distillation.json to check")
 
 
+def assemble(clips, others, generated: dict, oracle, mean_pose) -> dict[str, list]:
+    """:func:`demo.assemble` for any number of generated rows (it takes a teacher and a
+    student): each row with the first as the teacher, all cut to the same frames."""
+    rows = list(generated)
+    out = {}
+    for row in rows:
+        pair = {"teacher": generated[rows[0]], "student_1step": generated[row]}
+        poses, _ = demo.assemble(clips, others, pair, oracle, mean_pose)
+        if out:
+            cut = [p.shape for p in poses["teacher"]]
+            assert cut == [p.shape for p in out[rows[0]]], (row, cut)  # the same frames
+        else:
+            out = {m: v for m, v in poses.items() if m not in ("teacher", "student_1step")}
+            out[rows[0]] = poses["teacher"]
+        out[row] = poses["student_1step"]
+    return out
+
+
 def ed_of(metrics: dict[str, float]) -> float:
     return metrics.get("student_apt", metrics["student_stage1"])
 
@@ -174,11 +193,15 @@ def main() -> None:
     secs["teacher_generate"] = time.perf_counter() - t0
 
     energy: dict[str, float] = {}
+    if (runs / "distill").exists():  # a gesture demo's student: kept, under another name
+        (runs / "distill").rename(runs / f"distill.{time.strftime('%Y%m%d-%H%M%S')}")
     for row, (stage1, apt) in VARIANTS.items():
         name = "bench_" + row.replace("+", "_").lower()
         shutil.rmtree(runs / name, ignore_errors=True)  # this script's own folder only
         over = [f"stage1={stage1}", *([] if apt else ["apt.steps=0"])]
-        run = demo.train_student(cfg, runs, guidance, name=name, overrides=over)
+        # the demo's own student run (into runs/distill), stage1 / APT set on top
+        variant = dataclasses.replace(cfg, extra={"distill": [*args.distill, *over]})
+        run = demo.train_student(variant, runs, guidance)
         secs[f"distill {row}"] = run["seconds"]["distill"]
         dist = run["energy_distance"]
         energy[row] = ed_of(dist)
@@ -189,12 +212,13 @@ def main() -> None:
         val_gen[row] = demo.generate_split(student, data.val, 1, 1.0)
         test_gen[row] = demo.generate_split(student, data.test, 1, 1.0)
         secs[f"generate {row}"] = time.perf_counter() - t0
+        (runs / "distill").rename(runs / name)
 
     t0 = time.perf_counter()
     shown = [*test_gen, *demo.BASELINES, demo.ORACLE]
     test_oracle = [demo.reconstruct(teacher, c) for c in data.test]
-    val_preds, _ = demo.assemble(data.val, data.val_other, val_gen, val_oracle, mean_pose)
-    preds, _ = demo.assemble(data.test, data.test_other, test_gen, test_oracle, mean_pose)
+    val_preds = assemble(data.val, data.val_other, val_gen, val_oracle, mean_pose)
+    preds = assemble(data.test, data.test_other, test_gen, test_oracle, mean_pose)
     val = demo.evaluate_methods({m: val_preds[m] for m in shown}, data.val, encoder, mean_vel)
     test = demo.evaluate_methods({m: preds[m] for m in shown}, data.test, encoder, mean_vel)
     secs["evaluate"] = time.perf_counter() - t0

@@ -328,17 +328,9 @@ def train_generator(cfg: DemoConfig, runs: Path, progress: bool = False) -> dict
 
 
 def train_student(
-    cfg: DemoConfig,
-    runs: Path,
-    guidance: float,
-    progress: bool = False,
-    *,
-    name: str = "distill",
-    overrides: list[str] | None = None,
+    cfg: DemoConfig, runs: Path, guidance: float, progress: bool = False
 ) -> dict[str, Any]:
-    """One-step student distilled from ``runs/lsm`` at the chosen ``guidance``, into
-    ``runs/<name>``; ``overrides`` (``KEY=VALUE`` of ``distill/gesturelsm``, e.g.
-    ``stage1=endpoint``, ``apt.steps=0``) come after the demo's own and ``extra["distill"]``."""
+    """One-step student distilled from ``runs/lsm`` at the chosen ``guidance``."""
     from gesture_apps.runtime import load_config
     from gesture_apps.systems.distill import train as distill
 
@@ -363,12 +355,11 @@ def train_student(
             "apt.ema_decay=0.9",
             f"eval_samples={min(64, cfg.distill_pairs)}",
             *cfg.extra.get("distill", []),
-            *(overrides or []),
         ],
     )
-    dist = distill.run(dist_cfg, runs / name, progress=progress)
+    dist = distill.run(dist_cfg, runs / "distill", progress=progress)
     return {
-        "student": runs / name / "student",
+        "student": runs / "distill" / "student",
         "history": {"distill (stage 1)": dist.stage1.history},
         "seconds": {"distill": time.perf_counter() - t0},
         "energy_distance": dist.metrics,
@@ -417,9 +408,8 @@ def assemble(
     mean_pose: np.ndarray,
 ) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]:
     """(poses, root translations) per method, each clip cut to the frames every method has."""
-    names = dict.fromkeys((*generated, *METHODS, ORACLE))  # generated: any method names
-    poses: dict[str, list[np.ndarray]] = {m: [] for m in names}
-    trans: dict[str, list[np.ndarray]] = {m: [] for m in names}
+    poses: dict[str, list[np.ndarray]] = {m: [] for m in (*METHODS, ORACLE)}
+    trans: dict[str, list[np.ndarray]] = {m: [] for m in (*METHODS, ORACLE)}
     for i, c in enumerate(clips):
         T = min(
             c.poses.shape[0], oracle[i].shape[0], *(g[i].num_frames for g in generated.values())
