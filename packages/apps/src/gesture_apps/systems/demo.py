@@ -7,8 +7,8 @@
    ``data=beat2:PATH`` (the other recordings are windows cropped from training takes);
 2. ``train tokenizer`` -> ``train lsm`` through their Python APIs, into ``OUT/runs/``;
 3. the classifier-free guidance scale is chosen from ``guidance_grid`` by the teacher's FGD on
-   the validation split (the test clips play no part in it), then ``distill`` (consistency +
-   APT) runs with the chosen scale;
+   the validation split (the test clips play no part in it), then ``distill`` (endpoint
+   regression + APT, ``distill/gesturelsm``'s ``stage1``) runs with the chosen scale;
 4. gestures for the validation and the test speech from the teacher (``teacher_steps`` guided
    Euler steps) and the one-step student; FGD, BC and L1div against each split's ground truth
    for both models and two baselines: the motion of another real recording of the same length
