@@ -9,6 +9,8 @@
 """
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,9 @@ def test_the_rules_catch_what_they_guard(tmp_path):
     assert "gesture_apps.systems.gesturelsm.model" in found
     assert _system("gesture_apps.systems.gesturelsm.model") == "gesturelsm"
     assert _system("gesture_apps.systems.demo") is None  # demo wires systems; it is none
+
+
+def test_the_command_line_imports_no_torch_before_a_command_runs():
+    # `gesture --help` and the registry stay fast: torch (~2 s) loads inside the commands
+    code = "import sys, gesture_apps.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

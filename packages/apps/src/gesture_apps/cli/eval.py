@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: numpy loads when a command runs
+    import numpy as np
 
-from gesture_apps.evaluation.files import VARIANTS, pair_files, read_motion_npz
-from gesture_data.motion import MotionFileError
+# the reference implementations gesture_eval reproduces (see its README)
+VARIANTS = ("evaltools", "cvpr24")
+
 
 # ----- gesture eval ------------------------------------------------------------------------
 
@@ -60,6 +63,7 @@ def add_eval_command(sub) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from gesture_apps.errors import CLIError
+    from gesture_apps.evaluation.files import pair_files, read_motion_npz
 
     variants = list(dict.fromkeys(args.variant or VARIANTS))
     for v in variants:
@@ -144,7 +148,10 @@ def _mean_velocity(
     path: str | None, gt: list[np.ndarray], rest, fps: int
 ) -> tuple[np.ndarray, str]:
     """BC's (55,) per-joint speed normaliser: the given .npy, else the ground truth's mean."""
+    import numpy as np
+
     from gesture_apps.data.motion import joints_approx
+    from gesture_data.motion import MotionFileError
     from gesture_eval import mean_joint_speed
 
     if path is not None:

@@ -5,11 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from gesture_apps.evaluation.files import read_motion_npz
-from gesture_data.motion import MotionFileError
-
 
 def add_render_command(sub) -> None:
     """Register ``gesture render`` on the top-level subparsers."""
@@ -30,7 +25,11 @@ def add_render_command(sub) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from gesture_apps.errors import CLIError
+    from gesture_apps.evaluation.files import read_motion_npz
+    from gesture_data.motion import MotionFileError
 
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".gif") or out.is_dir():

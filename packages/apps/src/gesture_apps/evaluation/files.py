@@ -9,8 +9,6 @@ import numpy as np
 
 from gesture_data.motion import read_arrays
 
-VARIANTS = ("evaltools", "cvpr24")
-
 
 @dataclass
 class Pair:
