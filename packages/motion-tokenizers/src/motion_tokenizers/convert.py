@@ -30,7 +30,9 @@ _CODEBOOK = re.compile(
 
 
 def read_reference_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """The model state dict inside a MoMask / GestureLSM / T2M-GPT ``.pth`` file."""
+    """The model state dict inside a MoMask / GestureLSM / T2M-GPT ``.pth`` file (under
+    ``vq_model``, ``net``, ``model_state_dict``, ``model`` or ``state_dict``), with the DDP
+    ``module.`` and T2M-GPT ``vqvae.`` prefixes removed."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
@@ -39,12 +41,14 @@ def read_reference_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     except Exception as e:  # truncated zip, a pickle that needs code, ...
         raise CheckpointError(f"{path}: not a loadable torch checkpoint ({e})") from e
     if isinstance(obj, dict):
-        for key in ("vq_model", "net", "model", "state_dict"):
+        for key in ("vq_model", "net", "model_state_dict", "model", "state_dict"):
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f"{path}: no state dict under 'vq_model', 'net' or 'model'")
+        raise CheckpointError(
+            f"{path}: no state dict under 'vq_model', 'net', 'model_state_dict' or 'model'"
+        )
     for k, v in obj.items():
         if not isinstance(k, str) or not isinstance(v, Tensor):
             raise CheckpointError(
