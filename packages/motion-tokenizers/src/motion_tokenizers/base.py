@@ -180,9 +180,12 @@ class MotionTokenizer(nn.Module):
         self._check_latent(zq)
         return self.decoder(zq)
 
-    def decode_indices(self, indices: Tensor, num_layers: int | None = None) -> Tensor:
+    def decode_indices(
+        self, indices: Tensor, num_layers: int | None = None, *, reference: bool = False
+    ) -> Tensor:
         """indices ``(B, N, Q')`` -> motion ``(B, N * factor, C)``; only the first
-        ``num_layers`` residual layers when given (coarse decoding)."""
+        ``num_layers`` residual layers when given (coarse decoding). ``reference`` matters only
+        for GestureLSM checkpoints (see :meth:`RVQVAE.decode_indices`)."""
         return self.decoder(self.quantizer.indices_to_latent(indices, num_layers))
 
     def decode_latent(self, z: Tensor, num_layers: int | None = None) -> Tensor:

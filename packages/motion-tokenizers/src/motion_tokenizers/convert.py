@@ -66,7 +66,9 @@ def read_reference_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     return out
 
 
-def _codebooks(state: dict[str, Tensor], source: str) -> list[Tensor]:
+def _codebooks(state: dict[str, Tensor], source: str, raw: bool = False) -> list[Tensor]:
+    """Each RVQ layer's codebook as its forward pass uses it (GestureLSM's ``embedding_proj``
+    applied), or as stored with ``raw``."""
     layers: dict[int, dict[str, Tensor]] = {}
     for k, v in state.items():
         m = _CODEBOOK.match(k)
@@ -87,7 +89,7 @@ def _codebooks(state: dict[str, Tensor], source: str) -> list[Tensor]:
                 f"{source}: key quantizer.layers.{i}.codebook expected shape (nb_code, code_dim), "
                 f"found {tuple(cb.shape)}"
             )
-        if "embedding_proj.weight" in entry:  # GestureLSM
+        if "embedding_proj.weight" in entry and not raw:  # GestureLSM
             if "embedding_proj.bias" not in entry:
                 raise CheckpointError(
                     f"{source}: missing key quantizer.layers.{i}.embedding_proj.bias"
@@ -131,7 +133,11 @@ def load_reference_weights(
             f"{source}: {len(books)} codebooks, the model has {model.num_quantizers}"
         )
     conv = {k: v for k, v in state.items() if not k.startswith("quantizer.")}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("quantizer.")}
+    own = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.startswith("quantizer.") and k != "reference_codebooks"
+    }
     missing, unexpected = sorted(own.keys() - conv.keys()), sorted(conv.keys() - own.keys())
     if missing or unexpected:
         raise CheckpointError(
@@ -157,6 +163,8 @@ def load_reference_weights(
             book.cluster_size.fill_(1.0)
             book.embed_avg.copy_(cb.unsqueeze(0))
             book.initted.fill_(True)
+        if getattr(model, "reference_codebooks", None) is not None:
+            model.reference_codebooks.copy_(torch.stack(_codebooks(state, source, raw=True)))
 
 
 def from_reference_checkpoint(path: str | os.PathLike, **overrides) -> MotionTokenizer:
@@ -177,6 +185,8 @@ def from_reference_checkpoint(path: str | os.PathLike, **overrides) -> MotionTok
         cfg.pop("num_quantizers")
         model: MotionTokenizer = VQVAE(cfg.pop("input_dim"), **{**cfg, **overrides})
     else:
+        # GestureLSM: keep the raw codebooks for decode_indices(reference=True)
+        cfg["reference_codebooks"] = any("embedding_proj" in k for k in state)
         model = RVQVAE(cfg.pop("input_dim"), **{**cfg, **overrides})
     try:
         load_reference_weights(model, state, str(path))

@@ -102,10 +102,13 @@ class MultiPartTokenizer(nn.Module):
         return {name: tok.encode(x[name]) for name, tok in self.parts.items()}
 
     def decode_indices(
-        self, indices: dict[str, Tensor], num_layers: int | None = None
+        self, indices: dict[str, Tensor], num_layers: int | None = None, *, reference: bool = False
     ) -> dict[str, Tensor]:
+        """``{name: (B, N, Q')}`` -> ``{name: (B, N * factor, C)}``; ``reference=True``
+        decodes imported GestureLSM tokens as its ``forward_decoder`` does."""
         return {
-            name: tok.decode_indices(indices[name], num_layers) for name, tok in self.parts.items()
+            name: tok.decode_indices(indices[name], num_layers, reference=reference)
+            for name, tok in self.parts.items()
         }
 
     # ----- presets -----------------------------------------------------------------------

@@ -7,7 +7,9 @@ The same class also builds the FSQ / residual-FSQ / LFQ variants through ``quant
 
 from __future__ import annotations
 
+import torch
 from huggingface_hub import PyTorchModelHubMixin
+from torch import Tensor
 
 from .base import MotionTokenizer
 from .quantizers import Quantizer
@@ -63,6 +65,7 @@ class RVQVAE(MotionTokenizer, PyTorchModelHubMixin):
         fsq_levels: list[int] | None = None,
         lfq_entropy_weight: float = 0.1,
         polyphase_upsample: bool = True,
+        reference_codebooks: bool = False,
     ):
         super().__init__()
         q = Quantizer(
@@ -95,6 +98,34 @@ class RVQVAE(MotionTokenizer, PyTorchModelHubMixin):
             polyphase_upsample=polyphase_upsample,
             quantizer=q,
         )
+        # GestureLSM's released RVQs search and output ``embedding_proj(codebook)`` (folded into
+        # our codebooks on import), but its ``forward_decoder`` gathers the raw codebooks; an
+        # imported tokenizer keeps those too, so released token sequences decode exactly
+        if reference_codebooks:
+            self.register_buffer(
+                "reference_codebooks", torch.zeros(num_quantizers, nb_code, code_dim)
+            )
+        else:
+            self.reference_codebooks = None
+
+    def decode_indices(
+        self, indices: Tensor, num_layers: int | None = None, *, reference: bool = False
+    ) -> Tensor:
+        """indices ``(B, N, Q')`` -> motion ``(B, N * factor, C)``; only the first
+        ``num_layers`` residual layers when given (coarse decoding; -1 entries count as
+        absent). ``reference=True`` decodes as GestureLSM's ``forward_decoder`` does, from the
+        raw codebooks of an imported checkpoint (without ``embedding_proj``; where a tokenizer
+        has no such codebooks, its codebooks are the raw ones and the default path is used)."""
+        z = self.quantizer.indices_to_latent(indices, num_layers)  # validates the indices
+        if not reference or self.reference_codebooks is None:
+            return self.decoder(z)
+        idx = indices[..., :num_layers].long()
+        z = torch.zeros_like(z)
+        for q in range(idx.shape[-1]):
+            i = idx[..., q]
+            code = self.reference_codebooks[q].to(z.dtype)[i.clamp(min=0)]
+            z = z + code * (i >= 0).unsqueeze(-1).to(z.dtype)
+        return self.decoder(z)
 
     @classmethod
     def gesturelsm(cls, part: str, **overrides) -> RVQVAE:

@@ -17,6 +17,7 @@ from gesture_apps.cli.demo import add_demo_command
 from gesture_apps.cli.distill import add_distill_command
 from gesture_apps.cli.eval import add_eval_command
 from gesture_apps.cli.generate import add_generate_command
+from gesture_apps.cli.importer import add_import_command
 from gesture_apps.cli.info import add_info_commands, environment_report
 from gesture_apps.cli.render import add_render_command
 from gesture_apps.cli.train import add_train_command
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_info_commands(sub)
     add_train_command(sub, _usage)
     add_distill_command(sub)  # `gesture distill` = `gesture train distill`
+    add_import_command(sub, _usage)
     add_generate_command(sub)
     add_eval_command(sub)
     add_render_command(sub)

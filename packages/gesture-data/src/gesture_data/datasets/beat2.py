@@ -347,13 +347,23 @@ class Vocabulary:
 
 
 def frame_word_indices(
-    words: Sequence[tuple[float, float, str]], num_frames: int, fps: float, vocab: Vocabulary
+    words: Sequence[tuple[float, float, str]],
+    num_frames: int,
+    fps: float,
+    vocab: Vocabulary,
+    *,
+    closed: bool = False,
+    silence: int = Vocabulary.PAD,
 ) -> np.ndarray:
-    """``(T,)`` int64: the vocabulary index of the word spoken at time ``i / fps``
-    (intervals are half-open ``[start, end)``), 0 in silence."""
-    out = np.zeros(num_frames, np.int64)
+    """``(T,)`` int64: the vocabulary index of the word spoken at time ``i / fps``, ``silence``
+    where none is. Intervals are half-open ``[start, end)``; with ``closed`` they are
+    ``[start, end]`` and a frame on a boundary takes the earlier word (the reference loaders'
+    rule: they scan the TextGrid in order with ``start <= t <= end``)."""
+    out = np.full(num_frames, silence, np.int64)
     t = np.arange(num_frames) / fps
-    for s, e, w in words:
-        lo, hi = np.searchsorted(t, [s, e], side="left")
+    # in reverse under `closed`, so that the earlier interval's write wins a shared boundary
+    for s, e, w in reversed(words) if closed else words:
+        lo = np.searchsorted(t, s, side="left")
+        hi = np.searchsorted(t, e, side="right" if closed else "left")
         out[lo:hi] = vocab[w]
     return out

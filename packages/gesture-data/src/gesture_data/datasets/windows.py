@@ -138,7 +138,13 @@ class WindowDataset(Dataset):
 
 
 def audio_window(
-    audio: np.ndarray, start: int, num_frames: int, *, fps: float = 30.0, sample_rate: int = 16000
+    audio: np.ndarray,
+    start: int,
+    num_frames: int,
+    *,
+    fps: float = 30.0,
+    sample_rate: int = 16000,
+    samples_per_frame: float | None = None,
 ) -> np.ndarray:
     """The audio under motion frames ``[start, start + num_frames)``.
 
@@ -146,13 +152,15 @@ def audio_window(
         audio: ``(N, C)`` features at the audio sample rate (or a memory-mapped view).
         start: first motion frame.
         num_frames: window length in motion frames.
+        samples_per_frame: overrides ``sample_rate / fps`` (GestureLSM's test loop slices with
+            the integer ``16000 // 30 = 533``, drifting ~1 ms per second from the motion).
 
     Returns:
-        ``(round(num_frames * sample_rate / fps), C)`` float32, a fresh array starting at
-        sample ``round(start * sample_rate / fps)``, zero-padded past the end of ``audio``
+        ``(round(num_frames * spf), C)`` float32 with ``spf = sample_rate / fps``, a fresh
+        array starting at sample ``round(start * spf)``, zero-padded past the end of ``audio``
         (so the last window of a clip has the length of every other).
     """
-    spf = sample_rate / fps
+    spf = sample_rate / fps if samples_per_frame is None else samples_per_frame
     a0, la = round(start * spf), round(num_frames * spf)
     out = np.zeros((la, audio.shape[1]), np.float32)
     seg = np.asarray(audio[a0 : a0 + la])

@@ -38,19 +38,29 @@ SPEC_KEYS = {
     "pose_length": int,
     "factor": int,
     "vocab_size": int,
-    "audio_channels": list,
-    "audio_dim": int,
-    "word_dim": int,
-    "denoiser": dict,
     "sample": dict,
 }
+# and per network layout: ours (frame-aligned) or the released GestureLSM's (an import)
+LAYOUT_KEYS = {
+    "ours": {"audio_channels": list, "audio_dim": int, "word_dim": int, "denoiser": dict},
+    "reference": {"reference": dict},
+}
+
+
+def build_generator(spec: dict[str, Any]) -> nn.Module:
+    """The untrained network a generator config describes (weights are loaded after)."""
+    if spec.get("layout", "ours") == "reference":
+        from gesture_apps.systems.gesturelsm.reference import GestureLSM
+
+        return GestureLSM(**spec["reference"])
+    return LSMGenerator(spec)
 
 
 @dataclass
 class LSMBundle:
     """A loaded GestureLSM bundle, ready to generate."""
 
-    generator: LSMGenerator
+    generator: nn.Module  # LSMGenerator, or reference.GestureLSM for an imported release
     tokenizer: MultiPartTokenizer
     normalizer: Normalizer
     vocab: Vocabulary
@@ -130,7 +140,7 @@ def _load_lsm(folder_s: str, ema: bool, device: str, stamp: tuple = ()) -> LSMBu
         # first-release exports name BEAT2's lower body `lower_trans`; the tokenizers load it
         # under today's name
         spec = {**spec, "parts": [canonical_part_name(p) for p in spec["parts"]]}
-        gen = LSMGenerator(spec)
+        gen = build_generator(spec)
         weights = bundle.path("generator", "model_ema.safetensors" if ema else "model.safetensors")
         if not weights.is_file():
             weights = bundle.path("generator", "model.safetensors")
@@ -161,7 +171,12 @@ def _check_spec(spec: Any, path: Path) -> None:
     """The generator config must be an object holding :data:`SPEC_KEYS` with sane values."""
     if not isinstance(spec, dict):
         raise GenerationError(f"{path}: expected a JSON object, found {type(spec).__name__}")
-    for key, kind in SPEC_KEYS.items():
+    layout = spec.get("layout", "ours")
+    if layout not in LAYOUT_KEYS:
+        raise GenerationError(
+            f"{path}: 'layout' must be one of {sorted(LAYOUT_KEYS)}, found {layout!r}"
+        )
+    for key, kind in {**SPEC_KEYS, **LAYOUT_KEYS[layout]}.items():
         if key not in spec:
             raise GenerationError(f"{path}: missing key {key!r}")
         value = spec[key]

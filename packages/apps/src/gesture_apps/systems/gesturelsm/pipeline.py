@@ -79,14 +79,27 @@ def generate_motion(
     plan = window_plan(T, L, f, s)
     W, n = plan.windows, L // f
 
-    feats_audio = onset_amplitude(audio, SAMPLE_RATE)  # (N, 2)
-    word_idx = np.zeros(plan.latent_frames * f, np.int64)
+    # an imported release runs by its own test loop's rules: onsets at the reference's
+    # (mis-)indexed samples, 16000 // 30 audio samples per frame, closed word intervals with
+    # <unk> where no word is spoken, its time grid (below) and a first seed of its own
+    reference = spec.get("layout") == "reference"
+    feats_audio = onset_amplitude(audio, SAMPLE_RATE, reference_indexing=reference)  # (N, 2)
+    silence = bundle.vocab.UNK if reference else bundle.vocab.PAD
+    word_idx = np.full(plan.latent_frames * f, silence, np.int64)
     if words:
-        word_idx[:T] = frame_word_indices(words, T, FPS, bundle.vocab)
+        word_idx[:T] = frame_word_indices(
+            words, T, FPS, bundle.vocab, closed=reference, silence=silence
+        )
 
     starts = plan.starts(f)
+    spf = SAMPLE_RATE // FPS if reference else None
     a_win = np.stack(
-        [audio_window(feats_audio, st, L, fps=FPS, sample_rate=SAMPLE_RATE) for st in starts]
+        [
+            audio_window(
+                feats_audio, st, L, fps=FPS, sample_rate=SAMPLE_RATE, samples_per_frame=spf
+            )
+            for st in starts
+        ]
     )
     w_win = np.stack([word_idx[st : st + L] for st in starts])
     # bf16: matmuls and convolutions in bfloat16 (about 1.4x on CPUs with bf16 units); the
@@ -109,8 +122,10 @@ def generate_motion(
         # the condition does not change over the Euler steps: its cross-attention keys and values
         # are computed once, for all windows in one batch (and once for the null condition)
         kv_all = den.cross_kv(feats, n_frames=n)
-        guided = guidance != 1.0
+        guided = guidance > 1.0 if reference else guidance != 1.0  # the release: g > 1 only
         kv_null = den.cross_kv(None, batch=1, n_frames=n) if guided else None
+        # the release samples on linspace(1e-8, 1 - 1e-8): in float32 only t_0 differs
+        grid = torch.linspace(1e-8, 1 - 1e-8, steps + 1) if reference else None
         pieces: list[Tensor] = []
         prev: Tensor | None = None
         # a long recording at many steps takes minutes: show where it is (on a terminal only;
@@ -121,8 +136,11 @@ def generate_motion(
         for i in windows:
             kv = [(k[i : i + 1], v[i : i + 1]) for k, v in kv_all]
             seed_i = None
-            if s:
-                seed_i = prev[:, -s:] if prev is not None else noise.new_zeros(1, s, D)
+            if s and prev is not None:
+                seed_i = prev[:, -s:]
+            elif s:
+                first = getattr(gen, "first_seed", None)
+                seed_i = noise.new_zeros(1, s, D) if first is None else first[None].to(noise)
             if guided:  # [conditional | unconditional] in one batch-2 forward
                 kv = [
                     (torch.cat([k, kn]), torch.cat([v, vn]))
@@ -130,7 +148,7 @@ def generate_motion(
                 ]
                 seed_i = None if seed_i is None else torch.cat([seed_i, seed_i])
             fn = _velocity(den, kv, seed_i, guidance if guided else None)
-            z = sample_euler(fn, noise[i : i + 1], steps, pass_step_size=True)
+            z = sample_euler(fn, noise[i : i + 1], steps, t_grid=grid, pass_step_size=True)
             pieces.append(z)
             prev = z
         latents = stitch_windows(pieces, s)  # (1, plan.latent_frames, D)
