@@ -61,10 +61,13 @@ def generate_motion(
     seed: int = 0,
     encoder_batch: int = 4,
     bf16: bool = False,
+    noise: Tensor | None = None,
 ) -> Motion:
     """Audio samples ``(N,)`` at 16 kHz (+ word intervals) -> :class:`Motion` of
     ``floor(N * 30 / 16000)`` frames. ``bf16`` runs the networks under bfloat16 autocast
-    (faster where the CPU has bf16 units; joint rotations move by a few degrees at most)."""
+    (faster where the CPU has bf16 units; joint rotations move by a few degrees at most).
+    ``noise``: each window's initial noise ``(windows, n, D)`` instead of drawing it from
+    ``seed`` (to reproduce another implementation's samples)."""
 
     spec, gen = bundle.spec, bundle.generator
     steps = int(steps if steps is not None else spec["sample"]["steps"])
@@ -117,8 +120,11 @@ def generate_motion(
 
         den = gen.denoiser
         D = den.num_parts * den.part_dim
-        g = torch.Generator().manual_seed(seed)
-        noise = torch.randn(W, n, D, generator=g).to(device)
+        if noise is None:
+            noise = torch.randn(W, n, D, generator=torch.Generator().manual_seed(seed))
+        elif tuple(noise.shape) != (W, n, D):
+            raise GenerationError(f"noise: expected shape {(W, n, D)}, found {tuple(noise.shape)}")
+        noise = noise.to(device)
         # the condition does not change over the Euler steps: its cross-attention keys and values
         # are computed once, for all windows in one batch (and once for the null condition)
         kv_all = den.cross_kv(feats, n_frames=n)
