@@ -43,6 +43,18 @@ def test_splits_and_speakers(beat2_root):
         beat2.speaker_of("scott_0_1_1")
 
 
+def test_word_frames_closed_intervals_and_silence():
+    vocab = beat2.Vocabulary(["a", "b"])
+    words = [(0.1, 0.2, "a"), (0.2, 0.3, "b"), (0.4, 0.5, "zz")]  # 0.2 s = frame 6 exactly
+    half_open = beat2.frame_word_indices(words, 18, 30, vocab)
+    assert half_open[:10].tolist() == [0, 0, 0, 2, 2, 2, 3, 3, 3, 0]
+    # the reference loaders' rule: [start, end], the earlier word wins a shared boundary,
+    # and frames outside any word get the given silence index
+    closed = beat2.frame_word_indices(words, 18, 30, vocab, closed=True, silence=vocab.UNK)
+    assert closed[:10].tolist() == [1, 1, 1, 2, 2, 2, 2, 3, 3, 3]
+    assert closed[12:16].tolist() == [1, 1, 1, 1] and closed[16] == 1  # "zz" is unknown
+
+
 def test_word_frames_and_audio_windows_line_up(beat2_clip):
     c = beat2_clip
     vocab = beat2.Vocabulary.build([c])

@@ -144,6 +144,9 @@ def test_audio_window_offsets_and_pads():
     assert w.shape == (3200, 2) and w[0, 0] == 1600 and w[-1, 0] == 4799
     tail = audio_window(audio, 15, 6, fps=30, sample_rate=16000)  # starts at sample 8000
     assert tail[1999, 0] == 9999 and not tail[2000:].any()
+    # GestureLSM's test loop: 16000 // 30 = 533 samples per frame, not 533.33
+    ref = audio_window(audio, 12, 6, samples_per_frame=533)
+    assert ref.shape == (3198, 2) and ref[0, 0] == 12 * 533
 
 
 # ----- vocabulary ------------------------------------------------------------------------
