@@ -27,6 +27,7 @@ can be computed once per condition (:meth:`ReferenceGestureDenoiser.cross_kv`).
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from pathlib import Path
@@ -160,6 +161,7 @@ class ReferenceGestureDenoiser(nn.Module):
         num_layers: spatial-temporal blocks (8); the 3 cross-attention blocks are fixed.
         num_heads: heads of every attention (4).
         seq_len: latent frames per window ``N`` (32).
+        activation: the time MLP's activation (``"gelu"``; the release uses SiLU otherwise).
         flip_sin_to_cos, freq_shift: the time sinusoid (True, 0).
         cond_proj_dim: step-size embedding width (must equal ``latent_dim``), or None for a
             model without step-size conditioning.
@@ -180,6 +182,7 @@ class ReferenceGestureDenoiser(nn.Module):
         num_layers: int = 8,
         num_heads: int = 4,
         seq_len: int = 32,
+        activation: str = "gelu",
         flip_sin_to_cos: bool = True,
         freq_shift: float = 0.0,
         cond_proj_dim: int | None = 256,
@@ -221,8 +224,10 @@ class ReferenceGestureDenoiser(nn.Module):
         self.input_process = nn.Module()
         self.input_process.poseEmbedding = nn.Linear(input_dim, latent_dim)
         self.input_process2 = nn.Linear(2 * latent_dim, latent_dim)
+        # the release's time MLP takes GELU for "gelu" and SiLU for anything else
+        act = "gelu" if activation == "gelu" else "silu"
         self.time_embedding = TimestepEmbedding(
-            latent_dim, latent_dim, "gelu", cond_proj_dim=cond_proj_dim
+            latent_dim, latent_dim, act, cond_proj_dim=cond_proj_dim
         )
         self.time_proj = Timesteps(latent_dim, flip_sin_to_cos, freq_shift)
         self.cond_proj = Timesteps(latent_dim, flip_sin_to_cos, freq_shift)
@@ -422,7 +427,7 @@ class ReferenceModalityEncoder(nn.Module):
 
 # denoiser / modality-encoder keys of the reference yaml that change nothing at inference
 _IGNORED = {
-    "denoiser": {"dropout", "activation", "n_seed"},  # dropout: eval; gelu is the only one used
+    "denoiser": {"dropout", "n_seed"},  # dropout: eval; n_seed is only tested against 0
     # raw_audio and spatial_temporal are checked (only False / True are supported)
     "modality_encoder": {"data_path", "t_fix_pre", "audio_fps", "spatial_temporal", "raw_audio"},
 }
@@ -451,7 +456,7 @@ def read_reference_config(config: str | Path | dict[str, Any]) -> dict[str, Any]
     if not isinstance(config, dict):
         raise ConfigError(f"{where}: expected a mapping, found {type(config).__name__}")
     if {"denoiser", "modality_encoder"} <= set(config):  # already in our form
-        return config
+        return dict(config)
 
     def get(path: str):
         node: Any = config
@@ -464,11 +469,14 @@ def read_reference_config(config: str | Path | dict[str, Any]) -> dict[str, Any]
         return get(m.group(1)) if m else node
 
     out: dict[str, Any] = {}
-    for part, cls in (("denoiser", ReferenceGestureDenoiser), ("modality_encoder", None)):
+    for part, cls in (
+        ("denoiser", ReferenceGestureDenoiser),
+        ("modality_encoder", ReferenceModalityEncoder),
+    ):
         params = get(f"model.{part}.params")
         if not isinstance(params, dict):
             raise ConfigError(f"{where}: 'model.{part}.params' must be a mapping")
-        known = set(_signature(cls or ReferenceModalityEncoder)) | _IGNORED[part]
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"} | _IGNORED[part]
         unknown = sorted(set(params) - known)
         if unknown:
             raise ConfigError(f"{where}: model.{part}.params: unsupported key(s) {unknown}")
@@ -494,12 +502,6 @@ def read_reference_config(config: str | Path | dict[str, Any]) -> dict[str, Any]
     ):
         out[key] = get(path)
     return out
-
-
-def _signature(cls) -> list[str]:
-    import inspect
-
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
 
 class GestureLSM(nn.Module):
