@@ -12,8 +12,10 @@ speech, a missing output folder) and must succeed. The same table, run on an old
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -1372,6 +1374,141 @@ for _name, _argv, _expect in [
     ("presets_extra", ["presets", "--all"], "--all"),
 ]:
     case("top", _name)(lambda env, tmp, a=_argv, e=_expect: Case(list(a), [tmp], e))
+
+
+# import ---------------------------------------------------------------------------------------
+
+_spec = importlib.util.spec_from_file_location(
+    "gesturelsm_release", Path(__file__).with_name("gesturelsm_release.py")
+)
+_release = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_release)
+
+
+def _import_case(breaker, expect: str | None, out=lambda rel, tmp: tmp / "out"):
+    """A tiny GestureLSM release, broken by ``breaker(rel)`` (a file edit, or a dict of flag
+    changes: a new value, or None to drop the flag)."""
+
+    def build(env, tmp):
+        rel = _release.write_release(tmp / "rel")
+        argv = _release.import_args(rel, out(rel, tmp))
+        changes = breaker(rel)  # a dict of flag changes, or whatever the file edit returns
+        for flag, value in (changes if isinstance(changes, dict) else {}).items():
+            if value is None:
+                i = argv.index(flag)
+                del argv[i : i + 2]
+            else:
+                argv[argv.index(flag) + 1] = str(value)
+        return Case(argv, [tmp / "out", rel], expect)
+
+    return build
+
+
+def _nan_lsm(rel):
+    ck = torch.load(rel / "ckpt" / "lsm.bin", weights_only=True)
+    k = next(k for k in ck["model_state_dict"] if k.endswith("null_cond_embed"))
+    ck["model_state_dict"][k] = torch.full_like(ck["model_state_dict"][k], float("nan"))
+    torch.save(ck, rel / "ckpt" / "lsm.bin")
+
+
+def _drop_lsm_key(rel):
+    ck = torch.load(rel / "ckpt" / "lsm.bin", weights_only=True)
+    del ck["model_state_dict"]["module.denoiser.input_process2.weight"]
+    torch.save(ck, rel / "ckpt" / "lsm.bin")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo imported",))
+
+
+def _evil_vocab(rel):
+    (rel / "vocab.pkl").write_bytes(pickle.dumps({"word2index": _Payload()}))
+
+
+def _yaml(rel, edit):
+    import yaml
+
+    cfg = _release.reference_yaml()
+    edit(cfg)
+    (rel / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+
+
+for _name, _breaker, _expect in [
+    ("lsm_missing", lambda r: {"--lsm": r / "none.bin"}, "file not found"),
+    ("lsm_flag_missing", lambda r: {"--lsm": None}, "--lsm"),
+    (
+        "lsm_truncated",
+        lambda r: (r / "ckpt" / "lsm.bin").write_bytes(b"PK\x03\x04 cut"),
+        "not a loadable torch checkpoint",
+    ),
+    (
+        "lsm_code_pickle",  # a checkpoint that needs arbitrary code to unpickle
+        lambda r: (r / "ckpt" / "lsm.bin").write_bytes(pickle.dumps(_Payload())),
+        "not a loadable torch checkpoint",
+    ),
+    ("lsm_nan", _nan_lsm, "NaN or infinite"),
+    ("lsm_missing_key", _drop_lsm_key, "missing keys"),
+    ("lsm_is_rvq", lambda r: {"--lsm": r / "ckpt" / "net_300000_upper.pth"}, None),
+    ("config_garbage", lambda r: (r / "cfg.yaml").write_text("model: [unclosed"), "yaml"),
+    ("config_missing_key", lambda r: _yaml(r, lambda c: c.pop("pose_length")), "pose_length"),
+    (
+        "config_other_size",
+        lambda r: _yaml(r, lambda c: c["model"]["denoiser"]["params"].update(num_layers=2)),
+        "missing keys",
+    ),
+    (
+        "config_unknown_key",
+        lambda r: _yaml(r, lambda c: c["model"]["denoiser"]["params"].update(depth=3)),
+        "depth",
+    ),
+    (
+        "config_wavlm",
+        lambda r: _yaml(
+            r, lambda c: c["model"]["modality_encoder"]["params"].update(raw_audio=True)
+        ),
+        "raw_audio",
+    ),
+    ("rvq_missing", lambda r: (r / "ckpt" / "net_300000_hands.pth").unlink(), "file not found"),
+    (
+        "rvq_wrong_part",
+        lambda r: shutil.copy(
+            r / "ckpt" / "net_300000_upper.pth", r / "ckpt" / "net_300000_hands.pth"
+        ),
+        "hands",
+    ),
+    ("mean_std_missing", lambda r: (r / "mean_std" / "beatx_2_trans_std.npy").unlink(), "missing"),
+    (
+        "mean_std_nan",
+        lambda r: np.save(r / "mean_std" / "beatx_2_330_std.npy", np.full(330, np.nan)),
+        "bad value",
+    ),
+    ("mean_std_not_folder", lambda r: {"--mean-std": r / "cfg.yaml"}, "folder not found"),
+    ("vocab_code_pickle", _evil_vocab, "refusing global"),
+    ("vocab_truncated", lambda r: (r / "vocab.pkl").write_bytes(b"\x80\x04\x95"), "truncated"),
+    (
+        "vocab_other_size",
+        lambda r: (r / "vocab.pkl").write_bytes(
+            _release.pickled_vocab([*_release.WORDS, "x"], np.zeros((8, 12), np.float32))
+        ),
+        "8 words",
+    ),
+    ("out_is_file", lambda r: (r.parent / "out").write_text("x"), "not a folder"),
+    ("out_unwritable", lambda r: {"--out": "/proc/gesture_test/bundle"}, None),
+]:
+    case("import", _name)(_import_case(_breaker, _expect))
+
+case("import", "out_holds_inputs")(
+    _import_case(lambda r: None, "holds the input", out=lambda rel, tmp: rel)
+)
+case("import", "out_inside_input")(
+    _import_case(lambda r: None, "lies inside", out=lambda rel, tmp: rel / "ckpt" / "b")
+)
+for _name, _argv, _expect in [
+    ("no_system", ["import"], "needs a subcommand"),
+    ("unknown_system", ["import", "omniges"], "omniges"),
+]:
+    case("import", _name)(lambda env, tmp, a=_argv, e=_expect: Case(list(a), [tmp], e))
 
 
 # ----- the runner ----------------------------------------------------------------------------

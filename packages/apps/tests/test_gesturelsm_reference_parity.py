@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from gesture_apps.systems.gesturelsm.reference import GestureLSM
+from gesture_apps.systems.gesturelsm.release import GestureLSM
 from motion_tokenizers import RVQVAE
 from motion_tokenizers.convert import from_reference_checkpoint
 

@@ -50,7 +50,7 @@ LAYOUT_KEYS = {
 def build_generator(spec: dict[str, Any]) -> nn.Module:
     """The untrained network a generator config describes (weights are loaded after)."""
     if spec.get("layout", "ours") == "reference":
-        from gesture_apps.systems.gesturelsm.reference import GestureLSM
+        from gesture_apps.systems.gesturelsm.release import GestureLSM
 
         return GestureLSM(**spec["reference"])
     return LSMGenerator(spec)

@@ -25,7 +25,7 @@ import torch
 
 from gesture_apps.errors import ConfigError
 from gesture_apps.systems.gesturelsm.export import write_lsm_bundle
-from gesture_apps.systems.gesturelsm.reference import GestureLSM
+from gesture_apps.systems.gesturelsm.release import GestureLSM
 from gesture_data import Normalizer
 from gesture_data.datasets.beat2 import Vocabulary
 from gesture_data.datasets.vocab_pickle import PAD, UNK, read_vocab_pickle
