@@ -80,9 +80,9 @@ def test_frechet_distance_matches_reference(case, variant):
     # A set against itself. evaltools adds eps * I to both covariances, so its value is the
     # offset -2 * 32 * 1e-6 and is pinned. cvpr24 takes sqrtm of a rank-deficient product in the
     # low-rank case, and sqrtm keeps about half the float64 digits there: its error is about
-    # sqrt(eps) * trace = 1.5e-8 * 32 = 5e-7. The reference gave -3.68e-7, and ours gives
-    # -3.11e-7 or -3.68e-7 depending on which LAPACK the process loaded first (reverse test
-    # order, OMP_NUM_THREADS=1). Only that noise bound is asserted there: 2e-6, 4x the
+    # sqrt(eps) * trace = 1.5e-8 * 32 = 5e-7. The reference gave -3.68e-7 and so did ours on
+    # the CPU the numbers were recorded on; on an AMD EPYC ours gives -3.11e-7 (1 or 2
+    # threads, either test order). Only that noise bound is asserted there: 2e-6, 4x the
     # estimate.
     singular = case == "lowrank" and variant == "cvpr24"
     assert frechet_distance(a, a, variant=variant) == pytest.approx(

@@ -168,9 +168,9 @@ def test_more_residual_layers_reconstruct_better(beat2_model):
     layer 0.3% worse; the earlier recording had it decreasing throughout), held out 0.184,
     0.178, 0.170, 0.168. So no layer may make it worse by more than 1% (3x that wobble), and
     all four layers together must beat one layer: by 10% on the windows the codebooks were
-    fitted to (measured 16%) and by 2.5% held out. The held-out gain was 8.8% at 2 threads but
-    4.6% with OMP_NUM_THREADS=1 (0.1775, 0.1708, 0.1696, 0.1694), so the bound is about half
-    the smaller."""
+    fitted to (measured 16%) and by 2.5% held out. The held-out gain was 8.8% on the CPU
+    recorded above but 4.6% on an AMD EPYC (0.1775, 0.1708, 0.1696, 0.1694; 1 or 2 threads),
+    so the bound is about half the smaller."""
     model, train, held_out = beat2_model
     for data, gain in ((train, 0.9), (held_out, 0.975)):
         with torch.no_grad():
