@@ -75,6 +75,21 @@ def best_of(fn, repeats: int) -> float:
     return min(timeit.repeat(fn, number=1, repeat=repeats))
 
 
+def best_with_parts(fn, timers: Timers, repeats: int):
+    """(output of the warm-up call, best wall time over ``repeats`` calls, ``timers``' split
+    of that best call)."""
+    out = fn()
+    best, parts = float("inf"), {}
+    for _ in range(repeats):
+        timers.reset()
+        t0 = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t0
+        if wall < best:
+            best, parts = wall, dict(timers.total)
+    return out, best, parts
+
+
 def matmul_rate(repeats: int) -> float:
     """fp32 GFLOP/s of a 1024^3 matmul (best of many)."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
@@ -369,14 +384,14 @@ class ReferenceRelease:
 
     @staticmethod
     def features_fast(audio: np.ndarray) -> np.ndarray:
-        """The same features with the envelope as a sliding maximum (``maximum_filter1d``)
-        instead of the strided view: equal values (checked), no 4 GB pass."""
+        """The same features with the envelope as a sliding maximum
+        (:func:`gesture_data.features.audio.amplitude_envelope`) instead of the strided view:
+        equal values (checked), no 4 GB pass; the onsets by the same librosa call."""
         import librosa
-        from scipy.ndimage import maximum_filter1d
 
-        frame = 1024
-        env = maximum_filter1d(np.abs(audio), frame, origin=-frame // 2)
-        env[audio.size - frame + 1 :] = env[audio.size - frame]
+        from gesture_data.features.audio import amplitude_envelope
+
+        env = amplitude_envelope(audio)
         onset = np.zeros(audio.size)
         onset[librosa.onset.onset_detect(y=audio, sr=16000, units="frames")] = 1.0
         return np.stack([env, onset], axis=1)
@@ -493,15 +508,7 @@ def reference_table(args, audio: np.ndarray, words) -> None:
             times, outs = {}, {}
             for name, (timers, fn) in methods.items():
                 reset_peak_rss()
-                outs[name] = fn()  # warm-up
-                best, parts = float("inf"), {}
-                for _ in range(args.repeats):
-                    timers.reset()
-                    t0 = time.perf_counter()
-                    fn()
-                    wall = time.perf_counter() - t0
-                    if wall < best:
-                        best, parts = wall, dict(timers.total)
+                outs[name], best, parts = best_with_parts(fn, timers, args.repeats)
                 times[name] = best
                 rest = best - sum(parts.get(k, 0.0) for k in PARTS)
                 rows.append(
@@ -598,16 +605,10 @@ def main() -> None:
         ctx = bf16_decoders(bundle) if bf16 and not whole else contextlib.nullcontext()
         reps = 1 if steps > 4 else args.repeats
         reset_peak_rss()
-        best, parts = float("inf"), {}
         with ctx:
-            out = run(steps, guidance, whole)  # warm-up
-            for _ in range(reps):
-                timers.reset()
-                t0 = time.perf_counter()
-                out = run(steps, guidance, whole)
-                wall = time.perf_counter() - t0
-                if wall < best:
-                    best, parts = wall, dict(timers.total)
+            out, best, parts = best_with_parts(
+                lambda s=steps, g=guidance, w=whole: run(s, g, w), timers, reps
+            )
         rss = peak_rss_mib()
         if bf16:
             # compared as rotations: axis-angle vectors of one rotation differ by 2 pi near pi
