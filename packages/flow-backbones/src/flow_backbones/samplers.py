@@ -318,3 +318,99 @@ def conditioned(
         return cfg_combine(v_cond, v_uncond, schedule(t))
 
     return fn
+
+
+@torch.no_grad()
+def sample_any_to_any(
+    model: Callable[..., dict[str, Tensor]],
+    conditions: dict[str, Tensor],
+    generate: dict[str, Tensor | tuple[int, ...]],
+    *,
+    absent: dict[str, Tensor | tuple[int, ...]] | None = None,
+    steps: int = 20,
+    shift: float = 1.0,
+    guidance: GuidanceSchedule | float = 1.0,
+    x1_streams: tuple[str, ...] | set[str] = (),
+    masks: dict[str, Tensor] | None = None,
+    generator: torch.Generator | int | None = None,
+    **model_kwargs: Any,
+) -> dict[str, Tensor]:
+    """Euler integration of the ``generate`` streams of a multi-stream model (an
+    :class:`~flow_backbones.MMDiT`) with the other streams held fixed, OmniFlow's inference.
+
+    Conditions are given clean (``t = 1``); ``absent`` streams are pure noise at ``t = 0``
+    (drawn once). Guidance is "condition made absent": the unconditional branch replaces every
+    condition stream by noise at ``t = 0``, as the model was trained with
+    (:class:`~flow_backbones.MultiStreamFlowLoss`), and both branches run in one batched forward.
+
+    Args:
+        model: ``model(streams, timesteps, masks, **model_kwargs) -> {name: prediction}``.
+        conditions: ``{name: (B, L, C)}`` clean condition streams.
+        generate: ``{name: noise (B, L, C) or a shape}`` the streams to generate.
+        absent: ``{name: noise or shape}`` streams the model carries but the task ignores.
+        steps, shift: uniform grid with the SD3 resolution shift (OmniFlow infers with 3).
+        guidance: weight (or :class:`GuidanceSchedule`); 1 runs the conditional branch only.
+        x1_streams: streams whose model output is the clean data (converted to a velocity).
+        masks: ``{name: (B, L) bool}`` real tokens (repeated for the guided batch).
+        generator: draws the noise given as shapes.
+        model_kwargs: passed to the model; tensors whose first dimension is the batch are
+            repeated for the guided batch (``pooled=`` of the unconditional branch should be
+            handled by the caller, e.g. zeroed, through ``uncond_kwargs``).
+
+    Returns:
+        ``{name: (B, L, C)}`` the generated streams at ``t = 1``.
+    """
+    from .flow import x1_to_velocity
+
+    if not generate:
+        raise FlowInputError("generate: expected at least one stream to generate")
+    clash = set(conditions) & set(generate) | set(absent or {}) & (set(conditions) | set(generate))
+    if clash:
+        raise FlowInputError(f"streams {sorted(clash)} have more than one role")
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    uncond_kwargs = model_kwargs.pop("uncond_kwargs", None)
+    x = {n: make_noise(v, generator) for n, v in generate.items()}
+    device = next(iter(x.values())).device
+    x = {n: v.to(device) for n, v in x.items()}
+    fixed = {n: make_noise(v, generator).to(device) for n, v in (absent or {}).items()}
+    B = next(iter(x.values())).shape[0]
+    schedule = guidance if isinstance(guidance, GuidanceSchedule) else GuidanceSchedule(guidance)
+    plain = schedule.kind == "constant" and schedule.scale == 1.0
+    ones, zeros = torch.ones(B, device=device), torch.zeros(B, device=device)
+    cond_t = {n: ones for n in conditions}
+    if not plain:
+        # the unconditional branch: every condition becomes fresh noise at t = 0
+        null = {n: make_noise(tuple(c.shape), generator).to(device) for n, c in conditions.items()}
+        cond_streams = {n: torch.cat([c.to(device), null[n]]) for n, c in conditions.items()}
+        cond_t = {n: torch.cat([ones, zeros]) for n in conditions}
+        fixed = {n: torch.cat([v, v]) for n, v in fixed.items()}
+        masks = {n: torch.cat([m, m]) for n, m in (masks or {}).items()} or None
+        if uncond_kwargs is not None:
+            model_kwargs = {
+                k: torch.cat([v, uncond_kwargs[k]]) if k in uncond_kwargs else v
+                for k, v in model_kwargs.items()
+            }
+    else:
+        cond_streams = {n: c.to(device) for n, c in conditions.items()}
+    absent_t = {n: torch.zeros(v.shape[0], device=device) for n, v in fixed.items()}
+    grid = time_grid(steps, shift=shift, device=device)
+    for k in range(steps):
+        t, dt = grid[k], grid[k + 1] - grid[k]
+        tb = t.expand(B)
+        if plain:
+            streams = {**cond_streams, **fixed, **x}
+            times = {**cond_t, **absent_t, **{n: tb for n in x}}
+        else:
+            streams = {**cond_streams, **fixed, **{n: torch.cat([v, v]) for n, v in x.items()}}
+            times = {**cond_t, **absent_t, **{n: torch.cat([tb, tb]) for n in x}}
+        out = model(streams, times, masks, **model_kwargs)
+        for n in x:
+            xt = streams[n]
+            v = out[n]
+            if n in x1_streams:
+                v = x1_to_velocity(v, xt, times[n])
+            if not plain:
+                v = cfg_combine(v[:B], v[B:], schedule(tb))
+            x[n] = x[n] + dt * v
+    return x
