@@ -38,8 +38,29 @@ def add_eval_command(sub) -> None:
             "cannot be computed are skipped with the reason."
         ),
     )
-    p.add_argument("--pred", required=True, metavar="P", help="predicted npz or folder")
-    p.add_argument("--gt", required=True, metavar="G", help="ground-truth npz or folder")
+    p.add_argument(
+        "system",
+        nargs="?",
+        choices=["omniges"],
+        help="omniges: score every task of an Omniges bundle (--checkpoint) on held-out windows",
+    )
+    p.add_argument("--pred", metavar="P", help="predicted npz or folder")
+    p.add_argument("--gt", metavar="G", help="ground-truth npz or folder")
+    p.add_argument("--checkpoint", metavar="BUNDLE", help="omniges: the bundle or run folder")
+    p.add_argument(
+        "--data",
+        default="synthetic",
+        help="omniges: synthetic (held-out clips of the built-in corpus, seed 1) or beat2:PATH",
+    )
+    p.add_argument("--clips", type=int, default=4, help="omniges: number of held-out clips")
+    p.add_argument("--tasks", help="omniges: comma-separated tasks (default: all six)")
+    p.add_argument("--steps", type=int, help="omniges: sampling steps (default: the bundle's)")
+    p.add_argument("--guidance", type=float, help="omniges: guidance (default: the bundle's)")
+    p.add_argument(
+        "--mismatched",
+        action="store_true",
+        help="omniges: also score with every condition taken from another clip (the baseline)",
+    )
     p.add_argument("--audio", metavar="A", help="speech wav or folder of wavs (enables BC)")
     p.add_argument(
         "--fgd-encoder", metavar="DIR", help="FGDEncoder save_pretrained folder or EMAGE .bin"
@@ -64,6 +85,12 @@ def add_eval_command(sub) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from gesture_apps.errors import CLIError
     from gesture_apps.evaluation.files import pair_files, read_motion_npz
+
+    if args.system == "omniges":
+        return _eval_omniges(args)
+    for flag in ("pred", "gt"):
+        if getattr(args, flag) is None:
+            raise CLIError(f"--{flag}: required (or name a system: gesture eval omniges)")
 
     variants = list(dict.fromkeys(args.variant or VARIANTS))
     for v in variants:
@@ -259,3 +286,57 @@ def _print_table(result: dict) -> None:
 
 
 # ----- gesture render ----------------------------------------------------------------------
+
+
+def _eval_omniges(args: argparse.Namespace) -> int:
+    """``gesture eval omniges``: per-task metrics of a bundle, JSON out."""
+    import math
+
+    from gesture_apps.errors import CLIError
+    from gesture_apps.systems.omniges.config import TASKS
+
+    if not args.checkpoint:
+        raise CLIError("--checkpoint: required (the Omniges bundle or run folder)")
+    tasks = [t.strip() for t in (args.tasks or ",".join(TASKS)).split(",") if t.strip()]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad or not tasks:
+        raise CLIError(f"--tasks: expected a comma-separated subset of {','.join(TASKS)}")
+    if args.clips < 2:
+        raise CLIError(f"--clips must be at least 2, found {args.clips}")
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise CLIError(f"--steps must be between 1 and 1000, found {args.steps}")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise CLIError(f"--guidance must be a finite number, found {args.guidance}")
+    out = Path(args.out) if args.out else None
+    if out is not None and (out.is_dir() or out.suffix.lower() != ".json"):
+        raise CLIError(f"--out {out}: expected a .json file name")
+    from gesture_apps.systems.omniges.evaluate import eval_windows, evaluate_omniges
+    from gesture_apps.systems.omniges.pipeline import OmnigesPipeline
+
+    pipe = OmnigesPipeline.from_pretrained(args.checkpoint)
+    if args.data == "synthetic":
+        from gesture_data.datasets.synthetic import make_corpus
+
+        clips = make_corpus(args.clips, 6.0, seed=1)
+    elif args.data.startswith("beat2:"):
+        from gesture_data.datasets.beat2 import find_root, list_clips, load_clip
+
+        root = find_root(Path(args.data.split(":", 1)[1]).expanduser())
+        clips = [load_clip(root, c) for c in list_clips(root, split="test")[: args.clips]]
+    else:
+        raise CLIError(f"--data: expected synthetic or beat2:PATH, found {args.data!r}")
+    windows = eval_windows(clips, pipe.pose_length)
+    kw = dict(steps=args.steps, guidance=args.guidance)
+    result = {"tasks": evaluate_omniges(pipe, windows, tasks, **kw), "windows": len(windows)}
+    if args.mismatched:
+        result["mismatched"] = evaluate_omniges(pipe, windows, tasks, mismatched=True, **kw)
+    for task, metrics in result["tasks"].items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        print(f"{task}: {shown}")
+    if out is not None:
+        from gesture_apps.runtime import write_json
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, result)
+        print(f"eval omniges: {len(windows)} windows -> {out}")
+    return 0

@@ -1,4 +1,5 @@
-"""`gesture generate`: speech -> motion with any exported bundle."""
+"""`gesture generate`: speech -> motion with any exported bundle; with an Omniges bundle any of
+its six tasks (``--task t2g|g2t|a2g|g2a|t2a|a2t``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,15 @@ def add_generate_command(sub) -> None:
             "16 kHz wav, at least 1 s."
         ),
     )
-    gen.add_argument("--audio", required=True, help="speech, mono 16 kHz wav")
+    gen.add_argument("--audio", help="speech, mono 16 kHz wav (required unless --task says)")
+    gen.add_argument(
+        "--task",
+        help="Omniges bundles: t2g, g2t, a2g (default), g2a, t2a or a2t; the condition is "
+        "--prompt (t), --audio (a) or --gesture (g), --out is .npz (g), .wav (a) or .txt (t)",
+    )
+    gen.add_argument("--prompt", help="Omniges text condition (t2g, t2a)")
+    gen.add_argument("--gesture", help="Omniges gesture condition: a BEAT2 .npz (g2t, g2a)")
+    gen.add_argument("--seconds", type=float, help="Omniges: output length for a text condition")
     gen.add_argument("--textgrid", help="word alignment (Praat TextGrid with a 'words' tier)")
     gen.add_argument(
         "--checkpoint", required=True, help="`gesture train lsm` run, checkpoint or lsm/ folder"
@@ -39,7 +48,7 @@ def add_generate_command(sub) -> None:
     gen.add_argument(
         "--device", help="torch device: cpu, cuda, cuda:1... (default: cuda when present, else cpu)"
     )
-    gen.add_argument("--out", required=True, help="output .npz")
+    gen.add_argument("--out", required=True, help="output .npz (Omniges: .npz, .wav or .txt)")
     gen.add_argument(
         "--render", metavar="VIDEO", help="also draw a stick figure: .mp4 (with audio) or .gif"
     )
@@ -52,6 +61,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from gesture_apps.runtime.registry import generator_of
 
     out = Path(args.out)
+    try:  # the bundle generation reads whole (config, weights, normaliser, tokenizer)
+        bundle = open_bundle(args.checkpoint)
+        export, system = bundle.folder, bundle.system
+    except ValueError:
+        export, system = None, "gesturelsm"  # reported when loading, after the audio is checked
+    if system == "omniges":
+        return _generate_omniges(args, export)
+    for flag in ("task", "prompt", "gesture", "seconds"):
+        if getattr(args, flag) is not None:
+            raise CLIError(f"--{flag}: only Omniges bundles take it (this is {system!r})")
+    if args.audio is None:
+        raise CLIError("--audio: required (the speech to generate gestures for)")
     if out.suffix != ".npz" or out.is_dir():
         raise CLIError(f"--out {out}: expected a .npz file name")
     from gesture_apps.runtime.paths import check_output
@@ -64,11 +85,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.render and Path(args.render).suffix.lower() not in (".mp4", ".gif"):
         raise CLIError(f"--render {args.render}: expected a .mp4 or .gif file name")
     inputs = [("--audio", args.audio), ("--textgrid", args.textgrid)]
-    try:  # the bundle generation reads whole (config, weights, normaliser, tokenizer)
-        bundle = open_bundle(args.checkpoint)
-        export, system = bundle.folder, bundle.system
-    except ValueError:
-        export, system = None, "gesturelsm"  # reported when loading, after the audio is checked
     generate = generator_of(system)
     for flag, path in (("--out", out), ("--render", args.render)):
         if path is not None:
@@ -98,5 +114,101 @@ def cmd_generate(args: argparse.Namespace) -> int:
         render_video(args.render, motion, read_audio(args.audio))
         shown += f", {args.render}"
     write_beat2_npz(out, motion)
+    print(shown)
+    return 0
+
+
+OUT_SUFFIX = {"g": ".npz", "a": ".wav", "t": ".txt"}
+CONDITION = {"t": "prompt", "a": "audio", "g": "gesture"}
+
+
+def _generate_omniges(args: argparse.Namespace, export: Path) -> int:
+    """``gesture generate`` with an Omniges bundle: one task, its condition, one output."""
+    from gesture_apps.runtime.paths import check_output
+    from gesture_apps.systems.omniges.config import TASKS
+
+    task = args.task or "a2g"
+    if task not in TASKS:
+        raise CLIError(f"--task: expected one of {', '.join(TASKS)}, found {task!r}")
+    src, dst = task[0], task[2]
+    need = CONDITION[src]
+    if getattr(args, need) is None:
+        raise CLIError(f"--{need}: task {task} needs it (the condition)")
+    extra = [f"--{c}" for k, c in CONDITION.items() if k != src and getattr(args, c) is not None]
+    if args.textgrid is not None:
+        extra.append("--textgrid")
+    if extra:
+        raise CLIError(f"{', '.join(extra)}: task {task} only takes --{need}")
+    out = Path(args.out)
+    if out.suffix.lower() != OUT_SUFFIX[dst] or out.is_dir():
+        raise CLIError(f"--out {out}: task {task} writes a {OUT_SUFFIX[dst]} file")
+    if args.render and dst != "g":
+        raise CLIError(f"--render: task {task} generates no motion")
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise CLIError(f"--steps must be between 1 and 1000, found {args.steps}")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise CLIError(f"--guidance must be a finite number, found {args.guidance}")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise CLIError(f"--seconds must be a positive number, found {args.seconds}")
+    if args.render and Path(args.render).suffix.lower() not in (".mp4", ".gif"):
+        raise CLIError(f"--render {args.render}: expected a .mp4 or .gif file name")
+    inputs = [("--audio", args.audio), ("--gesture", args.gesture)]
+    for flag, path in (("--out", out), ("--render", args.render)):
+        if path is not None:
+            check_output(
+                path, flag, files=[i for i in inputs if i[1]], folders=[("--checkpoint", export)]
+            )
+    condition = {}
+    if src == "a":
+        from gesture_apps.data.speech import read_audio
+
+        condition["audio"] = read_audio(args.audio)
+    elif src == "g":
+        from gesture_data.motion import MotionFileError, read_beat2_npz
+
+        try:
+            condition["gesture"] = read_beat2_npz(args.gesture)
+        except MotionFileError as e:
+            raise CLIError(f"--gesture: {e}") from None
+    else:
+        if not args.prompt.strip():
+            raise CLIError("--prompt: expected some text")
+        condition["prompt"] = args.prompt
+    from gesture_apps.systems.omniges.pipeline import OmnigesPipeline
+
+    pipe = OmnigesPipeline.from_pretrained(export, device=args.device)
+    result = pipe(
+        task,
+        **condition,
+        seconds=args.seconds,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+    )
+    if dst == "g":
+        from gesture_apps.data.motion import write_beat2_npz
+
+        motion = result.motion
+        shown = f"generate {task}: {motion.num_frames} frames -> {out}"
+        if args.render:
+            from gesture_apps.data.motion import render_video
+
+            render_video(args.render, motion, condition.get("audio"))
+            shown += f", {args.render}"
+        write_beat2_npz(out, motion)
+    elif dst == "a":
+        import soundfile as sf
+
+        from motion_tokenizers.io import atomic_write
+
+        sr = int(pipe.spec["sample_rate"])
+        atomic_write(out, lambda p: sf.write(str(p), result.audio, sr, format="WAV"))
+        shown = f"generate {task}: {result.audio.size / sr:.2f} s of audio -> {out}"
+    else:
+        from motion_tokenizers.io import atomic_write
+
+        text = result.text + "\n"
+        atomic_write(out, lambda p: p.write_text(text, encoding="utf-8"))
+        shown = f"generate {task}: {result.text!r} -> {out}"
     print(shown)
     return 0

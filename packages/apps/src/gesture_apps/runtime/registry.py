@@ -134,3 +134,27 @@ register(
         inputs=(("--teacher", "teacher", "`train gesturelsm` run folder; sets teacher="),),
     )
 )
+register(
+    SystemEntry(
+        name="omniges",
+        module="gesture_apps.systems.omniges.train",
+        config="gesture_apps.systems.omniges.config:OmnigesRecipeConfig",
+        presets="omniges",
+        default_preset="omniges",
+        export="omniges",
+        help="Omniges any-to-any text / audio / gesture MMDiT (t2g g2t a2g g2a t2a a2t)",
+        description=(
+            "Train Omniges' MMDiT over three token streams encoded once by frozen codecs: "
+            "gesture latents of a `gesture train tokenizer` run (--tokenizer), mel latents of "
+            "an audio codec (--audio-codec) and text latents of a text VAE (--text-vae), with "
+            "OmniFlow's per-stream timestep roles for the six tasks, on the synthetic corpus "
+            "(default) or BEAT2 (--data beat2:PATH). Writes OUT/checkpoints/step_*/ and "
+            "OUT/omniges/ (the bundle `gesture generate --checkpoint ... --task` reads)."
+        ),
+        inputs=(
+            ("--tokenizer", "tokenizer", "tokenizer run folder; sets tokenizer="),
+            ("--audio-codec", "audio_codec", "audio codec folder; sets audio_codec="),
+            ("--text-vae", "text_vae", "text VAE folder; sets text_vae="),
+        ),
+    )
+)
