@@ -23,7 +23,7 @@ import torch
 from gesture_apps.data.codec import load_tokenizer_bundle
 from gesture_apps.errors import ConfigError
 from gesture_apps.runtime import Trainer, TrainResult, model_loss, to_dict
-from gesture_apps.systems.omniges.audio import AudioCodec
+from gesture_apps.systems.omniges.audio import MEL, AudioCodec
 from gesture_apps.systems.omniges.config import EXPORT, OmnigesRecipeConfig
 from gesture_apps.systems.omniges.data import (
     StreamWindows,
@@ -106,7 +106,8 @@ def prepare(
         text_tokens=raw["text"].shape[1],
         text_dim=raw["text"].shape[2],
         gesture_token_seconds=tok.downsample_factor / fps,
-        audio_row_seconds=codec.seconds_per_latent_frame * patch,
+        # the VAE halves time twice: one latent frame is 4 mel hops
+        audio_row_seconds=4 * MEL.hop_length / MEL.sample_rate * patch,
         stats={},
     )
     tokens = {
