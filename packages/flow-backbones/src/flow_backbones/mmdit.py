@@ -421,6 +421,53 @@ class MMDiT(HubModule):
         return cls(**cfg)
 
     @classmethod
+    def omniflow(
+        cls,
+        *,
+        keep_image: bool = True,
+        qk_norm: str | None = "layer_norm",
+        depth: int = 24,
+        num_heads: int = 24,
+        head_dim: int = 64,
+        joint_dim: int = 4096,
+        pooled_dim: int = 2048,
+        in_channels: int = 16,
+        patch_size: int = 2,
+        pos_embed_max_size: int = 96,
+        audio_channels: int = 8,
+        text_out_dim: int = 1536,
+        gesture_dim: int = 512,
+        gesture_max_len: int = 128,
+    ) -> MMDiT:
+        """OmniFlow's transformer architecture, freshly initialised (paper size: 24 blocks,
+        24 heads x 64 = 1536 wide, as its SD3-medium base). OmniFlow's config names:
+        ``num_layers`` = depth, ``attention_head_dim`` = head_dim, ``joint_attention_dim`` =
+        joint_dim, ``pooled_projection_dim`` = pooled_dim, ``audio_input_dim`` =
+        audio_channels; ``text_out_dim`` is its text VAE's width. ``keep_image=False``: the
+        Omniges layout (gesture, text, audio). :meth:`from_omniflow` fills it with weights.
+        """
+        from .omniflow import build_omniflow  # omniflow.py builds on this module
+
+        return build_omniflow(
+            cls,
+            dim=num_heads * head_dim,
+            depth=depth,
+            num_heads=num_heads,
+            joint_dim=joint_dim,
+            pooled_dim=pooled_dim,
+            in_channels=in_channels,
+            out_channels=in_channels,
+            patch_size=patch_size,
+            pos_embed_max_size=pos_embed_max_size,
+            audio_channels=audio_channels,
+            text_out_dim=text_out_dim,
+            qk_norm=qk_norm,
+            keep_image=keep_image,
+            gesture_dim=gesture_dim,
+            gesture_max_len=gesture_max_len,
+        )
+
+    @classmethod
     def from_omniflow(
         cls,
         folder: str | PathLike,
