@@ -133,8 +133,19 @@ def test_context_only_last_stream():
     x, t = inputs()
     out = m({"gesture": x["gesture"], "text": x["text"]}, {"gesture": t["gesture"], "text": 1.0})
     assert set(out) == {"gesture"}
-    with pytest.raises(fb.FlowInputError, match="generate"):
-        MMDiT({"a": StreamSpec(2, context_only_last=True)})
+    # a generated context-only stream (OmniFlow's text): its head reads the states from before
+    # the last block, so the last block's weights change the other streams but not it
+    streams["text"] = StreamSpec(5, context_only_last=True)
+    m = randomize(MMDiT(streams, dim=32, depth=2, num_heads=4).eval())
+    xs = {"gesture": x["gesture"], "text": x["text"]}
+    ts = {"gesture": t["gesture"], "text": t["text"]}
+    before = m(xs, ts)
+    with torch.no_grad():
+        for p in m.blocks[-1].parameters():
+            p.add_(0.5)
+    after = m(xs, ts)
+    assert torch.equal(before["text"], after["text"])
+    assert (before["gesture"] - after["gesture"]).abs().max() > 1e-3
 
 
 def test_save_load_bit_identical(tmp_path):

@@ -5,8 +5,11 @@ Time convention: ``t`` in [0, 1], ``t = 0`` noise, ``t = 1`` data, ``x_t = t x1 
 
 Subpackages: :mod:`flow_backbones.distillation` (one-step students: endpoint, consistency and
 adversarial distillation); :mod:`flow_backbones.testing` holds the toy teachers of the tests.
+:mod:`flow_backbones.omniflow` imports OmniFlow's transformer (``MMDiT.from_omniflow``), runs it
+with OmniFlow's own arguments (``omniflow_forward``) and holds ``patchify``/``unpatchify``.
 """
 
+from . import omniflow
 from .conditional import ConditionalModel, PreparesCondition, prepare_condition
 from .dit import DiT
 from .embeddings import RotaryEmbedding, TimeEmbedding, grid_positions_3d, sincos_1d
@@ -23,7 +26,7 @@ from .flow import (
     velocity_to_diffusers,
     x1_to_velocity,
 )
-from .mmdit import MMDiT, StreamSpec
+from .mmdit import MMDiT, MMDiTOutput, StreamSpec
 from .objectives import (
     FlowLossOutput,
     FlowMatchingLoss,
@@ -65,6 +68,7 @@ __all__ = [
     "FlowMatchingLoss",
     "GuidanceSchedule",
     "MMDiT",
+    "MMDiTOutput",
     "MeanFlowLoss",
     "MeanFlowLossOutput",
     "MultiStreamFlowLoss",
@@ -86,6 +90,7 @@ __all__ = [
     "interpolate",
     "loss_weight",
     "make_noise",
+    "omniflow",
     "omniges_tasks",
     "prepare_condition",
     "sample_any_to_any",
