@@ -1,0 +1,494 @@
+"""Omniges' audio stream: AudioLDM2's mel-spectrogram VAE and HiFi-GAN vocoder.
+
+AudioLDM 2: Learning Holistic Audio Generation with Self-supervised Pretraining
+(Liu et al., 2023, https://arxiv.org/abs/2308.05734), as OmniFlow (Li et al., 2024,
+https://arxiv.org/abs/2412.01169) uses it for its audio stream; the vocoder is HiFi-GAN
+(Kong et al., 2020, https://arxiv.org/abs/2010.05646) in transformers' ``SpeechT5HifiGan``.
+
+The chain, with AudioLDM2's exact mel so a real AudioLDM2 / OmniFlow ``vae`` + ``vocoder`` works:
+
+    wave (B, S) 16 kHz --mel--> (B, 1, T, 64) --encode--> (B, 8, T/4, 16)
+    latents (B, 8, T/4, 16) --decode--> (B, 1, T, 64) --vocode--> (B, T * 160)
+
+``T = 8 * ceil(S / 1280)``: the wave is zero-padded (silence) at its end to a multiple of
+1280 samples, so T is a multiple of 8 and the latent length T/4 is even (2x2 patching in the
+MMDiT audio stream). :meth:`AudioCodec.decode_audio` can crop back to ``num_samples``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from torch import Tensor, nn
+from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+from gesture_data.features.audio import mel_filterbank
+from motion_tokenizers.io import atomic_directory
+
+from ...errors import GenerationError, TrainingError, one_line
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AudioCodec",
+    "AudioCodecTrainConfig",
+    "MelSettings",
+    "audioldm2_mel",
+    "train_audio_codec",
+]
+
+
+@dataclass(frozen=True)
+class MelSettings:
+    """AudioLDM2's log-mel analysis (its ``preprocessing`` block): fixed, since the released
+    VAE and vocoder were trained on exactly this."""
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 160
+    win_length: int = 1024
+    n_mels: int = 64
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    log_floor: float = 1e-5  # ln(1e-5) = -11.51 is the mel of silence
+
+    @property
+    def frames_per_latent_pair(self) -> int:
+        """Mel frames per two latent frames (4x VAE downsampling, 2x patching)."""
+        return 8
+
+    @property
+    def chunk(self) -> int:
+        """Samples the wave is padded to a multiple of (1280 at hop 160)."""
+        return self.frames_per_latent_pair * self.hop_length
+
+
+MEL = MelSettings()
+
+
+def _check_wave(wave, sample_rate: int, name: str = "wave") -> Tensor:
+    """A ``(B, S)`` float tensor of finite samples at ``MEL.sample_rate``, or GenerationError."""
+    if sample_rate != MEL.sample_rate:
+        raise GenerationError(
+            f"{name}: sample_rate must be {MEL.sample_rate} Hz (AudioLDM2's mel), found "
+            f"{sample_rate}; resample first (gesture_data.features.audio.resample)"
+        )
+    w = torch.as_tensor(wave)
+    if w.ndim != 2:
+        raise GenerationError(f"{name}: expected shape (B, S), found {tuple(w.shape)}")
+    if not w.is_floating_point():
+        raise GenerationError(f"{name}: expected float samples in [-1, 1], found {w.dtype}")
+    if w.shape[1] == 0:
+        raise GenerationError(f"{name}: expected S > 0 samples, found 0")
+    if not torch.isfinite(w).all():
+        raise GenerationError(f"{name}: contains NaN or infinite samples")
+    return w
+
+
+def audioldm2_mel(wave, sample_rate: int = 16000) -> Tensor:
+    """AudioLDM2's log-mel spectrogram ``(B, S) -> (B, 1, T, 64)``, ``T = 8 * ceil(S / 1280)``.
+
+    As AudioLDM2's training data loader (HiFi-GAN's recipe): reflect-pad ``(n_fft - hop) / 2``
+    on both sides, magnitude STFT (periodic Hann 1024, hop 160, no centring), slaney mel
+    filterbank (0-8 kHz, area-normalised, as ``librosa.filters.mel``), natural log of the value
+    clamped at 1e-5. That padding makes frame i cover the hop ``[160 i, 160 (i + 1))``, so the
+    vocoder's ``T * 160`` output samples line up with the input. AudioLDM2's loader also scales
+    each clip to peak 0.5; we leave the level alone so wave -> mel -> wave keeps loudness."""
+    w = _check_wave(wave, sample_rate)
+    dtype = w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32
+    w = w.to(dtype)
+    # silence to a whole number of 8-frame chunks (even latent length), never cropped
+    s_pad = math.ceil(w.shape[1] / MEL.chunk) * MEL.chunk
+    w = F.pad(w, (0, s_pad - w.shape[1]))
+    side = (MEL.n_fft - MEL.hop_length) // 2
+    w = F.pad(w[:, None], (side, side), mode="reflect")[:, 0]
+    spec = torch.stft(
+        w,
+        MEL.n_fft,
+        hop_length=MEL.hop_length,
+        win_length=MEL.win_length,
+        window=torch.hann_window(MEL.win_length, dtype=dtype, device=w.device),
+        center=False,
+        return_complex=True,
+    ).abs()  # (B, n_fft/2 + 1, T)
+    basis = mel_filterbank(MEL.sample_rate, MEL.n_fft, MEL.n_mels, MEL.fmin, MEL.fmax)
+    mel = torch.as_tensor(basis, dtype=dtype, device=w.device) @ spec  # (B, 64, T)
+    return torch.log(mel.clamp(min=MEL.log_floor)).transpose(1, 2)[:, None]
+
+
+def _read_config(folder: Path) -> dict:
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        raise GenerationError(f"{cfg}: config.json not found (expected a saved model folder)")
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise GenerationError(f"{cfg}: unreadable JSON ({one_line(e, 200)})") from None
+
+
+class AudioCodec(nn.Module):
+    """AudioLDM2's mel VAE (diffusers ``AutoencoderKL``) and vocoder (``SpeechT5HifiGan``).
+
+    Args:
+        vae: ``in_channels = out_channels = 1``, ``latent_channels = 8``, 4x downsampling
+            (three blocks); ``vae.config.scaling_factor`` scales the latents.
+        vocoder: ``model_in_dim = 64``, ``sampling_rate = 16000``, upsampling product 160.
+
+    Example:
+        >>> codec = AudioCodec.tiny()
+        >>> z = codec.encode(torch.zeros(2, 16000))  # (2, 8, 104 / 4, 16): 1 s -> T = 104
+        >>> codec.decode_audio(z, num_samples=16000).shape
+        torch.Size([2, 16000])
+    """
+
+    mel_settings = MEL
+
+    def __init__(self, vae: AutoencoderKL, vocoder: SpeechT5HifiGan):
+        super().__init__()
+        self._check_models(vae, vocoder, where="AudioCodec")
+        self.vae = vae
+        self.vocoder = vocoder
+
+    @staticmethod
+    def _check_models(vae, vocoder, *, where) -> None:
+        """Models that do not fit AudioLDM2's mel would fail deep inside a conv, or worse
+        silently produce audio at the wrong rate: say which config field is off."""
+        c = vae.config
+        got = {
+            "vae.in_channels": (c.in_channels, 1),
+            "vae.out_channels": (c.out_channels, 1),
+            "vae.latent_channels": (c.latent_channels, 8),
+            "vae downsampling (len(block_out_channels) - 1 halvings)": (
+                2 ** (len(c.block_out_channels) - 1),
+                4,
+            ),
+            "vocoder.model_in_dim": (vocoder.config.model_in_dim, MEL.n_mels),
+            "vocoder.sampling_rate": (vocoder.config.sampling_rate, MEL.sample_rate),
+            "vocoder prod(upsample_rates)": (
+                int(np.prod(vocoder.config.upsample_rates)),
+                MEL.hop_length,
+            ),
+        }
+        for field, (found, expected) in got.items():
+            if found != expected:
+                raise GenerationError(f"{where}: {field} must be {expected}, found {found}")
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> AudioCodec:
+        """A CPU-test size (about 0.2 M parameters): the VAE has three blocks of 8/16/16
+        channels (4x down), the vocoder 32 channels upsampled 5*4*4*2 = 160x."""
+        torch.manual_seed(seed)  # both libraries initialise from the global generator
+        vae = AutoencoderKL(
+            in_channels=1,
+            out_channels=1,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            block_out_channels=(8, 16, 16),
+            layers_per_block=1,
+            latent_channels=8,
+            norm_num_groups=8,
+            sample_size=64,
+            scaling_factor=1.0,  # train_audio_codec sets 1 / std of the latents
+            mid_block_add_attention=False,  # attention over T/4 * 16 positions: slow on CPU
+        )
+        vocoder = SpeechT5HifiGan(
+            SpeechT5HifiGanConfig(
+                model_in_dim=MEL.n_mels,
+                sampling_rate=MEL.sample_rate,
+                upsample_initial_channel=32,
+                upsample_rates=[5, 4, 4, 2],
+                # kernel - rate even: each transposed conv gives exactly rate * L samples
+                upsample_kernel_sizes=[11, 8, 8, 4],
+                resblock_kernel_sizes=[3],
+                resblock_dilation_sizes=[[1, 3]],
+                normalize_before=False,  # AudioLDM2's vocoder feeds the raw log-mel too
+            )
+        )
+        return cls(vae, vocoder)
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, *, vae_subfolder: str = "vae", vocoder_subfolder: str = "vocoder"
+    ) -> AudioCodec:
+        """Load ``folder/vae`` and ``folder/vocoder`` (an AudioLDM2 / OmniFlow pipeline root, or
+        a folder :meth:`save_pretrained` wrote). Local paths only: a missing folder or
+        ``config.json`` fails at once, naming it."""
+        root = Path(folder)
+        if not root.is_dir():
+            raise GenerationError(f"{root}: audio codec folder not found")
+        parts = {}
+        for name, sub, loader in (
+            ("vae", vae_subfolder, AutoencoderKL),
+            ("vocoder", vocoder_subfolder, SpeechT5HifiGan),
+        ):
+            path = root / sub
+            if not path.is_dir():
+                raise GenerationError(
+                    f"{path}: {name} folder not found (expected {root} to hold "
+                    f"{vae_subfolder}/ and {vocoder_subfolder}/, AudioLDM2's layout)"
+                )
+            _read_config(path)
+            try:
+                parts[name] = loader.from_pretrained(path, local_files_only=True)
+            except (OSError, ValueError, KeyError, RuntimeError) as e:
+                raise GenerationError(
+                    f"{path}: cannot load the {name} ({one_line(e, 300)})"
+                ) from None
+        cls._check_models(parts["vae"], parts["vocoder"], where=str(root))
+        return cls(parts["vae"], parts["vocoder"]).eval()
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write ``folder/vae`` and ``folder/vocoder`` with the models' own ``save_pretrained``
+        (config.json + safetensors), filled in a temporary sibling and swapped in whole."""
+
+        def write(tmp: Path) -> None:
+            self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
+            self.vocoder.save_pretrained(tmp / "vocoder", safe_serialization=True)
+
+        atomic_directory(Path(folder), write)
+
+    def _param(self) -> Tensor:
+        return next(self.vae.parameters())
+
+    def mel(self, wave, sample_rate: int = 16000) -> Tensor:
+        """``(B, S)`` float 16 kHz wave -> ``(B, 1, T, 64)`` log-mel, ``T = 8 * ceil(S / 1280)``
+        (see :func:`audioldm2_mel`), on the codec's device and dtype."""
+        p = self._param()
+        w = _check_wave(wave, sample_rate).to(p.device)
+        return audioldm2_mel(w).to(p.dtype)
+
+    def _check_mel(self, mel: Tensor) -> Tensor:
+        m = torch.as_tensor(mel)
+        if m.ndim != 4 or m.shape[1] != 1 or m.shape[3] != MEL.n_mels or m.shape[2] % 4:
+            raise GenerationError(
+                f"mel: expected shape (B, 1, T, {MEL.n_mels}) with T a multiple of 4, "
+                f"found {tuple(m.shape)}"
+            )
+        if not torch.isfinite(m).all():
+            raise GenerationError("mel: contains NaN or infinite values")
+        p = self._param()
+        return m.to(p.device, p.dtype)
+
+    def encode_mel(
+        self, mel: Tensor, *, sample: bool = False, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``(B, 1, T, 64)`` mel -> ``(B, 8, T/4, 16)`` latents: posterior mean (or a draw with
+        ``sample=True``) times ``scaling_factor``."""
+        dist = self.vae.encode(self._check_mel(mel)).latent_dist
+        z = dist.sample(generator) if sample else dist.mean
+        return z * self.scaling_factor
+
+    def encode(
+        self,
+        wave,
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+        sample_rate: int = 16000,
+    ) -> Tensor:
+        """``(B, S)`` 16 kHz wave -> ``(B, 8, T/4, 16)`` scaled latents, ``T = 8 ceil(S/1280)``."""
+        return self.encode_mel(self.mel(wave, sample_rate), sample=sample, generator=generator)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """``(B, 8, T/4, 16)`` scaled latents -> ``(B, 1, T, 64)`` log-mel."""
+        z = torch.as_tensor(latents)
+        if z.ndim != 4 or z.shape[1] != 8 or z.shape[3] != MEL.n_mels // 4:
+            raise GenerationError(
+                f"latents: expected shape (B, 8, T/4, {MEL.n_mels // 4}), found {tuple(z.shape)}"
+            )
+        if not torch.isfinite(z).all():
+            raise GenerationError("latents: contains NaN or infinite values")
+        p = self._param()
+        return self.vae.decode(z.to(p.device, p.dtype) / self.scaling_factor).sample
+
+    def vocode(self, mel: Tensor) -> Tensor:
+        """``(B, 1, T, 64)`` log-mel -> ``(B, T * 160)`` wave in [-1, 1] at 16 kHz."""
+        m = self._check_mel(mel)
+        vp = next(self.vocoder.parameters())
+        # AudioLDM2's kernels (16 for rate 5) add a sample or so per layer: keep T * 160
+        return self.vocoder(m[:, 0].to(vp.device, vp.dtype))[:, : m.shape[2] * MEL.hop_length]
+
+    def decode_audio(self, latents: Tensor, *, num_samples: int | None = None) -> Tensor:
+        """``(B, 8, T/4, 16)`` latents -> ``(B, T * 160)`` wave (cut to ``num_samples``)."""
+        wave = self.vocode(self.decode(latents))
+        return wave if num_samples is None else wave[:, :num_samples]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training the tiny codec on CPU (no GAN: HiFi-GAN's discriminators would dominate the budget)
+
+
+@dataclass
+class AudioCodecTrainConfig:
+    """Settings of :func:`train_audio_codec`; a training CLI can fill it from a preset."""
+
+    steps: int = 300
+    batch_size: int = 8
+    segment_seconds: float = 0.64  # rounded to a multiple of 1280 samples (0.08 s)
+    lr: float = 2e-3
+    seed: int = 0
+    vae: bool = True
+    vocoder: bool = True
+    kl_weight: float = 1e-4  # on the per-element KL: keeps the latents near N(0, I) only mildly
+    progress: bool = False
+
+    def train(self, waves, codec: AudioCodec | None = None) -> AudioCodec:
+        return train_audio_codec(waves, codec=codec, **asdict(self))
+
+
+def _stft_mag(x: Tensor, n_fft: int, hop: int) -> Tensor:
+    win = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
+    spec = torch.stft(x, n_fft, hop, window=win, return_complex=True)
+    # sqrt(|X|^2 + eps): abs() has an infinite gradient at exactly 0 (silent padding)
+    return torch.sqrt(spec.real**2 + spec.imag**2 + 1e-7)
+
+
+def multi_resolution_stft_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Parallel WaveGAN's auxiliary loss (Yamamoto et al., 2020): spectral convergence plus
+    log-magnitude L1, averaged over three resolutions. ``pred``, ``target``: ``(B, S)``."""
+    total = pred.new_zeros(())
+    for n_fft, hop in ((256, 64), (512, 128), (1024, 256)):
+        p, t = _stft_mag(pred, n_fft, hop), _stft_mag(target, n_fft, hop)
+        sc = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp(min=1e-7)
+        total = total + sc + F.l1_loss(torch.log(p), torch.log(t))
+    return total / 3
+
+
+def _segments(waves, segment: int) -> list[np.ndarray]:
+    clips = []
+    for i, w in enumerate(waves):
+        a = np.asarray(w)
+        if a.ndim != 1 or a.dtype.kind != "f":
+            raise GenerationError(
+                f"waves[{i}]: expected a 1-D float array (S,), found {a.dtype} {a.shape}"
+            )
+        if not np.isfinite(a).all():
+            raise GenerationError(f"waves[{i}]: contains NaN or infinite samples")
+        if a.size < segment:
+            raise GenerationError(
+                f"waves[{i}]: {a.size} samples, shorter than one training segment ({segment})"
+            )
+        clips.append(a.astype(np.float32))
+    if not clips:
+        raise GenerationError("waves: no training clips given")
+    return clips
+
+
+def _batch(clips, segment, batch_size, rng) -> Tensor:
+    idx = rng.integers(len(clips), size=batch_size)
+    out = []
+    for i in idx:
+        start = rng.integers(clips[i].size - segment + 1)
+        out.append(clips[i][start : start + segment])
+    return torch.from_numpy(np.stack(out))
+
+
+def _check_loss(loss: Tensor, what: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingError(f"{what}: loss became {loss.item()} at step {step} (diverged)")
+
+
+def train_audio_codec(
+    waves,
+    *,
+    steps: int = 300,
+    batch_size: int = 8,
+    segment_seconds: float = 0.64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    vae: bool = True,
+    vocoder: bool = True,
+    kl_weight: float = 1e-4,
+    progress: bool = False,
+    codec: AudioCodec | None = None,
+) -> AudioCodec:
+    """Train (a fresh ``AudioCodec.tiny(seed)`` or ``codec``) on random segments of ``waves``.
+
+    Args:
+        waves: list of 1-D float32 arrays (S_i,) at 16 kHz, each at least one segment long.
+        steps: optimiser steps for each of the VAE and the vocoder.
+        segment_seconds: segment length, rounded to a multiple of 0.08 s (T multiple of 8).
+
+    The VAE learns mel L1 reconstruction plus ``kl_weight`` times the per-element KL; its
+    ``scaling_factor`` is then set to 1 / std of the training latents (Stable Diffusion's
+    recipe), so the flow model sees unit-variance latents. The vocoder learns
+    ``mel -> wave`` with a multi-resolution STFT loss plus mel L1 (HiFi-GAN's losses without the
+    discriminators). Returns the codec in eval mode."""
+    if steps < 1 or batch_size < 1:
+        raise GenerationError(f"steps and batch_size must be >= 1, found {steps}, {batch_size}")
+    segment = max(1, round(segment_seconds * MEL.sample_rate / MEL.chunk)) * MEL.chunk
+    clips = _segments(waves, segment)
+    fresh = codec is None
+    codec = AudioCodec.tiny(seed) if fresh else codec
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps * (int(vae) + int(vocoder)), desc="audio codec")
+
+    if vae:
+        net = codec.vae.train()
+        if fresh:
+            # start the decoder at the corpus' mean log-mel level (about -6, silence is -11.5):
+            # Adam would spend thousands of steps walking an output bias there from 0
+            with torch.no_grad():
+                level = audioldm2_mel(_batch(clips, segment, 16, rng)).mean()
+                net.decoder.conv_out.bias.fill_(level.item())
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        for step in range(steps):
+            mel = audioldm2_mel(_batch(clips, segment, batch_size, rng))
+            dist = net.encode(mel).latent_dist
+            recon = net.decode(dist.sample(gen)).sample
+            kl = dist.kl().mean() / dist.mean[0].numel()  # per latent element
+            loss = F.l1_loss(recon, mel) + kl_weight * kl
+            _check_loss(loss, "audio VAE", step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(vae=f"{loss.item():.3f}")
+        net.eval()
+        with torch.no_grad():
+            mel = audioldm2_mel(_batch(clips, segment, max(batch_size, 16), rng))
+            std = net.encode(mel).latent_dist.mean.std().item()
+        net.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
+        log.info("audio VAE: L1 %.4f, latent std %.3f", loss.item(), std)
+
+    if vocoder:
+        net = codec.vocoder.train()
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        for step in range(steps):
+            wave = _batch(clips, segment, batch_size, rng)
+            mel = audioldm2_mel(wave)
+            pred = net(mel[:, 0])[:, :segment]
+            loss = multi_resolution_stft_loss(pred, wave) + F.l1_loss(audioldm2_mel(pred), mel)
+            _check_loss(loss, "vocoder", step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(vocoder=f"{loss.item():.3f}")
+        log.info("vocoder: loss %.4f", loss.item())
+    if bar is not None:
+        bar.close()
+    return codec.eval()
