@@ -175,6 +175,22 @@ def _sentence(rng: np.random.Generator, lang: str) -> list[str]:
     return out
 
 
+def sentences(n: int, seed: int = 0, language: str = "en") -> list[str]:
+    """``n`` random 3-7 word sentences over the corpus vocabulary (the same generator as the
+    clips' transcripts, no speech synthesised), e.g. for training a text model.
+
+    Deterministic in ``(seed, language)``; ``sentences(n)`` is a prefix of ``sentences(m)``
+    for ``n < m``. Words are lower case and joined by single spaces.
+    """
+    if language not in SEMANTIC_WORDS:
+        raise ValueError(f"language must be one of {sorted(SEMANTIC_WORDS)}, got {language!r}")
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    # a stream apart from make_clip's ([seed, index]): sentences never replay a transcript
+    rng = np.random.default_rng([seed, 0x7E47])
+    return [" ".join(_sentence(rng, language)) for _ in range(int(n))]
+
+
 def _stress_time(w: np.ndarray) -> tuple[float, float]:
     """(offset s of the loudest syllable's onset within the word, peak loudness)."""
     env = gaussian_filter1d(np.abs(w), sigma=0.012 * SR)
