@@ -334,7 +334,7 @@ class AudioCodec(nn.Module):
 class AudioCodecTrainConfig:
     """Settings of :func:`train_audio_codec`; a training CLI can fill it from a preset."""
 
-    steps: int = 300
+    steps: int = 1000
     batch_size: int = 8
     segment_seconds: float = 0.64  # rounded to a multiple of 1280 samples (0.08 s)
     lr: float = 2e-3
@@ -403,7 +403,7 @@ def _check_loss(loss: Tensor, what: str, step: int) -> None:
 def train_audio_codec(
     waves,
     *,
-    steps: int = 300,
+    steps: int = 1000,
     batch_size: int = 8,
     segment_seconds: float = 0.64,
     lr: float = 2e-3,
