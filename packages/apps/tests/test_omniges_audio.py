@@ -13,12 +13,8 @@ from scipy.signal import get_window
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
 from gesture_apps.errors import GenerationError
-from gesture_apps.systems.omniges.audio import (
-    AudioCodec,
-    AudioCodecTrainConfig,
-    audioldm2_mel,
-    train_audio_codec,
-)
+from gesture_apps.systems.omniges.audio import AudioCodec, audioldm2_mel
+from gesture_apps.systems.omniges.audio_train import AudioCodecTrainConfig, train_audio_codec
 from gesture_data.datasets.synthetic import make_corpus
 from gesture_eval.audio import log_spectral_distance
 
@@ -149,7 +145,12 @@ def test_save_load_round_trip(trained, held_out, tmp_path):
 def _audioldm2_shaped(seed: int) -> tuple[AutoencoderKL, SpeechT5HifiGan]:
     """AudioLDM2's architectures (block and kernel layout of its vae/ and vocoder/ configs)
     with small channel counts, so a folder in its layout can be written in a test."""
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _audioldm2_models()
+
+
+def _audioldm2_models() -> tuple[AutoencoderKL, SpeechT5HifiGan]:
     vae = AutoencoderKL(
         in_channels=1,
         out_channels=1,
