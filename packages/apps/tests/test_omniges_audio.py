@@ -12,7 +12,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import get_window
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
-from gesture_apps.errors import GenerationError
+from gesture_apps.errors import ConfigError, GenerationError
 from gesture_apps.systems.omniges.audio import AudioCodec, audioldm2_mel
 from gesture_apps.systems.omniges.audio_train import AudioCodecTrainConfig, train_audio_codec
 from gesture_data.datasets.synthetic import make_corpus
@@ -260,6 +260,11 @@ def test_bad_folders_raise_clear_errors(tmp_path):
 def test_training_rejects_bad_clips(waves, match):
     with pytest.raises(GenerationError, match=match):
         train_audio_codec(waves, steps=1, batch_size=1, segment_seconds=0.32)
+
+
+def test_training_rejects_bad_settings(corpus):
+    with pytest.raises(ConfigError, match="steps and batch_size must be >= 1, found 0, 4"):
+        train_audio_codec(corpus[0], steps=0, batch_size=4)
 
 
 def test_training_is_deterministic_and_config_driven(corpus):

@@ -18,7 +18,6 @@ MMDiT audio stream). :meth:`AudioCodec.decode_audio` can crop back to ``num_samp
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,6 @@ from gesture_data.features.audio import mel_filterbank
 from motion_tokenizers.io import atomic_directory
 
 from ...errors import GenerationError, one_line
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "MEL",
@@ -98,7 +95,7 @@ def audioldm2_mel(wave, sample_rate: int = 16000) -> Tensor:
     As AudioLDM2's training data loader (HiFi-GAN's recipe): reflect-pad ``(n_fft - hop) / 2``
     on both sides, magnitude STFT (periodic Hann 1024, hop 160, no centring), slaney mel
     filterbank (0-8 kHz, area-normalised, as ``librosa.filters.mel``), natural log of the value
-    clamped at 1e-5. That padding makes frame i cover the hop ``[160 i, 160 (i + 1))``, so the
+    clamped at 1e-5. That padding centres frame i on the hop ``[160 i, 160 (i + 1))``, so the
     vocoder's ``T * 160`` output samples line up with the input. AudioLDM2's loader also scales
     each clip to peak 0.5; we leave the level alone so wave -> mel -> wave keeps loudness."""
     w = _check_wave(wave, sample_rate)
