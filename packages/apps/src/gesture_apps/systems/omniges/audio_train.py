@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ...errors import ConfigError, GenerationError, TrainingError
 from .audio import MEL, AudioCodec, audioldm2_mel
@@ -133,8 +134,6 @@ def train_audio_codec(
     gen = torch.Generator().manual_seed(seed)  # CPU draws, moved to the device by diffusers
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=steps * (int(vae) + int(vocoder)), desc="audio codec")
 
     if vae:
