@@ -18,9 +18,8 @@ MMDiT audio stream). :meth:`AudioCodec.decode_audio` can crop back to ``num_samp
 from __future__ import annotations
 
 import json
-import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +32,13 @@ from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 from gesture_data.features.audio import mel_filterbank
 from motion_tokenizers.io import atomic_directory
 
-from ...errors import GenerationError, TrainingError, one_line
-
-log = logging.getLogger(__name__)
+from ...errors import GenerationError, one_line
 
 __all__ = [
+    "MEL",
     "AudioCodec",
-    "AudioCodecTrainConfig",
     "MelSettings",
     "audioldm2_mel",
-    "train_audio_codec",
 ]
 
 
@@ -99,7 +95,7 @@ def audioldm2_mel(wave, sample_rate: int = 16000) -> Tensor:
     As AudioLDM2's training data loader (HiFi-GAN's recipe): reflect-pad ``(n_fft - hop) / 2``
     on both sides, magnitude STFT (periodic Hann 1024, hop 160, no centring), slaney mel
     filterbank (0-8 kHz, area-normalised, as ``librosa.filters.mel``), natural log of the value
-    clamped at 1e-5. That padding makes frame i cover the hop ``[160 i, 160 (i + 1))``, so the
+    clamped at 1e-5. That padding centres frame i on the hop ``[160 i, 160 (i + 1))``, so the
     vocoder's ``T * 160`` output samples line up with the input. AudioLDM2's loader also scales
     each clip to peak 0.5; we leave the level alone so wave -> mel -> wave keeps loudness."""
     w = _check_wave(wave, sample_rate)
@@ -189,7 +185,13 @@ class AudioCodec(nn.Module):
     def tiny(cls, seed: int = 0) -> AudioCodec:
         """A CPU-test size (about 0.2 M parameters): the VAE has three blocks of 8/16/16
         channels (4x down), the vocoder 32 channels upsampled 5*4*4*2 = 160x."""
-        torch.manual_seed(seed)  # both libraries initialise from the global generator
+        # both libraries initialise from the global generator: seed a forked copy of it
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls._tiny_models()
+
+    @classmethod
+    def _tiny_models(cls) -> AudioCodec:
         vae = AutoencoderKL(
             in_channels=1,
             out_channels=1,
@@ -324,171 +326,3 @@ class AudioCodec(nn.Module):
         """``(B, 8, T/4, 16)`` latents -> ``(B, T * 160)`` wave (cut to ``num_samples``)."""
         wave = self.vocode(self.decode(latents))
         return wave if num_samples is None else wave[:, :num_samples]
-
-
-# ---------------------------------------------------------------------------------------------
-# Training the tiny codec on CPU (no GAN: HiFi-GAN's discriminators would dominate the budget)
-
-
-@dataclass
-class AudioCodecTrainConfig:
-    """Settings of :func:`train_audio_codec`; a training CLI can fill it from a preset."""
-
-    steps: int = 300
-    batch_size: int = 8
-    segment_seconds: float = 0.64  # rounded to a multiple of 1280 samples (0.08 s)
-    lr: float = 2e-3
-    seed: int = 0
-    vae: bool = True
-    vocoder: bool = True
-    kl_weight: float = 1e-4  # on the per-element KL: keeps the latents near N(0, I) only mildly
-    progress: bool = False
-
-    def train(self, waves, codec: AudioCodec | None = None) -> AudioCodec:
-        return train_audio_codec(waves, codec=codec, **asdict(self))
-
-
-def _stft_mag(x: Tensor, n_fft: int, hop: int) -> Tensor:
-    win = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
-    spec = torch.stft(x, n_fft, hop, window=win, return_complex=True)
-    # sqrt(|X|^2 + eps): abs() has an infinite gradient at exactly 0 (silent padding)
-    return torch.sqrt(spec.real**2 + spec.imag**2 + 1e-7)
-
-
-def multi_resolution_stft_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Parallel WaveGAN's auxiliary loss (Yamamoto et al., 2020): spectral convergence plus
-    log-magnitude L1, averaged over three resolutions. ``pred``, ``target``: ``(B, S)``."""
-    total = pred.new_zeros(())
-    for n_fft, hop in ((256, 64), (512, 128), (1024, 256)):
-        p, t = _stft_mag(pred, n_fft, hop), _stft_mag(target, n_fft, hop)
-        sc = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp(min=1e-7)
-        total = total + sc + F.l1_loss(torch.log(p), torch.log(t))
-    return total / 3
-
-
-def _segments(waves, segment: int) -> list[np.ndarray]:
-    clips = []
-    for i, w in enumerate(waves):
-        a = np.asarray(w)
-        if a.ndim != 1 or a.dtype.kind != "f":
-            raise GenerationError(
-                f"waves[{i}]: expected a 1-D float array (S,), found {a.dtype} {a.shape}"
-            )
-        if not np.isfinite(a).all():
-            raise GenerationError(f"waves[{i}]: contains NaN or infinite samples")
-        if a.size < segment:
-            raise GenerationError(
-                f"waves[{i}]: {a.size} samples, shorter than one training segment ({segment})"
-            )
-        clips.append(a.astype(np.float32))
-    if not clips:
-        raise GenerationError("waves: no training clips given")
-    return clips
-
-
-def _batch(clips, segment, batch_size, rng) -> Tensor:
-    idx = rng.integers(len(clips), size=batch_size)
-    out = []
-    for i in idx:
-        start = rng.integers(clips[i].size - segment + 1)
-        out.append(clips[i][start : start + segment])
-    return torch.from_numpy(np.stack(out))
-
-
-def _check_loss(loss: Tensor, what: str, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise TrainingError(f"{what}: loss became {loss.item()} at step {step} (diverged)")
-
-
-def train_audio_codec(
-    waves,
-    *,
-    steps: int = 300,
-    batch_size: int = 8,
-    segment_seconds: float = 0.64,
-    lr: float = 2e-3,
-    seed: int = 0,
-    vae: bool = True,
-    vocoder: bool = True,
-    kl_weight: float = 1e-4,
-    progress: bool = False,
-    codec: AudioCodec | None = None,
-) -> AudioCodec:
-    """Train (a fresh ``AudioCodec.tiny(seed)`` or ``codec``) on random segments of ``waves``.
-
-    Args:
-        waves: list of 1-D float32 arrays (S_i,) at 16 kHz, each at least one segment long.
-        steps: optimiser steps for each of the VAE and the vocoder.
-        segment_seconds: segment length, rounded to a multiple of 0.08 s (T multiple of 8).
-
-    The VAE learns mel L1 reconstruction plus ``kl_weight`` times the per-element KL; its
-    ``scaling_factor`` is then set to 1 / std of the training latents (Stable Diffusion's
-    recipe), so the flow model sees unit-variance latents. The vocoder learns
-    ``mel -> wave`` with a multi-resolution STFT loss plus mel L1 (HiFi-GAN's losses without the
-    discriminators). Returns the codec in eval mode."""
-    if steps < 1 or batch_size < 1:
-        raise GenerationError(f"steps and batch_size must be >= 1, found {steps}, {batch_size}")
-    segment = max(1, round(segment_seconds * MEL.sample_rate / MEL.chunk)) * MEL.chunk
-    clips = _segments(waves, segment)
-    fresh = codec is None
-    codec = AudioCodec.tiny(seed) if fresh else codec
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps * (int(vae) + int(vocoder)), desc="audio codec")
-
-    if vae:
-        net = codec.vae.train()
-        if fresh:
-            # start the decoder at the corpus' mean log-mel level (about -6, silence is -11.5):
-            # Adam would spend thousands of steps walking an output bias there from 0
-            with torch.no_grad():
-                level = audioldm2_mel(_batch(clips, segment, 16, rng)).mean()
-                net.decoder.conv_out.bias.fill_(level.item())
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        for step in range(steps):
-            mel = audioldm2_mel(_batch(clips, segment, batch_size, rng))
-            dist = net.encode(mel).latent_dist
-            recon = net.decode(dist.sample(gen)).sample
-            kl = dist.kl().mean() / dist.mean[0].numel()  # per latent element
-            loss = F.l1_loss(recon, mel) + kl_weight * kl
-            _check_loss(loss, "audio VAE", step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(vae=f"{loss.item():.3f}")
-        net.eval()
-        with torch.no_grad():
-            mel = audioldm2_mel(_batch(clips, segment, max(batch_size, 16), rng))
-            std = net.encode(mel).latent_dist.mean.std().item()
-        net.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
-        log.info("audio VAE: L1 %.4f, latent std %.3f", loss.item(), std)
-
-    if vocoder:
-        net = codec.vocoder.train()
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        for step in range(steps):
-            wave = _batch(clips, segment, batch_size, rng)
-            mel = audioldm2_mel(wave)
-            pred = net(mel[:, 0])[:, :segment]
-            loss = multi_resolution_stft_loss(pred, wave) + F.l1_loss(audioldm2_mel(pred), mel)
-            _check_loss(loss, "vocoder", step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(vocoder=f"{loss.item():.3f}")
-        log.info("vocoder: loss %.4f", loss.item())
-    if bar is not None:
-        bar.close()
-    return codec.eval()
