@@ -152,6 +152,26 @@ def test_llama_decoder_config():
     assert len(vae.decode(vae.encode(texts[:2]), max_new_tokens=3)) == 2
 
 
+def test_local_t5_encoder_folder(tmp_path):
+    """Any local transformers encoder stands in for MiniLM; for an encoder-decoder (T5, as
+    OmniFlow's Flan-T5) its encoder stack is used. A tiny random T5 with MiniLM's tokenizer."""
+    from transformers import T5Config, T5Model
+
+    from gesture_data.features.text import TextEncoder
+
+    minilm = TextEncoder.default()
+    cfg = T5Config(vocab_size=minilm.tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64,
+                   num_layers=1, num_heads=4)  # fmt: skip
+    T5Model(cfg).save_pretrained(tmp_path / "t5")
+    minilm.tokenizer.save_pretrained(tmp_path / "t5")
+    vae = TextVAE.tiny(encoder=str(tmp_path / "t5"))
+    assert vae.qformer.config.encoder_hidden_size == 32
+    feats, mask = vae.encoder_features(["people think", "a longer sentence about music"])
+    assert feats.shape[0] == 2 and feats.shape[2] == 32 and mask.shape == feats.shape[:2]
+    with torch.no_grad():
+        assert vae.encode(["people think"]).shape == (1, 8, 32)
+
+
 def test_default_config_builds():
     vae = TextVAE()
     assert (
