@@ -106,6 +106,11 @@ def test_save_load_round_trip(trained, tmp_path):
     # same weights, same ops, same process: bitwise equal
     assert torch.equal(z0, z1)
     assert loaded.decode(z1) == trained["decoded"][:16]
+    # a truncated weights file: the error names it
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(GenerationError, match=r"model\.safetensors: cannot load"):
+        TextVAE.from_pretrained(folder)
 
 
 def test_local_decoder_folder_loads_and_trains(tmp_path):
