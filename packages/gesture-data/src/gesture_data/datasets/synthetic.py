@@ -186,7 +186,7 @@ def sentences(n: int, seed: int = 0, language: str = "en") -> list[str]:
         raise ValueError(f"language must be one of {sorted(SEMANTIC_WORDS)}, got {language!r}")
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
-    # a stream apart from make_clip's ([seed, index]): sentences never replay a transcript
+    # its own stream key, apart from make_clip's [seed, index] streams
     rng = np.random.default_rng([seed, 0x7E47])
     return [" ".join(_sentence(rng, language)) for _ in range(int(n))]
 
