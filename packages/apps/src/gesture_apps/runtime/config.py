@@ -44,10 +44,20 @@ _LEGACY_PREFIX = {
 
 
 def list_presets(system: str | None = None) -> list[str]:
-    """Preset names ``<system>/<preset>`` (only ``system``'s when given)."""
+    """Preset names ``<system>/<preset>`` (only ``system``'s when given). accelerate launch
+    configs shipped beside the presets (``omniges/fsdp.yaml``, what ``train.fsdp=default``
+    reads) are not recipe presets and are left out."""
     root = presets_dir()
-    names = sorted(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.yaml"))
+    paths = [p for p in root.glob("*/*.yaml") if not is_launch_config(p)]
+    names = sorted(f"{p.parent.name}/{p.stem}" for p in paths)
     return [n for n in names if system is None or n.split("/")[0] == system]
+
+
+def is_launch_config(path: Path) -> bool:
+    """Whether a yaml file is an accelerate launch config (a top-level ``distributed_type``)
+    rather than a recipe preset (sections such as ``train:``)."""
+    text = path.read_text(encoding="utf-8")
+    return re.search(r"^distributed_type:", text, re.MULTILINE) is not None
 
 
 def preset_path(name_or_path: str, system: str | None = None) -> Path:
