@@ -60,11 +60,12 @@ def test_two_sharded_ranks_train_like_one_process_and_resume_exactly(tmp_path):
 
     # Sharded vs one process with the same global batch, step by step. The runs differ only
     # in summation order (two half-batch gradients reduce-scattered, per-shard Adam) and run
-    # in float64: measured |loss difference| <= 2.2e-16 (1 ulp) per step, weights and EMA
-    # relative difference 0 to 3e-16. Bugs measured with the same runs: ranks left on their own
-    # initial weights (no broadcast) 1.5e-2 on the loss at step 1; gradients summed instead
-    # of averaged over the ranks: weights 4e-2. The bounds sit >= 1000x above the noise and
-    # >= 1e7x below those bugs.
+    # in float64. Measured: |loss difference| <= 2.2e-16 (1 ulp) per step, weights relative
+    # 5.6e-17, EMA 0 (its shadow is float32). Bugs measured on the same runs: ranks left on
+    # their own initial weights (no broadcast) put the loss off by 2.3e-3 from step 2 (the
+    # zero-initialised output heads make step 1 agree) and the weights by 0.94; both ranks
+    # reading the same items: loss 0.12, weights 4.4e-2. The bounds (1e-12) sit >= 4000x above
+    # the noise and >= 1e9x below those bugs.
     assert [h["step"] for h in r0["history"]] == list(range(1, worker.STEPS + 1))
     assert r0["history"] == r1["history"]  # logged metrics are reduced over the ranks
     for ref, got in zip(single_log, r0["history"], strict=True):
