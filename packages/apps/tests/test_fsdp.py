@@ -11,6 +11,7 @@ from safetensors.torch import load_file, load_model
 
 from flow_backbones import MMDiT
 from gesture_apps.errors import ConfigError
+from gesture_apps.runtime import from_dict, to_dict
 from gesture_apps.runtime.trainer import TrainConfig, Trainer, fsdp_plugin
 from motion_tokenizers.errors import CheckpointError
 
@@ -116,6 +117,10 @@ def test_two_sharded_ranks_train_like_one_process_and_resume_exactly(tmp_path):
 
 
 def test_fsdp_config_file_is_checked_before_any_process_starts(tmp_path):
+    # train.fsdp is a plain config value (`train.fsdp=default` on the command line)
+    cfg = from_dict(TrainConfig, {"fsdp": "default"})
+    assert cfg.fsdp == "default" and from_dict(TrainConfig, to_dict(cfg)) == cfg
+    assert TrainConfig().fsdp is None  # data parallel unless asked
     plugin = fsdp_plugin("default")  # the shipped configs/omniges/fsdp.yaml
     assert plugin.fsdp_version == 2 and plugin.transformer_cls_names_to_wrap == ["JointBlock"]
     assert plugin.reshard_after_forward is True

@@ -207,7 +207,8 @@ def build_accelerator(config: TrainConfig) -> Accelerator:
         # out of AcceleratorState's list) although torch's fully_shard runs on gloo; set the
         # fields it sets on a GPU, so that prepare(), clip_grad_norm_ and the state dicts
         # take the FSDP2 paths. CPU sharding is what the 2-process tests run. PartialState
-        # too: every later AcceleratorState() copies its distributed_type over ours.
+        # too, as accelerate's own init does: every later AcceleratorState() copies its
+        # distributed_type over ours.
         if acc.mixed_precision != "no":
             plugin.set_mixed_precision(acc.mixed_precision)
         acc.state.fsdp_plugin = plugin
