@@ -102,6 +102,8 @@ def train_unsharded(out: Path) -> None:
         save_file(full_weights(trainer), str(out / "single_mid.safetensors"))
         trainer.train()
         save_file(full_weights(trainer), str(out / "single.safetensors"))
+        averaged = trainer.unsharded_copy(ema=True).state_dict()
+        save_file(averaged, str(out / "single_copy.safetensors"))
         (out / "single.json").write_text(json.dumps({"history": trainer.history}))
         trainer.close()
     finally:
@@ -141,6 +143,7 @@ def run_rank(rank: int, world: int, port: int, out: Path) -> None:
     sharded.save_checkpoint(out / "checkpoint")
     sharded.train()
     weights = full_weights(sharded)
+    averaged = sharded.unsharded_copy(ema=True)  # what a recipe's final export uses
 
     resumed = Trainer(
         model=make_model(200 + rank),
@@ -153,7 +156,9 @@ def run_rank(rank: int, world: int, port: int, out: Path) -> None:
     resumed.load_checkpoint(out / "checkpoint")
     resumed.train()
     weights_resumed = full_weights(resumed)
+    report["copy_on_this_rank"] = averaged is not None
     if rank == 0:
+        save_file(averaged.state_dict(), str(out / "unsharded_copy.safetensors"))
         save_file(weights, str(out / "sharded.safetensors"))
         save_file(weights_resumed, str(out / "resumed.safetensors"))
     report |= {"history": sharded.history, "resumed_history": resumed.history}

@@ -104,6 +104,14 @@ def test_two_sharded_ranks_train_like_one_process_and_resume_exactly(tmp_path):
     exported = MMDiT.from_pretrained(str(ckpt / "model")).double()
     got = {f"ema.{k}": v for k, v in exported.state_dict().items()}
     assert _relative_difference(got, mid, list(got)) < 1e-12
+    # Trainer.unsharded_copy(ema=True): a plain model on rank 0 only, with the EMA weights
+    assert r0["copy_on_this_rank"] and not r1["copy_on_this_rank"]
+    averaged = load_file(str(tmp_path / "unsharded_copy.safetensors"))
+    assert averaged.keys() == {k.removeprefix("ema.") for k in emas}
+    single_copy = load_file(str(tmp_path / "single_copy.safetensors"))  # unsharded: the same
+    for k, v in averaged.items():  # the float32 EMA shadow, cast to the float64 model
+        assert torch.equal(v, sharded[f"ema.{k}"].to(v.dtype)), k
+        assert torch.equal(single_copy[k], single[f"ema.{k}"].to(v.dtype)), k
     # an unsharded Trainer cannot take over the sharded optimizer state: a clear error
     trainer = Trainer(
         model=worker.make_model(1),

@@ -273,8 +273,10 @@ class Trainer:
             )
         # ranks draw different dropout/noise, but one data order (seeded below, not by RNG)
         set_seed(config.seed + acc.process_index)
+        # rank 0 of a sharded run keeps the model's structure without storage, to rebuild an
+        # unsharded copy from gathered weights for exports (unsharded_copy)
         self._skeleton: tuple[nn.Module, dict[str, Tensor]] | None = None
-        if self.sharded and export_fn is not None and acc.is_main_process:
+        if self.sharded and acc.is_main_process:
             self._skeleton = _meta_copy(model)
         if config.fsdp:  # a typo in the block class shows in a one-process run too
             _check_wrap_classes(model, config.fsdp)
@@ -559,28 +561,55 @@ class Trainer:
         acc.wait_for_everyone()
         return directory
 
+    def unsharded_copy(self, *, ema: bool = False) -> nn.Module | None:
+        """A plain (unsharded) CPU copy of the model with the current weights, or the EMA
+        weights with ``ema=True``, for a recipe's export; ``None`` on the other ranks.
+
+        A collective call when sharded (the weights are gathered to rank 0): every rank must
+        make it. Unsharded, a copy of the main process's model."""
+        acc = self.accelerator
+        if not self.sharded:
+            if not acc.is_main_process:
+                return None
+            model = copy.deepcopy(self.raw_model).cpu()
+            if ema and self.ema is not None:
+                self.ema.copy_to(model)
+            return model
+        weights = get_model_state_dict(self.model, options=_FULL_TO_RANK0)
+        ema_state = self._ema_state() if ema else None
+        if not acc.is_main_process:
+            return None
+        model = self._plain_model(weights)
+        if ema_state is not None:
+            _ema_of(model, ema_state).copy_to(model)
+        return model
+
+    def _plain_model(self, weights: dict[str, Tensor]) -> nn.Module:
+        """Rank 0: a new unsharded CPU model holding ``weights`` (a full state dict)."""
+        if self._skeleton is None:
+            raise RuntimeError("only rank 0 of a sharded run keeps the model's structure")
+        skeleton, buffers = self._skeleton
+        model = copy.deepcopy(skeleton).to_empty(device="cpu")
+        model.load_state_dict(weights, strict=True)
+        for name, b in buffers.items():  # not in the state dict: kept aside, put back
+            owner, _, leaf = name.rpartition(".")
+            model.get_submodule(owner)._buffers[leaf] = b.clone()
+        return model
+
     def _export_unsharded(
         self, tmp: Path, weights: dict[str, Tensor], ema: dict[str, Any] | None
     ) -> None:
         """Run ``export_fn`` on rank 0 with ``raw_model`` / ``ema`` standing for an unsharded
         CPU model holding the gathered weights, so recipes export as they do unsharded."""
-        assert self._skeleton is not None
-        skeleton, buffers = self._skeleton
-        plain = skeleton.to_empty(device="cpu")
-        plain.load_state_dict(weights, strict=True)
-        for name, b in buffers.items():  # not in the state dict: kept aside, put back
-            owner, _, leaf = name.rpartition(".")
-            plain.get_submodule(owner)._buffers[leaf] = b
+        plain = self._plain_model(weights)
         sharded_model, sharded_ema = self.raw_model, self.ema
         try:
             self.raw_model = plain
             if ema is not None:
-                self.ema = EMA(plain, decay=ema["decay"])
-                self.ema.load_state_dict(ema)
+                self.ema = _ema_of(plain, ema)
             self.export_fn(self, tmp)  # type: ignore[misc]
         finally:
             self.raw_model, self.ema = sharded_model, sharded_ema
-            self._skeleton = (plain.to("meta"), buffers)
 
     def _prune(self, checkpoints: Path) -> None:
         # hidden leftovers of a save or prune killed earlier (only the main process of this
@@ -728,6 +757,13 @@ def _broadcast_from_rank0(model: nn.Module, device: torch.device) -> None:
         moved = t.data.to(device)
         dist.broadcast(moved, src=0)
         t.data.copy_(moved)
+
+
+def _ema_of(model: nn.Module, state: dict[str, Any]) -> EMA:
+    """An EMA of an unsharded model holding a gathered EMA state."""
+    ema = EMA(model, decay=state["decay"])
+    ema.load_state_dict(state)
+    return ema
 
 
 def _meta_copy(model: nn.Module) -> tuple[nn.Module, dict[str, Tensor]]:
