@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
-import yaml
 from accelerate import Accelerator, PartialState
 from accelerate.utils import (
     DistributedType,
@@ -42,7 +41,6 @@ from accelerate.utils import (
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -59,13 +57,20 @@ from motion_tokenizers.io import atomic_directory, atomic_write, load_state, sav
 
 from ..errors import ConfigError, TrainingError
 from .checkpoint import (
+    FULL_EVERYWHERE,
+    FULL_TO_RANK0,
     LATEST,
     STATE_NAME,
+    check_finite_tensors,
+    ema_of,
+    materialize,
+    meta_copy,
     resolve_checkpoint,
     rng_state,
     set_rng_state,
     write_latest,
 )
+from .config import fsdp_config_path, read_fsdp_config
 from .ema import EMA
 
 logger = logging.getLogger(__name__)
@@ -119,70 +124,10 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-# accelerate config keys (fsdp_config section) -> FullyShardedDataParallelPlugin fields; the
-# same names `accelerate launch --config_file` reads, so one file serves both ways
-_FSDP_KEYS = {
-    "fsdp_version": "fsdp_version",
-    "fsdp_auto_wrap_policy": "auto_wrap_policy",
-    "fsdp_transformer_layer_cls_to_wrap": "transformer_cls_names_to_wrap",
-    "fsdp_min_num_params": "min_num_params",
-    "fsdp_reshard_after_forward": "reshard_after_forward",
-    "fsdp_state_dict_type": "state_dict_type",
-    "fsdp_offload_params": "cpu_offload",
-    "fsdp_activation_checkpointing": "activation_checkpointing",
-    "fsdp_cpu_ram_efficient_loading": "cpu_ram_efficient_loading",
-}
-
-
-def fsdp_config_path(spec: str) -> Path:
-    """The accelerate FSDP config a ``train.fsdp`` value names (``"default"``: the shipped
-    ``configs/omniges/fsdp.yaml``); raises :class:`ConfigError` for a missing file."""
-    if spec == "default":
-        from .config import presets_dir
-
-        return presets_dir() / "omniges" / "fsdp.yaml"
-    path = Path(spec)
-    if not path.is_file():
-        raise ConfigError(f"train.fsdp: {path}: accelerate FSDP config file not found")
-    return path
-
-
 def fsdp_plugin(spec: str) -> FullyShardedDataParallelPlugin:
-    """accelerate's FSDP plugin from an accelerate config yaml (its ``fsdp_config`` section).
-
-    Only FSDP2 with full-state-dict checkpoints is supported (what the Trainer's checkpoints
-    are tested with); every other value is an error naming the file and the key."""
-    path = fsdp_config_path(spec)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not a readable yaml file ({one_line(e, 200)})") from None
-    if not isinstance(data, dict) or data.get("distributed_type") != "FSDP":
-        found = data.get("distributed_type") if isinstance(data, dict) else type(data).__name__
-        raise ConfigError(f"{path}: distributed_type: expected FSDP, found {found!r}")
-    section = data.get("fsdp_config")
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: fsdp_config: expected a mapping, found {section!r}")
-    unknown = sorted(set(section) - set(_FSDP_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{path}: fsdp_config: unsupported key(s) {unknown} (supported: {sorted(_FSDP_KEYS)})"
-        )
-    if section.get("fsdp_version") != 2:
-        raise ConfigError(
-            f"{path}: fsdp_config.fsdp_version: expected 2 (FSDP2, fully_shard), "
-            f"found {section.get('fsdp_version')!r}"
-        )
-    state_dict_type = str(section.get("fsdp_state_dict_type", "FULL_STATE_DICT"))
-    if state_dict_type.upper() != "FULL_STATE_DICT":
-        raise ConfigError(
-            f"{path}: fsdp_config.fsdp_state_dict_type: expected FULL_STATE_DICT (checkpoints "
-            f"are gathered to rank 0), found {state_dict_type!r}"
-        )
-    kwargs = {_FSDP_KEYS[k]: v for k, v in section.items()}
-    names = kwargs.get("transformer_cls_names_to_wrap")
-    if isinstance(names, str):
-        kwargs["transformer_cls_names_to_wrap"] = [n.strip() for n in names.split(",")]
+    """accelerate's FSDP plugin from the accelerate config yaml ``train.fsdp`` names (see
+    :func:`~gesture_apps.runtime.config.read_fsdp_config`); errors name the file."""
+    path, kwargs = read_fsdp_config(spec)
     try:
         return FullyShardedDataParallelPlugin(**kwargs)
     except (ValueError, TypeError, KeyError) as e:
@@ -277,7 +222,7 @@ class Trainer:
         # unsharded copy from gathered weights for exports (unsharded_copy)
         self._skeleton: tuple[nn.Module, dict[str, Tensor]] | None = None
         if self.sharded and acc.is_main_process:
-            self._skeleton = _meta_copy(model)
+            self._skeleton = meta_copy(model)
         if config.fsdp:  # a typo in the block class shows in a one-process run too
             _check_wrap_classes(model, config.fsdp)
         if self.sharded:
@@ -467,7 +412,7 @@ class Trainer:
         acc = self.accelerator
         if self.sharded:
             optimizer = get_optimizer_state_dict(
-                self.model, self.optimizer.optimizer, options=_FULL_TO_RANK0
+                self.model, self.optimizer.optimizer, options=FULL_TO_RANK0
             )
         else:
             optimizer = self.optimizer.state_dict()
@@ -532,7 +477,7 @@ class Trainer:
         rngs = gather_object([rng_state()])  # one entry per rank, in rank order
         weights = None
         if self.sharded:
-            weights = get_model_state_dict(self.model, options=_FULL_TO_RANK0)
+            weights = get_model_state_dict(self.model, options=FULL_TO_RANK0)
         state = self.state_dict()
         if acc.is_main_process:
             state["rng"] = rngs
@@ -575,26 +520,20 @@ class Trainer:
             if ema and self.ema is not None:
                 self.ema.copy_to(model)
             return model
-        weights = get_model_state_dict(self.model, options=_FULL_TO_RANK0)
+        weights = get_model_state_dict(self.model, options=FULL_TO_RANK0)
         ema_state = self._ema_state() if ema else None
         if not acc.is_main_process:
             return None
         model = self._plain_model(weights)
         if ema_state is not None:
-            _ema_of(model, ema_state).copy_to(model)
+            ema_of(model, ema_state).copy_to(model)
         return model
 
     def _plain_model(self, weights: dict[str, Tensor]) -> nn.Module:
         """Rank 0: a new unsharded CPU model holding ``weights`` (a full state dict)."""
         if self._skeleton is None:
             raise RuntimeError("only rank 0 of a sharded run keeps the model's structure")
-        skeleton, buffers = self._skeleton
-        model = copy.deepcopy(skeleton).to_empty(device="cpu")
-        model.load_state_dict(weights, strict=True)
-        for name, b in buffers.items():  # not in the state dict: kept aside, put back
-            owner, _, leaf = name.rpartition(".")
-            model.get_submodule(owner)._buffers[leaf] = b.clone()
-        return model
+        return materialize(*self._skeleton, weights)
 
     def _export_unsharded(
         self, tmp: Path, weights: dict[str, Tensor], ema: dict[str, Any] | None
@@ -606,7 +545,7 @@ class Trainer:
         try:
             self.raw_model = plain
             if ema is not None:
-                self.ema = _ema_of(plain, ema)
+                self.ema = ema_of(plain, ema)
             self.export_fn(self, tmp)  # type: ignore[misc]
         finally:
             self.raw_model, self.ema = sharded_model, sharded_ema
@@ -658,8 +597,8 @@ class Trainer:
         try:
             if self.sharded:
                 full = load_file(str(weights))
-                _check_finite(full, weights)
-                set_model_state_dict(self.model, full, options=_FULL_EVERYWHERE)
+                check_finite_tensors(full, weights)
+                set_model_state_dict(self.model, full, options=FULL_EVERYWHERE)
             else:
                 device = str(self.accelerator.device)
                 load_model(self.raw_model, str(weights), strict=True, device=device)
@@ -670,14 +609,14 @@ class Trainer:
                 f"{weights}: does not match the model ({one_line(e, 300)})"
             ) from e
         if not self.sharded:
-            _check_finite(self.raw_model.state_dict(), weights)  # it would train on NaN
+            check_finite_tensors(self.raw_model.state_dict(), weights)  # it would train on NaN
         try:
             if self.sharded:
                 set_optimizer_state_dict(
                     self.model,
                     self.optimizer.optimizer,
                     optim_state_dict=state["optimizer"],
-                    options=_FULL_EVERYWHERE,
+                    options=FULL_EVERYWHERE,
                 )
             else:
                 self.optimizer.load_state_dict(state["optimizer"])
@@ -739,17 +678,6 @@ def _check_wrap_classes(model: nn.Module, spec: str) -> None:
         )
 
 
-# gathered to rank 0 on the CPU (other ranks get empty dicts) / given in full to every rank
-_FULL_TO_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
-_FULL_EVERYWHERE = StateDictOptions(full_state_dict=True, strict=True)
-
-
-def _check_finite(tensors: dict[str, Tensor], where: Path) -> None:
-    for name, t in tensors.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise CheckpointError(f"{where}: tensor {name!r} has non-finite values")
-
-
 @torch.no_grad()
 def _broadcast_from_rank0(model: nn.Module, device: torch.device) -> None:
     """Give every rank rank 0's parameters and buffers (before sharding)."""
@@ -757,21 +685,6 @@ def _broadcast_from_rank0(model: nn.Module, device: torch.device) -> None:
         moved = t.data.to(device)
         dist.broadcast(moved, src=0)
         t.data.copy_(moved)
-
-
-def _ema_of(model: nn.Module, state: dict[str, Any]) -> EMA:
-    """An EMA of an unsharded model holding a gathered EMA state."""
-    ema = EMA(model, decay=state["decay"])
-    ema.load_state_dict(state)
-    return ema
-
-
-def _meta_copy(model: nn.Module) -> tuple[nn.Module, dict[str, Tensor]]:
-    """An unsharded copy of ``model`` without storage (meta device) plus the buffers its state
-    dict leaves out (non-persistent ones such as position tables), kept as they are."""
-    persistent = set(model.state_dict())
-    buffers = {n: b.detach().clone() for n, b in model.named_buffers() if n not in persistent}
-    return copy.deepcopy(model).to("meta"), buffers
 
 
 def model_loss(model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, Any]]:
