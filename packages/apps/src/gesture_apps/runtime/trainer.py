@@ -70,7 +70,7 @@ from .checkpoint import (
     set_rng_state,
     write_latest,
 )
-from .config import fsdp_config_path, read_fsdp_config
+from .config import read_fsdp_config
 from .ema import EMA
 
 logger = logging.getLogger(__name__)
@@ -668,13 +668,13 @@ class Trainer:
 def _check_wrap_classes(model: nn.Module, spec: str) -> None:
     """Name the FSDP config file when its block class is not in the model (accelerate's own
     error, raised later on the ranks only, does not say which file to fix)."""
-    names = fsdp_plugin(spec).transformer_cls_names_to_wrap or []
+    path, kwargs = read_fsdp_config(spec)
     present = {type(m).__name__ for m in model.modules()}
-    missing = [n for n in names if n not in present]
+    missing = [n for n in kwargs.get("transformer_cls_names_to_wrap") or [] if n not in present]
     if missing:
         raise ConfigError(
-            f"{fsdp_config_path(spec)}: fsdp_transformer_layer_cls_to_wrap: {missing} is not a "
-            f"module class of {type(model).__name__} (its classes: {sorted(present)})"
+            f"{path}: fsdp_transformer_layer_cls_to_wrap: {missing} is not a module class of "
+            f"{type(model).__name__} (its classes: {sorted(present)})"
         )
 
 
