@@ -178,7 +178,8 @@ class Trainer:
         run_config: json-able recipe config stored with each checkpoint.
         export_fn: ``(trainer, folder)`` adds recipe files (e.g. ``save_pretrained``) to each
             checkpoint folder before it is moved into place.
-        accelerator: reuse one; by default built from ``config`` (mixed precision, cpu).
+        accelerator: reuse one; by default :func:`build_accelerator` (``config``'s mixed
+            precision, cpu and ``fsdp``).
         progress: show a progress bar on the main process.
     """
 
