@@ -8,6 +8,10 @@ Layout of ``<run>/checkpoints/step_0000100/``::
     run_config.json            the resolved recipe config (what ``--resume`` rebuilds from)
     <export>/                  whatever the recipe adds (e.g. ``model/`` via save_pretrained)
 
+A sharded run (``train.fsdp``) writes the same files: its weights, optimizer state (keyed by
+parameter name) and EMA are gathered to rank 0 first, so its ``model.safetensors`` loads into
+the plain model.
+
 ``<run>/checkpoints/latest.txt`` names the newest one. A checkpoint folder is filled under a
 hidden temporary name beside it and renamed into place whole, and ``latest.txt`` is replaced
 only after that, so a process killed mid-save leaves the previous checkpoint as the latest
@@ -16,6 +20,7 @@ only after that, so a process killed mid-save leaves the previous checkpoint as 
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -23,10 +28,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions
 
 from motion_tokenizers.errors import CheckpointError
 from motion_tokenizers.io import atomic_write
+
+from .ema import EMA
 
 STATE_NAME = "trainer_state"
 LATEST = "latest.txt"
@@ -104,3 +112,40 @@ def check_finite(module: nn.Module, where: str | Path) -> None:
     for name, t in [*module.named_parameters(), *module.named_buffers()]:
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"{where}: tensor {name!r} has non-finite values")
+
+
+# gathered to rank 0 on the CPU (other ranks get empty dicts) / given in full to every rank
+FULL_TO_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
+FULL_EVERYWHERE = StateDictOptions(full_state_dict=True, strict=True)
+
+
+def check_finite_tensors(tensors: dict[str, Tensor], where: Path) -> None:
+    """:func:`check_finite` for a state dict read from ``where``."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{where}: tensor {name!r} has non-finite values")
+
+
+def ema_of(model: nn.Module, state: dict[str, Any]) -> EMA:
+    """An EMA of an unsharded model holding a gathered EMA state."""
+    ema = EMA(model, decay=state["decay"])
+    ema.load_state_dict(state)
+    return ema
+
+
+def meta_copy(model: nn.Module) -> tuple[nn.Module, dict[str, Tensor]]:
+    """An unsharded copy of ``model`` without storage (meta device) plus the buffers its state
+    dict leaves out (non-persistent ones such as position tables), kept as they are."""
+    persistent = set(model.state_dict())
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers() if n not in persistent}
+    return copy.deepcopy(model).to("meta"), buffers
+
+
+def materialize(skeleton: nn.Module, buffers: dict[str, Tensor], weights: dict[str, Tensor]):
+    """A new CPU model from a :func:`meta_copy` and a full state dict (``strict``)."""
+    model = copy.deepcopy(skeleton).to_empty(device="cpu")
+    model.load_state_dict(weights, strict=True)
+    for name, b in buffers.items():  # not in the state dict: kept aside, put back
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._buffers[leaf] = b.clone()
+    return model

@@ -44,10 +44,20 @@ _LEGACY_PREFIX = {
 
 
 def list_presets(system: str | None = None) -> list[str]:
-    """Preset names ``<system>/<preset>`` (only ``system``'s when given)."""
+    """Preset names ``<system>/<preset>`` (only ``system``'s when given). accelerate launch
+    configs shipped beside the presets (``omniges/fsdp.yaml``, what ``train.fsdp=default``
+    reads) are not recipe presets and are left out."""
     root = presets_dir()
-    names = sorted(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.yaml"))
+    paths = [p for p in root.glob("*/*.yaml") if not is_launch_config(p)]
+    names = sorted(f"{p.parent.name}/{p.stem}" for p in paths)
     return [n for n in names if system is None or n.split("/")[0] == system]
+
+
+def is_launch_config(path: Path) -> bool:
+    """Whether a yaml file is an accelerate launch config (a top-level ``distributed_type``)
+    rather than a recipe preset (sections such as ``train:``)."""
+    text = path.read_text(encoding="utf-8")
+    return re.search(r"^distributed_type:", text, re.MULTILINE) is not None
 
 
 def preset_path(name_or_path: str, system: str | None = None) -> Path:
@@ -268,3 +278,70 @@ def _deep_copy(x: Any) -> Any:
 
 def _kind(x: Any) -> str:
     return {dict: "a mapping", list: "a list"}.get(type(x), type(x).__name__)
+
+
+# accelerate config keys (fsdp_config section) -> FullyShardedDataParallelPlugin fields; the
+# same names `accelerate launch --config_file` reads, so one file serves both ways
+_FSDP_KEYS = {
+    "fsdp_version": "fsdp_version",
+    "fsdp_auto_wrap_policy": "auto_wrap_policy",
+    "fsdp_transformer_layer_cls_to_wrap": "transformer_cls_names_to_wrap",
+    "fsdp_min_num_params": "min_num_params",
+    "fsdp_reshard_after_forward": "reshard_after_forward",
+    "fsdp_state_dict_type": "state_dict_type",
+    "fsdp_offload_params": "cpu_offload",
+    "fsdp_activation_checkpointing": "activation_checkpointing",
+    "fsdp_cpu_ram_efficient_loading": "cpu_ram_efficient_loading",
+}
+
+
+def fsdp_config_path(spec: str) -> Path:
+    """The accelerate FSDP config a ``train.fsdp`` value names (``"default"``: the shipped
+    ``configs/omniges/fsdp.yaml``); raises :class:`ConfigError` for a missing file."""
+    if spec == "default":
+        return presets_dir() / "omniges" / "fsdp.yaml"
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"train.fsdp: {path}: accelerate FSDP config file not found")
+    return path
+
+
+def read_fsdp_config(spec: str) -> tuple[Path, dict[str, Any]]:
+    """The file ``train.fsdp`` names and the ``FullyShardedDataParallelPlugin`` keyword
+    arguments of its ``fsdp_config`` section (the trainer builds the plugin; this module
+    imports no torch).
+
+    Only FSDP2 with full-state-dict checkpoints is supported (what the Trainer's checkpoints
+    are tested with); every other value is an error naming the file and the key."""
+    path = fsdp_config_path(spec)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable yaml file ({one_line(e, 200)})") from None
+    if not isinstance(data, dict) or data.get("distributed_type") != "FSDP":
+        found = data.get("distributed_type") if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(f"{path}: distributed_type: expected FSDP, found {found!r}")
+    section = data.get("fsdp_config")
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: fsdp_config: expected a mapping, found {section!r}")
+    unknown = sorted(set(section) - set(_FSDP_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: fsdp_config: unsupported key(s) {unknown} (supported: {sorted(_FSDP_KEYS)})"
+        )
+    if section.get("fsdp_version") != 2:
+        raise ConfigError(
+            f"{path}: fsdp_config.fsdp_version: expected 2 (FSDP2, fully_shard), "
+            f"found {section.get('fsdp_version')!r}"
+        )
+    state_dict_type = str(section.get("fsdp_state_dict_type", "FULL_STATE_DICT"))
+    if state_dict_type.upper() != "FULL_STATE_DICT":
+        raise ConfigError(
+            f"{path}: fsdp_config.fsdp_state_dict_type: expected FULL_STATE_DICT (checkpoints "
+            f"are gathered to rank 0), found {state_dict_type!r}"
+        )
+    kwargs = {_FSDP_KEYS[k]: v for k, v in section.items()}
+    names = kwargs.get("transformer_cls_names_to_wrap")
+    if isinstance(names, str):
+        kwargs["transformer_cls_names_to_wrap"] = [n.strip() for n in names.split(",")]
+    return path, kwargs
