@@ -122,7 +122,7 @@ def test_pooled_condition_and_positions():
         m(x, t)
 
 
-def test_context_only_last_stream():
+def test_context_only_last_stream(one_thread):
     streams = {
         "gesture": StreamSpec(6),
         "text": StreamSpec(5, generate=False, context_only_last=True),
@@ -241,7 +241,7 @@ def test_dtype_follows_the_model_and_inputs():
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
 
 
-def test_learned_tables_untimed_streams_and_qk_norm_kinds():
+def test_learned_tables_untimed_streams_and_qk_norm_kinds(one_thread):
     streams = {"gesture": StreamSpec(6, max_len=10, pos="learned"), "text": StreamSpec(5)}
     m = randomize(MMDiT(streams, dim=32, depth=2, num_heads=4, qk_norm="layer_norm").eval())
     # one shared LayerNorm per block, no per-stream q/k norm
