@@ -122,7 +122,7 @@ def test_pooled_condition_and_positions():
         m(x, t)
 
 
-def test_context_only_last_stream():
+def test_context_only_last_stream(one_thread):
     streams = {
         "gesture": StreamSpec(6),
         "text": StreamSpec(5, generate=False, context_only_last=True),
@@ -239,3 +239,36 @@ def test_dtype_follows_the_model_and_inputs():
     st = fb.SpatialTemporalDenoiser.tiny().to(torch.bfloat16)
     y = st(torch.randn(2, 8, 12).bfloat16(), 0.5, 0.1, torch.randn(2, 8, 12).bfloat16())
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+
+
+def test_learned_tables_untimed_streams_and_qk_norm_kinds(one_thread):
+    streams = {"gesture": StreamSpec(6, max_len=10, pos="learned"), "text": StreamSpec(5)}
+    m = randomize(MMDiT(streams, dim=32, depth=2, num_heads=4, qk_norm="layer_norm").eval())
+    # one shared LayerNorm per block, no per-stream q/k norm
+    assert isinstance(m.blocks[0].norm_q, torch.nn.LayerNorm)
+    assert isinstance(m.blocks[0].branches["text"].norm_q, torch.nn.Identity)
+    x, t = inputs()
+    xs, ts = {"gesture": x["gesture"], "text": x["text"]}, {"gesture": t["gesture"], "text": 0.5}
+    # learned table: positions pick its rows; default rows 0..L-1
+    rows = torch.arange(3, 10)
+    a = m(xs, ts, positions={"gesture": rows})["gesture"]
+    with torch.no_grad():
+        m.pos_table["gesture"][:7] = m.pos_table["gesture"][3:10].clone()
+    torch.testing.assert_close(m(xs, ts)["gesture"], a)  # same table rows, same result
+    with pytest.raises(fb.FlowInputError, match=r"rows must lie in \[0, 10\)"):
+        m(xs, ts, positions={"gesture": torch.arange(4, 11)})
+    with pytest.raises(fb.FlowInputError, match="integer rows"):
+        m(xs, ts, positions={"gesture": rows.float()})
+    # an untimed stream: no embedding of its own; per-stream form borrows the first timed one's
+    out = m.forward_with_states(xs, {**ts, "text": None}, per_stream_time=True, heads=["gesture"])
+    assert set(out.velocity) == {"gesture"} and out.states["text"].shape == (2, 5, 32)
+    cond = m.conditioning(
+        {"gesture": t["gesture"], "text": None}, ["gesture", "text"], per_stream_time=True
+    )
+    assert cond["text"] is cond["gesture"]
+    summed = m.conditioning({"gesture": t["gesture"], "text": None}, ["gesture", "text"])
+    torch.testing.assert_close(summed["text"], m.time_embed["gesture"](t["gesture"]))
+    with pytest.raises(fb.FlowInputError, match="at least one needs a time"):
+        m(xs, {"gesture": None, "text": None})
+    with pytest.raises(fb.FlowInputError, match="qk_norm"):
+        MMDiT(streams, dim=32, depth=1, num_heads=4, qk_norm="group_norm")

@@ -486,7 +486,8 @@ class MMDiT(HubModule):
         and ``audio``; ``keep_image=False`` replaces the image stream by a new ``gesture``
         stream (``(B, T, gesture_dim)``, learned positions, ``gesture_max_len`` tokens) that
         starts from the image branch's block, time-embedding and output-norm weights.
-        ``num_heads`` is needed only for a plain file without q/k-norm weights. See
+        ``num_heads`` is needed only for a plain file without q/k-norm weights. Weights load
+        as float32 (cast with ``.to(dtype)`` after). See
         :mod:`flow_backbones.omniflow` for the mapping and :func:`~flow_backbones.omniflow.
         omniflow_forward` for OmniFlow's own call convention.
         """
