@@ -51,14 +51,18 @@ def mismatch(windows: Sequence[EvalWindow]) -> list[int]:
     return out
 
 
+def _mean_speed(joints: list[np.ndarray]) -> np.ndarray:
+    """``(J,)`` mean per-frame joint speed of the true motion: BC's normaliser (the role of
+    BEAT2's ``mean_vel`` file), so that generated and true motion share one scale."""
+    return np.mean(np.concatenate([np.linalg.norm(np.diff(j, axis=0), axis=-1) for j in joints]), 0)
+
+
 def _gesture_metrics(preds, windows, fps, fgd_encoder) -> dict[str, float]:
     from gesture_eval import beat_consistency, l1_diversity
 
     joints = [joints_approx(m.poses, m.trans) for m in preds]
     true = [joints_approx(w.motion.poses, w.motion.trans) for w in windows]
-    mean_v = np.mean(
-        np.concatenate([np.linalg.norm(np.diff(j, axis=0), axis=-1) for j in true]), axis=0
-    )
+    mean_v = _mean_speed(true)
     bc = [
         beat_consistency(j, w.audio, fps=int(fps), mean_velocity=mean_v, trim_seconds=0.0)
         for j, w in zip(joints, windows, strict=True)
@@ -100,6 +104,7 @@ def _audio_metrics(preds, windows, sample_rate) -> dict[str, float]:
     )
 
     lsd = [log_spectral_distance(p, w.audio) for p, w in zip(preds, windows, strict=True)]
+    mean_v = _mean_speed([joints_approx(w.motion.poses, w.motion.trans) for w in windows])
     mcd = [
         mel_cepstral_distortion(p, w.audio, sample_rate=sample_rate)
         for p, w in zip(preds, windows, strict=True)
@@ -109,6 +114,7 @@ def _audio_metrics(preds, windows, sample_rate) -> dict[str, float]:
             joints_approx(w.motion.poses, w.motion.trans),
             p,
             sample_rate=sample_rate,
+            mean_velocity=mean_v,
             trim_seconds=0.0,
         )
         for p, w in zip(preds, windows, strict=True)
@@ -132,30 +138,26 @@ def evaluate_omniges(
     fgd_encoder=None,
     text_encoder=None,
 ) -> dict[str, dict[str, float]]:
-    """``{task: {metric: value}}`` over ``windows`` (window ``i`` uses seed ``seed + i``)."""
+    """``{task: {metric: value}}`` over ``windows`` (each task samples all windows in one
+    batch from ``seed``)."""
     source = mismatch(windows) if mismatched else list(range(len(windows)))
     fps, sr = float(pipe.spec["fps"]), int(pipe.spec["sample_rate"])
     results = {}
     for task in tasks:
         src, dst = NAMES[task[0]], NAMES[task[2]]
-        preds = []
+        requests = []
         for i, w in enumerate(windows):
             c = windows[source[i]]
             seconds = w.motion.num_frames / fps
-            cond = {
-                "text": {"prompt": c.text or "."},
-                "audio": {"audio": c.audio[: round(seconds * sr)]},
-                "gesture": {"gesture": c.motion},
-            }[src]
-            out = pipe(
-                task,
-                **cond,
-                seconds=seconds if src == "text" else None,
-                steps=steps,
-                guidance=guidance,
-                seed=seed + i,
+            requests.append(
+                {
+                    "text": {"prompt": c.text or ".", "seconds": seconds},
+                    "audio": {"audio": c.audio[: round(seconds * sr)]},
+                    "gesture": {"gesture": c.motion},
+                }[src]
             )
-            preds.append({"gesture": out.motion, "audio": out.audio, "text": out.text}[dst])
+        outs = pipe.generate(task, requests, steps=steps, guidance=guidance, seed=seed)
+        preds = [{"gesture": o.motion, "audio": o.audio, "text": o.text}[dst] for o in outs]
         if dst == "gesture":
             results[task] = _gesture_metrics(preds, windows, fps, fgd_encoder)
         elif dst == "text":

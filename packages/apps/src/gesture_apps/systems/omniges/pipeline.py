@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,11 +235,6 @@ class OmnigesPipeline:
             lat = self.text_vae.encode(texts).to(self.device)
         return self.geo.normalize("text", lat)
 
-    def decode_text(self, tokens: Tensor) -> str:
-        with torch.no_grad():
-            texts = self.text_vae.decode(self.geo.denormalize("text", tokens))
-        return " ".join(t.strip() for t in texts if t.strip())
-
     def _shape(self, name: str, windows: int) -> tuple[int, int, int]:
         g = self.geo
         return {
@@ -268,53 +264,98 @@ class OmnigesPipeline:
         is the condition the task names; ``seconds`` is the length of the output for text
         conditions (default: one training window).
         """
-        if task not in TASKS:
-            raise GenerationError(f"task: expected one of {', '.join(TASKS)}, found {task!r}")
-        src, dst = NAMES[task[0]], NAMES[task[2]]
-        given = {"text": prompt, "audio": audio, "gesture": gesture}
-        if given[src] is None:
-            flag = {"text": "prompt", "audio": "audio", "gesture": "gesture"}[src]
+        given = {"prompt": prompt, "audio": audio, "gesture": gesture, "seconds": seconds}
+        kw = dict(steps=steps, shift=shift, guidance=guidance, seed=seed)
+        return self.generate(task, [{k: v for k, v in given.items() if v is not None}], **kw)[0]
+
+    def _condition(self, task: str, given: dict) -> tuple[Tensor, float]:
+        """One request's condition tokens ``(W, L, C)`` and the output length in seconds."""
+        src = NAMES[task[0]]
+        flag = {"text": "prompt", "audio": "audio", "gesture": "gesture"}[src]
+        if given.get(flag) is None:
             raise GenerationError(f"{task}: needs {flag}= (the {src} to start from)")
-        extra = [k for k, v in given.items() if v is not None and k != src]
+        extra = [k for k in given if k not in (flag, "seconds")]
         if extra:
             raise GenerationError(f"{task}: takes only the {src} condition, also got {extra}")
         fps, sr = float(self.spec["fps"]), int(self.spec["sample_rate"])
         if src == "audio":
-            cond, windows = self.encode_audio(audio)
-            seconds_out = np.asarray(audio).size / sr
-        elif src == "gesture":
-            if not isinstance(gesture, Motion):
+            cond, _ = self.encode_audio(given["audio"])
+            return cond, np.asarray(given["audio"]).size / sr
+        if src == "gesture":
+            if not isinstance(given["gesture"], Motion):
                 raise GenerationError("gesture: expected a gesture_data Motion")
-            cond, windows = self.encode_motion(gesture)
-            seconds_out = gesture.num_frames / gesture.fps
-        else:
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise GenerationError("prompt: expected a non-empty string")
-            seconds_out = seconds if seconds is not None else self.pose_length / fps
-            if not seconds_out > 0:
-                raise GenerationError(f"seconds: expected a positive number, found {seconds}")
-            windows = max(1, -(-round(seconds_out * fps) // self.pose_length))
-            # one prompt conditions every window of the requested length
-            cond = self.encode_text([prompt]).expand(windows, -1, -1)
+            cond, _ = self.encode_motion(given["gesture"])
+            return cond, given["gesture"].num_frames / given["gesture"].fps
+        prompt = given["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise GenerationError("prompt: expected a non-empty string")
+        seconds = given.get("seconds", self.pose_length / fps)
+        if not seconds > 0:
+            raise GenerationError(f"seconds: expected a positive number, found {seconds}")
+        windows = max(1, -(-round(seconds * fps) // self.pose_length))
+        # one prompt conditions every window of the requested length
+        return self.encode_text([prompt]).expand(windows, -1, -1), seconds
+
+    def generate(
+        self,
+        task: str,
+        requests: list[dict[str, Any]],
+        *,
+        steps: int | None = None,
+        shift: float | None = None,
+        guidance: float | None = None,
+        seed: int = 0,
+    ) -> list[OmnigesOutput]:
+        """Run ``task`` on several requests in one batch (each a dict of the keyword arguments
+        of :meth:`__call__`: the condition and ``seconds``). All windows of all requests are
+        sampled together from one generator seeded with ``seed``, so a request's output
+        depends on its place in the batch."""
+        if task not in TASKS:
+            raise GenerationError(f"task: expected one of {', '.join(TASKS)}, found {task!r}")
+        allowed = self.spec.get("tasks", list(TASKS))
+        if task not in allowed:
+            raise GenerationError(f"task {task}: this bundle was trained for {allowed} only")
+        if not requests:
+            return []
+        src, dst = NAMES[task[0]], NAMES[task[2]]
+        conds, lengths = zip(*(self._condition(task, r) for r in requests), strict=True)
+        counts = [c.shape[0] for c in conds]
+        windows = sum(counts)
         sample = self.spec["sample"]
         third = next(n for n in NAMES.values() if n not in (src, dst))
-        g = torch.Generator().manual_seed(seed)
         out = sample_any_to_any(
             self.net,
-            {src: cond},
+            {src: torch.cat(conds)},
             {dst: self._shape(dst, windows)},
             absent={third: self._shape(third, windows)},
             steps=int(steps or sample["steps"]),
             shift=float(shift if shift is not None else sample["shift"]),
             guidance=float(guidance if guidance is not None else sample["guidance"]),
             x1_streams=("text",) if self.spec.get("text_predicts_x1") else (),
-            generator=g,
+            generator=torch.Generator().manual_seed(seed),
         )[dst]
+        pieces = out.split(counts)
+        fps, sr = float(self.spec["fps"]), int(self.spec["sample_rate"])
         if dst == "gesture":
-            return OmnigesOutput(task, motion=self.decode_motion(out, round(seconds_out * fps)))
+            return [
+                OmnigesOutput(task, motion=self.decode_motion(p, round(s * fps)))
+                for p, s in zip(pieces, lengths, strict=True)
+            ]
         if dst == "audio":
-            return OmnigesOutput(task, audio=self.decode_audio(out, round(seconds_out * sr)))
-        return OmnigesOutput(task, text=self.decode_text(out))
+            return [
+                OmnigesOutput(task, audio=self.decode_audio(p, round(s * sr)))
+                for p, s in zip(pieces, lengths, strict=True)
+            ]
+        with torch.no_grad():  # one batched decode of every window's text
+            texts = self.text_vae.decode(self.geo.denormalize("text", out))
+        starts = np.cumsum([0, *counts])
+        return [
+            OmnigesOutput(
+                task,
+                text=" ".join(t.strip() for t in texts[a:b] if t.strip()),
+            )
+            for a, b in itertools.pairwise(starts)
+        ]
 
 
 def averaged_copy(trainer) -> MMDiT | None:
