@@ -270,6 +270,12 @@ class OmnigesPipeline:
         """
         if task not in TASKS:
             raise GenerationError(f"task: expected one of {', '.join(TASKS)}, found {task!r}")
+        served = self.spec.get("tasks", TASKS)
+        if task not in served:  # e.g. a one-step student distilled for one direction
+            raise GenerationError(
+                f"task: this bundle serves only {', '.join(served)} (its streams.json 'tasks'), "
+                f"not {task!r}"
+            )
         src, dst = NAMES[task[0]], NAMES[task[2]]
         given = {"text": prompt, "audio": audio, "gesture": gesture}
         if given[src] is None:
