@@ -142,10 +142,14 @@ def test_generate_cli_runs_the_a2g_student(a2g, tmp_path, capsys):
 
 def test_t2g_distils_exports_and_generates(teacher, root):
     out = root / "t2g"
+    # one stage-1 step and two Seaweed-APT steps: the discriminator is built on the Omniges
+    # task model's MMDiT blocks, and the APT generator is what gets exported
     over = ["consistency.num_pairs=8", "train.max_steps=1", "train.batch_size=4"]
-    assert _distill(teacher, out, "t2g", *over, "eval_samples=8") == 0
+    over += ["apt.steps=2", "apt.batch_size=4", "eval_samples=8"]
+    assert _distill(teacher, out, "t2g", *over) == 0
     pipe = OmnigesPipeline.from_pretrained(out / "student")
     assert pipe.spec["tasks"] == ["t2g"] and pipe.spec["sample"]["steps"] == 1
+    assert {"student_stage1", "student_apt"} <= set(pipe.spec["distill"]["energy_distance"])
     motion = pipe("t2g", prompt="hello there", seconds=1.0).motion
     assert motion.poses.shape == (30, 165) and np.isfinite(motion.poses).all()
     with pytest.raises(GenerationError, match="serves only t2g"):
