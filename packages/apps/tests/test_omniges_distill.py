@@ -6,6 +6,9 @@ generic loop, and the student bundle is checked against the teacher on held-out 
 the pipeline and through `gesture generate`.
 """
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -162,4 +165,12 @@ def test_bad_teacher_settings_fail_before_anything_is_written(teacher, root, cap
     assert "teacher.task" in capsys.readouterr().err
     assert _distill(root / "missing", out, "a2g", "consistency.num_pairs=8") == 2
     assert "missing" in capsys.readouterr().err
+    # a bundle that was never trained for the task
+    only_g2t = root / "only_g2t"
+    shutil.copytree(teacher / "omniges", only_g2t)
+    streams = only_g2t / "streams" / "streams.json"
+    spec = json.loads(streams.read_text())
+    streams.write_text(json.dumps({**spec, "tasks": ["g2t"]}))
+    assert _distill(only_g2t, out, "a2g", "consistency.num_pairs=8") == 2
+    assert "trained for g2t, not a2g" in capsys.readouterr().err
     assert not out.exists()
