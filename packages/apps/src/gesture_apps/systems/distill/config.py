@@ -4,7 +4,8 @@ Sections: ``teacher`` (what is distilled), ``consistency`` (the teacher's guided
 targets, shared by both stage-1 choices, the APT real samples and the evaluation; the section
 keeps its historic name), ``stage1`` (``endpoint`` or ``consistency``), ``train`` (stage-1
 optimisation), ``cm`` (consistency-distillation settings, ``stage1: consistency`` only),
-``apt`` (stage 2), ``data`` (teacher kind ``lsm``: condition windows) and ``eval_samples``.
+``apt`` (stage 2), ``data`` (teacher kinds ``lsm``, ``omniges``: condition windows) and
+``eval_samples``.
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ class TeacherConfig:
     ``save_pretrained`` folder (``path``, or ``--teacher DIR``) of class ``backbone``; ``lsm``
     loads a ``gesture train lsm`` (or ``train reflow``) run through
     ``gesture_apps.systems.gesturelsm.distill`` (conditions, ``sample_shape`` and the student's
-    export layout come from the run). ``conditions`` (kinds ``toy2d`` and ``backbone``) names a
-    condition source: ``toy`` (one-hot classes) or ``none`` (the null condition).
+    export layout come from the run). ``omniges`` loads a ``gesture train omniges`` bundle (or
+    run folder) through ``gesture_apps.systems.omniges.distill`` and distils its ``task``
+    (``a2g`` or ``t2g``: gesture generated from audio or text). ``conditions`` (kinds ``toy2d``
+    and ``backbone``) names a condition source: ``toy`` (one-hot classes) or ``none`` (the null
+    condition).
     """
 
-    kind: Literal["toy2d", "backbone", "lsm"] = "toy2d"
+    kind: Literal["toy2d", "backbone", "lsm", "omniges"] = "toy2d"
     path: str | None = None
-    weights: Literal["ema", "model"] = "ema"  # kind lsm: which weights of the run
+    weights: Literal["ema", "model"] = "ema"  # kinds lsm, omniges: which weights of the run
+    task: Literal["a2g", "t2g"] = "a2g"  # kind omniges: the direction distilled
     backbone: Literal["DiT", "SpatialTemporalDenoiser"] = "SpatialTemporalDenoiser"
     sample_shape: list[int] = field(default_factory=lambda: [2])
     conditions: str = "toy"
@@ -58,12 +63,15 @@ class PairsConfig:
     teacher_steps: int = 16
     solver: Literal["euler", "heun", "shortcut"] = "euler"
     pass_step_size: bool = False  # give the teacher d = 1/steps (shortcut teachers)
+    shift: float = 1.0  # Euler/Heun time-grid shift (Omniges samples with OmniFlow's 3)
     pair_batch: int = 512  # teacher solves per forward batch
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.num_pairs < 2 or self.teacher_steps < 1 or self.pair_batch < 1:
             raise ValueError("consistency: num_pairs >= 2, teacher_steps >= 1, pair_batch >= 1")
+        if not self.shift > 0:
+            raise ValueError(f"consistency.shift: expected a positive number, found {self.shift}")
 
     def ode(self, steps: int | None = None) -> TeacherODE:
         """The teacher's ODE solve (``steps`` default ``teacher_steps``)."""
@@ -72,6 +80,7 @@ class PairsConfig:
             guidance=self.guidance,
             solver=self.solver,
             pass_step_size=self.pass_step_size,
+            shift=self.shift,
         )
 
 
@@ -155,5 +164,5 @@ class DistillRecipeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # stage 1 optimisation
     cm: CMConfig = field(default_factory=CMConfig)
     apt: APTConfig = field(default_factory=APTConfig)
-    data: DataConfig = field(default_factory=DataConfig)  # kind lsm: condition windows
+    data: DataConfig = field(default_factory=DataConfig)  # kinds lsm, omniges: conditions
     eval_samples: int = 1000  # samples for the energy distances in metrics.json

@@ -113,6 +113,7 @@ TEACHER_KINDS: dict[str, TeacherLoader | str] = {
     "toy2d": load_toy_teacher,
     "backbone": load_backbone_teacher,
     "lsm": "gesture_apps.systems.gesturelsm.distill:load_lsm_teacher",
+    "omniges": "gesture_apps.systems.omniges.distill:load_omniges_teacher",
 }
 """``teacher.kind`` -> loader. A paper system's loader is a ``"module:function"`` string,
 imported when that kind runs: this generic system never imports another system at load time

@@ -312,9 +312,12 @@ class OmnigesPipeline:
         depends on its place in the batch."""
         if task not in TASKS:
             raise GenerationError(f"task: expected one of {', '.join(TASKS)}, found {task!r}")
-        allowed = self.spec.get("tasks", list(TASKS))
-        if task not in allowed:
-            raise GenerationError(f"task {task}: this bundle was trained for {allowed} only")
+        served = self.spec.get("tasks", TASKS)
+        if task not in served:  # e.g. a one-step student distilled for one direction
+            raise GenerationError(
+                f"task: this bundle serves only {', '.join(served)} (its streams.json 'tasks'), "
+                f"not {task!r}"
+            )
         if not requests:
             return []
         src, dst = NAMES[task[0]], NAMES[task[2]]
