@@ -20,6 +20,9 @@ from gesture_apps.runtime.registry import SYSTEMS, get_system
 from gesture_apps.systems.distill.config import DistillRecipeConfig
 from gesture_apps.systems.gesturelsm.config import LSMRecipeConfig
 from gesture_apps.systems.gesturelsm.reflow import ReflowRecipeConfig
+from gesture_apps.systems.omniges.audio_recipe import AudioCodecRecipeConfig
+from gesture_apps.systems.omniges.config import OmnigesRecipeConfig
+from gesture_apps.systems.omniges.text_recipe import TextVAERecipeConfig
 from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,6 +31,9 @@ RECIPES = {
     "gesturelsm": LSMRecipeConfig,
     "reflow": ReflowRecipeConfig,
     "distill": DistillRecipeConfig,
+    "omniges": OmnigesRecipeConfig,
+    "omniges_audio": AudioCodecRecipeConfig,
+    "omniges_text": TextVAERecipeConfig,
 }
 
 

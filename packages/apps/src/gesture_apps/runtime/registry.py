@@ -158,3 +158,39 @@ register(
         ),
     )
 )
+register(
+    SystemEntry(
+        name="omniges-audio",
+        module="gesture_apps.systems.omniges.audio_recipe",
+        config="gesture_apps.systems.omniges.audio_recipe:AudioCodecRecipeConfig",
+        presets="omniges_audio",
+        default_preset="audioldm2",
+        export="audio_codec",
+        help="Omniges' audio codec: AudioLDM2's mel VAE + HiFi-GAN vocoder",
+        description=(
+            "Train the audio codec `gesture train omniges --audio-codec` reads: AudioLDM2's "
+            "mel VAE (mel L1 + KL) and a HiFi-GAN vocoder (multi-resolution STFT + mel L1) on "
+            "the same 16 kHz segments of the synthetic corpus (default) or BEAT2's wavs "
+            "(--data beat2:PATH). Writes OUT/checkpoints/step_*/ (resumable with --resume) and "
+            "OUT/audio_codec/ (vae/ + vocoder/, latents scaled to unit std)."
+        ),
+    )
+)
+register(
+    SystemEntry(
+        name="omniges-text",
+        module="gesture_apps.systems.omniges.text_recipe",
+        config="gesture_apps.systems.omniges.text_recipe:TextVAERecipeConfig",
+        presets="omniges_text",
+        default_preset="default",
+        export="text_vae",
+        help="Omniges' text VAE: frozen encoder -> Q-Former latents -> GPT-2 decoder",
+        description=(
+            "Train the text VAE `gesture train omniges --text-vae` reads (OmniFlow's: a frozen "
+            "sentence encoder, a Q-Former pooling it into latent tokens, a causal LM rebuilding "
+            "the text) on synthetic sentences (default) or the transcript windows of BEAT2's "
+            "TextGrids (--data beat2:PATH). Writes OUT/checkpoints/step_*/ (resumable with "
+            "--resume) and OUT/text_vae/."
+        ),
+    )
+)

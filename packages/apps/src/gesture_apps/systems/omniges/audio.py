@@ -221,15 +221,51 @@ class AudioCodec(nn.Module):
         return cls(vae, vocoder)
 
     @classmethod
+    def audioldm2(cls, seed: int = 0) -> AudioCodec:
+        """AudioLDM2's architectures, untrained: its ``vae/`` config (channels 128 x [1, 2, 4],
+        two resnets per block, 8 latent channels) and its ``vocoder/`` HiFi-GAN (1024 channels
+        upsampled 5*4*2*2*2 = 160x, kernels 16/16/8/4/4, resblocks 3/7/11)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            vae = AutoencoderKL(
+                in_channels=1,
+                out_channels=1,
+                down_block_types=("DownEncoderBlock2D",) * 3,
+                up_block_types=("UpDecoderBlock2D",) * 3,
+                block_out_channels=(128, 256, 512),
+                layers_per_block=2,
+                latent_channels=8,
+                norm_num_groups=32,
+                sample_size=1024,
+                scaling_factor=1.0,  # set to 1 / std of the latents after training
+            )
+            vocoder = SpeechT5HifiGan(
+                SpeechT5HifiGanConfig(
+                    model_in_dim=MEL.n_mels,
+                    sampling_rate=MEL.sample_rate,
+                    upsample_initial_channel=1024,
+                    upsample_rates=[5, 4, 2, 2, 2],
+                    upsample_kernel_sizes=[16, 16, 8, 4, 4],
+                    resblock_kernel_sizes=[3, 7, 11],
+                    resblock_dilation_sizes=[[1, 3, 5]] * 3,
+                    normalize_before=False,
+                )
+            )
+        return cls(vae, vocoder)
+
+    @classmethod
     def from_pretrained(
         cls, folder: str | Path, *, vae_subfolder: str = "vae", vocoder_subfolder: str = "vocoder"
     ) -> AudioCodec:
-        """Load ``folder/vae`` and ``folder/vocoder`` (an AudioLDM2 / OmniFlow pipeline root, or
-        a folder :meth:`save_pretrained` wrote). Local paths only: a missing folder or
-        ``config.json`` fails at once, naming it."""
+        """Load ``folder/vae`` and ``folder/vocoder`` (an AudioLDM2 / OmniFlow pipeline root, a
+        folder :meth:`save_pretrained` wrote, or a ``gesture train omniges-audio`` run or
+        checkpoint folder, whose ``audio_codec/`` is read). Local paths only: a missing folder
+        or ``config.json`` fails at once, naming it."""
         root = Path(folder)
         if not root.is_dir():
             raise GenerationError(f"{root}: audio codec folder not found")
+        if not (root / vae_subfolder).is_dir() and (root / "audio_codec" / vae_subfolder).is_dir():
+            root = root / "audio_codec"  # the export inside a training run folder
         parts = {}
         for name, sub, loader in (
             ("vae", vae_subfolder, AutoencoderKL),

@@ -24,7 +24,14 @@ from .audio import MEL, AudioCodec, audioldm2_mel
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AudioCodecTrainConfig", "multi_resolution_stft_loss", "train_audio_codec"]
+__all__ = [
+    "AudioCodecTrainConfig",
+    "latent_std",
+    "multi_resolution_stft_loss",
+    "train_audio_codec",
+    "vae_loss",
+    "vocoder_loss",
+]
 
 
 @dataclass
@@ -61,6 +68,34 @@ def multi_resolution_stft_loss(pred: Tensor, target: Tensor) -> Tensor:
         sc = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp(min=1e-7)
         total = total + sc + F.l1_loss(torch.log(p), torch.log(t))
     return total / 3
+
+
+def vae_loss(
+    vae, mel: Tensor, *, kl_weight: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One VAE step's objective on ``mel (B, 1, T, 64)``: (loss, mel L1, per-element KL).
+
+    The decoder reads a posterior draw (``generator``, else the global RNG); the KL is divided
+    by the latent size so ``kl_weight`` does not depend on the segment length."""
+    dist = vae.encode(mel).latent_dist
+    recon = vae.decode(dist.sample(generator)).sample
+    kl = dist.kl().mean() / dist.mean[0].numel()  # per latent element
+    l1 = F.l1_loss(recon, mel)
+    return l1 + kl_weight * kl, l1, kl
+
+
+def vocoder_loss(vocoder, wave: Tensor, mel: Tensor) -> Tensor:
+    """One vocoder step's objective: ``mel (B, 1, T, 64)`` of ``wave (B, S)`` -> a wave whose
+    multi-resolution STFT and mel match (HiFi-GAN's losses without the discriminators)."""
+    pred = vocoder(mel[:, 0])[:, : wave.shape[1]]
+    return multi_resolution_stft_loss(pred, wave) + F.l1_loss(audioldm2_mel(pred), mel)
+
+
+@torch.no_grad()
+def latent_std(vae, mel: Tensor) -> float:
+    """Std of the posterior means of ``mel (B, 1, T, 64)``: the VAE's ``scaling_factor`` is set
+    to its inverse (Stable Diffusion's recipe), so the flow model sees unit-variance latents."""
+    return vae.encode(mel).latent_dist.mean.std().item()
 
 
 def _segments(waves, segment: int) -> list[np.ndarray]:
@@ -148,10 +183,7 @@ def train_audio_codec(
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for step in range(steps):
             mel = audioldm2_mel(_batch(clips, segment, batch_size, rng).to(device))
-            dist = net.encode(mel).latent_dist
-            recon = net.decode(dist.sample(gen)).sample
-            kl = dist.kl().mean() / dist.mean[0].numel()  # per latent element
-            loss = F.l1_loss(recon, mel) + kl_weight * kl
+            loss, _, _ = vae_loss(net, mel, kl_weight=kl_weight, generator=gen)
             _check_loss(loss, "audio VAE", step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -163,7 +195,7 @@ def train_audio_codec(
         net.eval()
         with torch.no_grad():
             mel = audioldm2_mel(_batch(clips, segment, max(batch_size, 16), rng).to(device))
-            std = net.encode(mel).latent_dist.mean.std().item()
+            std = latent_std(net, mel)
         net.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
         log.info("audio VAE: L1 %.4f, latent std %.3f", loss.item(), std)
 
@@ -173,9 +205,7 @@ def train_audio_codec(
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for step in range(steps):
             wave = _batch(clips, segment, batch_size, rng).to(device)
-            mel = audioldm2_mel(wave)
-            pred = net(mel[:, 0])[:, :segment]
-            loss = multi_resolution_stft_loss(pred, wave) + F.l1_loss(audioldm2_mel(pred), mel)
+            loss = vocoder_loss(net, wave, audioldm2_mel(wave))
             _check_loss(loss, "vocoder", step)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -421,10 +421,13 @@ class TextVAE(nn.Module):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **_: Any) -> TextVAE:
-        """Rebuild from a local folder written by :meth:`save_pretrained` (no Hub lookup)."""
+        """Rebuild from a local folder written by :meth:`save_pretrained`, or a ``gesture train
+        omniges-text`` run or checkpoint folder (its ``text_vae/``); no Hub lookup."""
         path = Path(pretrained_model_name_or_path)
         if not path.is_dir():
             raise GenerationError(f"{path}: text VAE folder not found")
+        if not (path / "config.json").is_file() and (path / "text_vae" / "config.json").is_file():
+            path = path / "text_vae"  # the export inside a training run folder
         for name in ("config.json", "model.safetensors"):
             if not (path / name).is_file():
                 raise GenerationError(f"{path / name}: file not found")
