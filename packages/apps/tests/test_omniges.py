@@ -23,7 +23,7 @@ from gesture_apps.systems.omniges.pipeline import OmnigesPipeline
 from gesture_data.datasets.synthetic import make_corpus, sentences
 from gesture_data.motion import write_beat2_npz
 
-OMNIGES_STEPS = 300
+OMNIGES_STEPS = 30
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,10 @@ def test_cli_generates_every_task_and_refuses_bad_input(run, tmp_path, capsys):
         (["--task", "a2g", "--audio", str(wav), "--prompt", "hi"], "--prompt"),
         (["--task", "zzz", "--audio", str(wav)], "--task"),
         (["--task", "a2t", "--audio", str(wav), "--out", str(tmp_path / "o.npz")], "--out"),
-        (["--task", "g2t", "--gesture", str(wav)], "--gesture"),
+        (
+            ["--task", "g2t", "--gesture", str(wav), "--out", str(tmp_path / "bad" / "o.txt")],
+            "--gesture",
+        ),
         (["--task", "a2g", "--audio", str(npz)], str(npz)),
     ]
     for extra, expect in bad:

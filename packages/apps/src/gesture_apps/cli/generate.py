@@ -66,6 +66,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         export, system = bundle.folder, bundle.system
     except ValueError:
         export, system = None, "gesturelsm"  # reported when loading, after the audio is checked
+        try:  # an Omniges run or checkpoint folder holds its bundle in omniges/
+            bundle = open_bundle(args.checkpoint, "omniges")
+            export, system = bundle.folder, bundle.system
+        except ValueError:
+            pass
     if system == "omniges":
         return _generate_omniges(args, export)
     for flag in ("task", "prompt", "gesture", "seconds"):
