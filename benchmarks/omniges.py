@@ -66,10 +66,12 @@ WIDTH = {"gesture": 512, "audio": 32, "text": 384}
 BATCH = 8
 
 
-def timeit(fn, repeats: int, min_seconds: float = 0.0) -> float:
+def timeit(fn, repeats: int, min_seconds: float = 0.0, warmup: bool = True) -> float:
     """Best wall time of at least ``repeats`` calls (and ``min_seconds`` in all) after one
-    warm-up call: the best, not the mean, because a shared CPU only ever adds time."""
-    fn()
+    warm-up call (``warmup=False``: the caller has just made one): the best, not the mean,
+    because a shared CPU only ever adds time."""
+    if warmup:
+        fn()
     best, spent, n = float("inf"), 0.0, 0
     while n < repeats or spent < min_seconds:
         t0 = time.perf_counter()
@@ -137,12 +139,12 @@ def mmdit_table(repeats: int, compile_too: bool = False) -> list[tuple]:
 
         model.eval()
         with torch.no_grad():
-            f = flops(call)
-            s = timeit(call, repeats)
+            f = flops(call)  # the warm-up call too
+            s = timeit(call, repeats, warmup=False)
         rows.append((f"{name} fwd", f"{1e3 * s:.0f}", f"{f / 1e9:.1f}", f / s / 1e9, ""))
         model.train()
         f = flops(step)
-        s = timeit(step, repeats)
+        s = timeit(step, repeats, warmup=False)
         rows.append((f"{name} fwd+bwd", f"{1e3 * s:.0f}", f"{f / 1e9:.1f}", f / s / 1e9, ""))
         # other processes come and go: the reference is the best matmul rate seen in the run
         peak = max(peak, matmul_rate(*shape, repeats))
