@@ -1,6 +1,11 @@
 """Omniges / OmniFlow MMDiT speed on this machine (CPU by default); prints tables.
 
-    uv run python benchmarks/omniges.py [--threads N] [--repeats R] [--compile]
+    uv run python benchmarks/omniges.py [--threads N] [--repeats R] [--compile] [--quick]
+        [--tables mmdit,train,generate] [--codecs tiny,full] [--train-steps N] [--gen-repeats N]
+
+Tables are printed as markdown, with the thread count and the load average (the machine may be
+shared: every time is an upper bound). ``--quick`` (~4-7 min on 2 busy cores) times 1 MMDiT
+repeat, 2 training steps and one generation per task of 4 measured Euler steps.
 
 Table 1 (``mmdit_table``): MMDiT forward and forward+backward at a mid size (8 blocks, 512 wide,
 8 heads; gesture/audio/text streams of 128/256/32 tokens, batch 8), in both layouts (our
@@ -15,8 +20,26 @@ fwd 57% / fwd+bwd 74%, OmniFlow layout fwd 74% / fwd+bwd 74%. A profile of fwd+b
 of the time in matmuls, 11% in SDPA (flash kernel, fwd+bwd) and under 10% in elementwise
 ops, so what is left is the matmul efficiency of the per-stream shapes (a 32-token stream).
 
-Later sections (Omniges per-task training and generation timings) add a function per table
-and a line in :func:`main`.
+Table 2 (``train_table``): one ``OmnigesObjective`` step (forward, backward, AdamW) of the
+mid MMDiT (``SIZES["mid"]``) on B=8 windows of the default geometry: 64 frames -> 16 gesture
+tokens of 512-d (GestureLSM's four tokenizers), 2.13 s of audio -> AudioLDM2-VAE latents
+(8, 54, 16) -> 216 tokens of 2x2 patches (32-d), 8 or 32 text tokens of 64-d (the default
+TextVAE); tasks in round robin, random weights and inputs; median of N steps.
+
+Table 3 (``generate_table``): ``OmnigesPipeline`` on one window per task (t2g g2t a2g g2a t2a
+a2t) with the mid MMDiT and the ``tiny`` codecs (test sizes) and/or the ``full`` ones
+(GestureLSM's RVQ-VAEs, AudioLDM2's VAE and vocoder configs, the default TextVAE), all with
+random weights (speed only): encode the condition, 28 Euler steps with guidance 2 (one
+batched B=2 forward per step), decode; the stages are timed by wrapping the pipeline's
+``encode_*`` / ``decode_*`` methods, sampling is the rest.
+
+One ``--quick --threads 1`` run on the 2-core development CPU with a load average of 4.6-5.0
+(so about half a core for us; the fp32 matmul rate read 38 GFLOP/s against 85 when quieter):
+training step 13.8 s (319 GFLOP, 23 GFLOP/s, 60% of the matmul rate); generation 0.8-1.4 s per
+Euler step (noise of the load: the six tasks run the same shapes), so 23-39 s of sampling per
+window; full codecs add 1.4-1.8 s to encode audio, 8.3-8.8 s to decode it (VAE decoder and a
+1024-channel HiFi-GAN), under 1 s for text and motion either way; tiny codecs under 0.15 s.
+The MMDiT is the cost of every task except those that make audio at full codec size.
 """
 
 from __future__ import annotations
