@@ -4,7 +4,7 @@
         [--tables mmdit,train,generate] [--codecs tiny,full] [--train-steps N] [--gen-repeats N]
 
 Tables are printed as markdown, with the thread count and the load average (the machine may be
-shared: every time is an upper bound). ``--quick`` (~4-7 min on 2 busy cores) times 1 MMDiT
+shared: every time is an upper bound). ``--quick`` (3.5-7 min on 2 busy cores) times 1 MMDiT
 repeat, 2 training steps and one generation per task of 4 measured Euler steps.
 
 Table 1 (``mmdit_table``): MMDiT forward and forward+backward at a mid size (8 blocks, 512 wide,
@@ -33,13 +33,15 @@ random weights (speed only): encode the condition, 28 Euler steps with guidance 
 batched B=2 forward per step), decode; the stages are timed by wrapping the pipeline's
 ``encode_*`` / ``decode_*`` methods, sampling is the rest.
 
-One ``--quick --threads 1`` run on the 2-core development CPU with a load average of 4.6-5.0
-(so about half a core for us; the fp32 matmul rate read 38 GFLOP/s against 85 when quieter):
-training step 13.8 s (319 GFLOP, 23 GFLOP/s, 60% of the matmul rate); generation 0.8-1.4 s per
-Euler step (noise of the load: the six tasks run the same shapes), so 23-39 s of sampling per
-window; full codecs add 1.4-1.8 s to encode audio, 8.3-8.8 s to decode it (VAE decoder and a
-1024-channel HiFi-GAN), under 1 s for text and motion either way; tiny codecs under 0.15 s.
-The MMDiT is the cost of every task except those that make audio at full codec size.
+Runs with ``--threads 1`` on the 2-core development CPU, load average 4.9-5.0 (shared; the
+matmul rate read 79 GFLOP/s in the same runs, 38 in an earlier busier one where every figure
+below was about twice as long): training step 6.3 s with 8 text tokens (319 GFLOP, 51
+GFLOP/s), 6.4 s with 32 (354 GFLOP), median of 6; generation, 28 measured steps, full codecs:
+0.53-0.59 s per Euler step (every task runs the same shapes), 15-16.5 s of sampling per
+window; encoding audio takes 1.0-1.2 s, decoding it 5.2-5.7 s (VAE decoder and a 1024-channel
+HiFi-GAN), text and motion under 0.5 s either way, so a window costs 16-21 s; the tiny codecs
+take under 0.1 s. ``--quick``'s 4-step extrapolation agreed with the 28-step run (0.52-0.61 s
+per step). The MMDiT is the cost of every task except those that make audio at full size.
 """
 
 from __future__ import annotations
