@@ -469,6 +469,10 @@ def main() -> None:
     unknown = tables - {"mmdit", "train", "generate"}
     if unknown:
         p.error(f"--tables: unknown {sorted(unknown)}; expected mmdit, train, generate")
+    codec_sets = [c.strip() for c in args.codecs.split(",")] if "generate" in tables else []
+    bad = [c for c in codec_sets if c not in ("tiny", "full")]
+    if bad:
+        p.error(f"--codecs: expected tiny and/or full, found {bad}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -492,9 +496,7 @@ def main() -> None:
             ("tokens g/a/t", "params (M)", "s/step", "min-max", "GFLOP/step", "GFLOP/s"),
             train_table(args.train_steps, (8,) if args.quick else (8, 32)),
         )
-    for codecs in [c.strip() for c in args.codecs.split(",")] if "generate" in tables else []:
-        if codecs not in ("tiny", "full"):
-            p.error(f"--codecs: expected tiny and/or full, found {codecs!r}")
+    for codecs in codec_sets:
         rows, caption = generate_table(codecs, args.gen_repeats, args.gen_steps)
         measured = (
             ""
