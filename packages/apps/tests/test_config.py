@@ -149,3 +149,18 @@ def test_user_yaml_file_and_defaults(tmp_path):
     own.write_text("train:\n  max_steps: 3\n")
     cfg = load_config(TokenizerRecipeConfig, str(own))
     assert cfg.train.max_steps == 3 and cfg.train.batch_size == TrainConfig().batch_size
+
+
+def test_a_saved_run_without_a_backfilled_key_resumes_with_its_default():
+    """Keys added after a run was saved (marked BACKFILL) may be missing from its
+    run_config.json; any other missing key is still refused."""
+    from gesture_apps.runtime import from_dict, to_dict
+    from gesture_apps.systems.distill.config import DistillRecipeConfig
+
+    saved = to_dict(DistillRecipeConfig())
+    del saved["consistency"]["shift"], saved["teacher"]["task"]
+    cfg = from_dict(DistillRecipeConfig, saved, complete=True)
+    assert cfg.consistency.shift == 1.0 and cfg.teacher.task == "a2g"
+    del saved["consistency"]["guidance"]
+    with pytest.raises(ConfigError, match="consistency.guidance"):
+        from_dict(DistillRecipeConfig, saved, complete=True)

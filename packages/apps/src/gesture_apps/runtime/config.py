@@ -152,6 +152,11 @@ def from_dict(
         raise ConfigError(f"{source}: {e}") from None
 
 
+BACKFILL = "backfill"
+"""Field metadata key: ``field(default=..., metadata={BACKFILL: True})`` lets a saved run
+config without that key resume with the default (the default reproduces the older runs)."""
+
+
 def _from_dict(cls: type[T], data: Any, where: str, complete: bool) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, found {_kind(data)}")
@@ -162,7 +167,9 @@ def _from_dict(cls: type[T], data: Any, where: str, complete: bool) -> T:
         key = f"{where}.{unknown[0]}" if where else str(unknown[0])
         raise ConfigError(f"unknown config key {key!r} (known: {', '.join(fields)})")
     if complete:
-        missing = [k for k in fields if k not in data]
+        # a key added after a run was saved may be missing when its default is exactly the
+        # behaviour the older code had (field metadata ``BACKFILL``)
+        missing = [k for k in fields if k not in data and not fields[k].metadata.get(BACKFILL)]
         if missing:
             key = f"{where}.{missing[0]}" if where else missing[0]
             raise ConfigError(f"missing config key {key!r}")

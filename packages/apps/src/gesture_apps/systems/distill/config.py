@@ -18,6 +18,7 @@ from flow_backbones.distillation import ConsistencyConfig as LibraryConsistencyC
 from flow_backbones.distillation import TeacherODE
 from gesture_apps.data.windows import DataConfig
 from gesture_apps.runtime import TrainConfig
+from gesture_apps.runtime.config import BACKFILL
 
 
 @dataclass
@@ -40,7 +41,8 @@ class TeacherConfig:
     kind: Literal["toy2d", "backbone", "lsm", "omniges"] = "toy2d"
     path: str | None = None
     weights: Literal["ema", "model"] = "ema"  # kinds lsm, omniges: which weights of the run
-    task: Literal["a2g", "t2g"] = "a2g"  # kind omniges: the direction distilled
+    # kind omniges: the direction distilled (runs saved before it resume with the default)
+    task: Literal["a2g", "t2g"] = field(default="a2g", metadata={BACKFILL: True})
     backbone: Literal["DiT", "SpatialTemporalDenoiser"] = "SpatialTemporalDenoiser"
     sample_shape: list[int] = field(default_factory=lambda: [2])
     conditions: str = "toy"
@@ -63,7 +65,9 @@ class PairsConfig:
     teacher_steps: int = 16
     solver: Literal["euler", "heun", "shortcut"] = "euler"
     pass_step_size: bool = False  # give the teacher d = 1/steps (shortcut teachers)
-    shift: float = 1.0  # Euler/Heun time-grid shift (Omniges samples with OmniFlow's 3)
+    # Euler/Heun time-grid shift (Omniges samples with OmniFlow's 3); runs saved before it
+    # existed used 1, the default
+    shift: float = field(default=1.0, metadata={BACKFILL: True})
     pair_batch: int = 512  # teacher solves per forward batch
     seed: int = 0
 
