@@ -162,5 +162,5 @@ def test_a_saved_run_without_a_backfilled_key_resumes_with_its_default():
     cfg = from_dict(DistillRecipeConfig, saved, complete=True)
     assert cfg.consistency.shift == 1.0 and cfg.teacher.task == "a2g"
     del saved["consistency"]["guidance"]
-    with pytest.raises(ConfigError, match="consistency.guidance"):
+    with pytest.raises(ConfigError, match=r"consistency\.guidance"):
         from_dict(DistillRecipeConfig, saved, complete=True)
