@@ -132,7 +132,7 @@ def test_a_first_release_tokenizer_export_still_loads(trained, tmp_path):
         (lambda m: m.update(format="gesture-bundle/9"), "is not 'gesture-bundle/1'"),
         (lambda m: m.update(fps="30"), "'fps' has the wrong type"),
         (lambda m: m["components"].update(extra={"config": {}}), "extra: component folder"),
-        (lambda m: m.update(system="omniges"), "unknown system 'omniges'"),
+        (lambda m: m.update(system="no_such_system"), "unknown system 'no_such_system'"),
     ],
 )
 def test_bad_manifests_are_named(trained, tmp_path, capsys, edit, message):

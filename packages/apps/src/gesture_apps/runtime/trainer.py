@@ -219,8 +219,7 @@ class Trainer:
             )
         # ranks draw different dropout/noise, but one data order (seeded below, not by RNG)
         set_seed(config.seed + acc.process_index)
-        # rank 0 of a sharded run keeps the model's structure without storage, to rebuild an
-        # unsharded copy from gathered weights for exports (unsharded_copy)
+        # sharded rank 0 keeps a storage-less copy to rebuild exports from (unsharded_copy)
         self._skeleton: tuple[nn.Module, dict[str, Tensor]] | None = None
         if self.sharded and acc.is_main_process:
             self._skeleton = meta_copy(model)
@@ -581,17 +580,18 @@ class Trainer:
         directory = resolve_checkpoint(path)
         try:
             state = load_state(directory, STATE_NAME)
+            sharded = bool(state.get("sharded", False))  # AttributeError: not a json object
         except CheckpointError:
             raise
-        except (KeyError, TypeError, ValueError) as e:  # json refers to a tensor not stored
+        except (AttributeError, KeyError, TypeError, ValueError) as e:  # or a tensor not stored
             raise CheckpointError(f"{directory}: unreadable trainer state ({e!r})") from None
         weights = directory / "model.safetensors"
         if not weights.is_file():
             raise CheckpointError(f"{weights}: file not found")
-        if bool(state.get("sharded", False)) != self.sharded:
+        if sharded != self.sharded:
             mode = {True: "sharded (train.fsdp)", False: "unsharded"}
             raise CheckpointError(
-                f"{directory}: written by a {mode[bool(state.get('sharded'))]} run, resuming "
+                f"{directory}: written by a {mode[sharded]} run, resuming "
                 f"{mode[self.sharded]}: the optimizer states differ (its model.safetensors "
                 "loads either way)"
             )
