@@ -150,13 +150,19 @@ def test_cli_generates_every_task_and_refuses_bad_input(run, tmp_path, capsys):
 
 
 def test_eval_cli_writes_json_for_every_task(run, tmp_path, capsys):
+    from gesture_eval import FGDEncoder
+
+    FGDEncoder.tiny().save_pretrained(tmp_path / "encoder")
     out = tmp_path / "m.json"
     argv = ["eval", "omniges", "--checkpoint", str(run), "--clips", "2", "--steps", "2"]
+    argv += ["--fgd-encoder", str(tmp_path / "encoder")]
     assert main([*argv, "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["tasks"]) == set(TASKS)
-    assert {"bc", "l1div", "mpjpe"} <= set(result["tasks"]["a2g"])
-    assert {"bleu", "rouge_l"} <= set(result["tasks"]["g2t"])
+    assert {"bc", "l1div", "mpjpe", "fgd"} <= set(result["tasks"]["a2g"])
+    assert result["tasks"]["t2g"]["fgd"] >= 0
+    assert {"bleu", "rouge_l", "embedding_similarity"} <= set(result["tasks"]["g2t"])
+    assert -1.0 <= result["tasks"]["g2t"]["embedding_similarity"] <= 1.0
     assert {"lsd", "mcd", "beat_alignment"} <= set(result["tasks"]["t2a"])
     assert main(["eval", "omniges", "--checkpoint", str(run), "--tasks", "a2q"]) == 2
 

@@ -326,7 +326,12 @@ def _eval_omniges(args: argparse.Namespace) -> int:
     else:
         raise CLIError(f"--data: expected synthetic or beat2:PATH, found {args.data!r}")
     windows = eval_windows(clips, pipe.pose_length)
-    kw = dict(steps=args.steps, guidance=args.guidance)
+    kw = dict(
+        steps=args.steps,
+        guidance=args.guidance,
+        fgd_encoder=_load_fgd_encoder(args.fgd_encoder) if args.fgd_encoder else None,
+        text_encoder=_sentence_encoder(),
+    )
     result = {"tasks": evaluate_omniges(pipe, windows, tasks, **kw), "windows": len(windows)}
     if args.mismatched:
         result["mismatched"] = evaluate_omniges(pipe, windows, tasks, mismatched=True, **kw)
@@ -340,3 +345,14 @@ def _eval_omniges(args: argparse.Namespace) -> int:
         write_json(out, result)
         print(f"eval omniges: {len(windows)} windows -> {out}")
     return 0
+
+
+def _sentence_encoder():
+    """all-MiniLM-L6-v2 from its PyPI wheel for the text tasks' embedding similarity, or None
+    when the ``pretrained`` extra is not installed (the metric is then left out)."""
+    try:
+        from gesture_data.features.text import TextEncoder
+
+        return TextEncoder.default()
+    except ImportError:
+        return None
