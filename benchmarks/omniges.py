@@ -60,9 +60,7 @@ import statistics  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from diffusers import AutoencoderKL  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig  # noqa: E402
 
 from flow_backbones import MMDiT, StreamSpec  # noqa: E402
 from gesture_apps.systems.omniges.audio import MEL, AudioCodec  # noqa: E402
@@ -264,35 +262,6 @@ def train_table(repeats: int, text_tokens: tuple[int, ...]) -> list[tuple]:
     return rows
 
 
-def audioldm2_codec() -> AudioCodec:
-    """AudioLDM2's VAE and HiFi-GAN vocoder at the sizes of its released ``vae/`` and
-    ``vocoder/`` configs (128/256/512 channels, 2 layers per block, mid attention; 1024-channel
-    vocoder upsampling 5*4*2*2*2), random weights: the cost is the size, not the values."""
-    vae = AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(128, 256, 512),
-        layers_per_block=2,
-        latent_channels=8,
-        norm_num_groups=32,
-    )
-    vocoder = SpeechT5HifiGan(
-        SpeechT5HifiGanConfig(
-            model_in_dim=MEL.n_mels,
-            sampling_rate=MEL.sample_rate,
-            upsample_initial_channel=1024,
-            upsample_rates=[5, 4, 2, 2, 2],
-            upsample_kernel_sizes=[16, 16, 8, 4, 4],
-            resblock_kernel_sizes=[3, 7, 11],
-            resblock_dilation_sizes=[[1, 3, 5]] * 3,
-            normalize_before=False,
-        )
-    )
-    return AudioCodec(vae, vocoder).eval()
-
-
 def random_pipeline(codecs: str) -> OmnigesPipeline:
     """An ``OmnigesPipeline`` of random weights: the mid MMDiT and the ``"tiny"`` codecs (the
     test sizes) or the ``"full"`` ones (GestureLSM's four RVQ-VAEs, AudioLDM2's VAE and
@@ -301,7 +270,11 @@ def random_pipeline(codecs: str) -> OmnigesPipeline:
     if codecs == "tiny":
         tok, codec, text_vae = MultiPartTokenizer.tiny(), AudioCodec.tiny(), TextVAE.tiny()
     else:
-        tok, codec, text_vae = MultiPartTokenizer.gesturelsm(), audioldm2_codec(), TextVAE()
+        tok, codec, text_vae = (
+            MultiPartTokenizer.gesturelsm(),
+            AudioCodec.audioldm2().eval(),
+            TextVAE(),
+        )
     text_vae.fit_tokenizer(sentences(500))  # the decoder needs a vocabulary to print
     # the face is left unnormalised (GestureLSM): statistics for the other parts only
     stats = {p: (np.zeros(d), np.ones(d)) for p, d in BEAT2_PART_DIMS.items() if p != "face"}
