@@ -28,7 +28,16 @@ def add_generate_command(sub) -> None:
         help="Omniges bundles: t2g, g2t, a2g (default), g2a, t2a or a2t; the condition is "
         "--prompt (t), --audio (a) or --gesture (g), --out is .npz (g), .wav (a) or .txt (t)",
     )
-    gen.add_argument("--prompt", help="Omniges text condition (t2g, t2a)")
+    gen.add_argument("--prompt", help="Omniges text condition (t2g, t2a); OmniHuman caption")
+    gen.add_argument("--reference", help="OmniHuman: the image to animate (the bundle's size)")
+    gen.add_argument(
+        "--pose", help="OmniHuman: keypoints .npz (keypoints (T, K, 2) in [0, 1], confidence)"
+    )
+    gen.add_argument(
+        "--mode",
+        help="OmniHuman condition set: audio (default), pose (default with --pose), pose_only, "
+        "reference",
+    )
     gen.add_argument("--gesture", help="Omniges gesture condition: a BEAT2 .npz (g2t, g2a)")
     gen.add_argument("--seconds", type=float, help="Omniges: output length for a text condition")
     gen.add_argument("--textgrid", help="word alignment (Praat TextGrid with a 'words' tier)")
@@ -71,11 +80,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
             export, system = bundle.folder, bundle.system
         except ValueError:
             pass
+    if system not in ("omniges", "omnihuman"):
+        try:  # an OmniHuman run or checkpoint folder holds its bundle in omnihuman/
+            bundle = open_bundle(args.checkpoint, "omnihuman")
+            export, system = bundle.folder, bundle.system
+        except ValueError:
+            pass
     if system == "omniges":
         return _generate_omniges(args, export)
-    for flag in ("task", "prompt", "gesture", "seconds"):
+    if system == "omnihuman":
+        from gesture_apps.cli.generate_video import generate_omnihuman
+
+        return generate_omnihuman(args, export)
+    for flag in ("task", "prompt", "gesture", "seconds", "reference", "pose", "mode"):
         if getattr(args, flag) is not None:
-            raise CLIError(f"--{flag}: only Omniges bundles take it (this is {system!r})")
+            raise CLIError(
+                f"--{flag}: only Omniges or OmniHuman bundles take it (this is {system!r})"
+            )
     if args.audio is None:
         raise CLIError("--audio: required (the speech to generate gestures for)")
     if out.suffix != ".npz" or out.is_dir():
@@ -140,8 +161,7 @@ def _generate_omniges(args: argparse.Namespace, export: Path) -> int:
     if getattr(args, need) is None:
         raise CLIError(f"--{need}: task {task} needs it (the condition)")
     extra = [f"--{c}" for k, c in CONDITION.items() if k != src and getattr(args, c) is not None]
-    if args.textgrid is not None:
-        extra.append("--textgrid")
+    extra += [f"--{f}" for f in ("textgrid", "reference", "pose", "mode") if getattr(args, f)]
     if extra:
         raise CLIError(f"{', '.join(extra)}: task {task} only takes --{need}")
     out = Path(args.out)

@@ -194,3 +194,24 @@ register(
         ),
     )
 )
+register(
+    SystemEntry(
+        name="omnihuman",
+        module="gesture_apps.systems.omnihuman.train",
+        config="gesture_apps.systems.omnihuman.config:OmniHumanRecipeConfig",
+        presets="omnihuman",
+        default_preset="omnihuman",
+        export="omnihuman",
+        help="OmniHuman omni-conditions video DiT (audio, pose, text, reference image)",
+        description=(
+            "Train OmniHuman's flow-matching video DiT over the latents of a video VAE (--vae: "
+            "a `gesture train omnihuman-vae` run or a Wan2.1 vae/ folder), driven by audio "
+            "tokens, pose heatmaps, the caption and a reference image, in stages whose "
+            "per-condition keep ratios follow OmniHuman (stronger condition, lower ratio), on "
+            "the rendered synthetic corpus (default), BEAT2 (--data beat2:PATH) or a folder of "
+            "mp4 + wav + keypoints (--data folder:PATH). Writes OUT/checkpoints/step_*/ and "
+            "OUT/omnihuman/ (the bundle `gesture generate --reference --audio` reads)."
+        ),
+        inputs=(("--vae", "vae", "video VAE run or folder; sets vae="),),
+    )
+)
