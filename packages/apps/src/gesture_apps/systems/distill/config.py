@@ -33,16 +33,19 @@ class TeacherConfig:
     ``gesture_apps.systems.gesturelsm.distill`` (conditions, ``sample_shape`` and the student's
     export layout come from the run). ``omniges`` loads a ``gesture train omniges`` bundle (or
     run folder) through ``gesture_apps.systems.omniges.distill`` and distils its ``task``
-    (``a2g`` or ``t2g``: gesture generated from audio or text). ``conditions`` (kinds ``toy2d``
+    (``a2g`` or ``t2g``: gesture generated from audio or text). ``omnihuman`` loads a
+    ``gesture train omnihuman`` bundle through ``gesture_apps.systems.omnihuman.distill`` and
+    distils the condition mode ``task`` (``audio`` or ``pose``). ``conditions`` (kinds ``toy2d``
     and ``backbone``) names a condition source: ``toy`` (one-hot classes) or ``none`` (the null
     condition).
     """
 
-    kind: Literal["toy2d", "backbone", "lsm", "omniges"] = "toy2d"
+    kind: Literal["toy2d", "backbone", "lsm", "omniges", "omnihuman"] = "toy2d"
     path: str | None = None
     weights: Literal["ema", "model"] = "ema"  # kinds lsm, omniges: which weights of the run
-    # kind omniges: the direction distilled (runs saved before it resume with the default)
-    task: Literal["a2g", "t2g"] = field(default="a2g", metadata={BACKFILL: True})
+    # kind omniges: the direction distilled (runs saved before it resume with the default);
+    # kind omnihuman: the condition mode (audio or pose)
+    task: Literal["a2g", "t2g", "audio", "pose"] = field(default="a2g", metadata={BACKFILL: True})
     backbone: Literal["DiT", "SpatialTemporalDenoiser"] = "SpatialTemporalDenoiser"
     sample_shape: list[int] = field(default_factory=lambda: [2])
     conditions: str = "toy"

@@ -114,6 +114,7 @@ TEACHER_KINDS: dict[str, TeacherLoader | str] = {
     "backbone": load_backbone_teacher,
     "lsm": "gesture_apps.systems.gesturelsm.distill:load_lsm_teacher",
     "omniges": "gesture_apps.systems.omniges.distill:load_omniges_teacher",
+    "omnihuman": "gesture_apps.systems.omnihuman.distill:load_omnihuman_teacher",
 }
 """``teacher.kind`` -> loader. A paper system's loader is a ``"module:function"`` string,
 imported when that kind runs: this generic system never imports another system at load time
