@@ -54,7 +54,9 @@ def test_video_patches_roundtrip_and_reference_frames():
     # patchify / unpatchify are inverse: with identity projections the layout is preserved
     p = m._tokens(x, 0)[0]
     assert p.shape == (1, 3 * 2 * 3, 32)
-    ref = m(x, torch.tensor([0.3]), reference_frames=1)
+    # two reference frames share temporal position 0 (one reference at 0 followed by the
+    # video at 1, 2 is the plain numbering, so it takes two to move a position)
+    ref = m(x, torch.tensor([0.3]), reference_frames=2)
     assert (ref - out).abs().max() > 1e-4  # positions changed
     with pytest.raises(fb.FlowInputError, match="patch_size"):
         m(torch.randn(1, 4, 3, 5, 6), 0.3)

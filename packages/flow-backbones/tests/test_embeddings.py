@@ -44,8 +44,11 @@ def test_3d_positions_and_reference_frames():
     assert pos.shape == (12, 3)
     assert pos[:, 0].tolist() == [0] * 4 + [1] * 4 + [2] * 4
     ref = fb.grid_positions_3d(3, 2, 2, reference_frames=1)
-    # the reference frame and the first video frame share temporal position 0
-    assert ref[:, 0].tolist() == [0] * 8 + [1] * 4
+    # the reference frame is at temporal position 0, the video frames after it at 1, 2
+    assert ref[:, 0].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    two = fb.grid_positions_3d(4, 2, 2, reference_frames=2)
+    # several references share position 0; the video still starts at 1
+    assert two[:, 0].tolist() == [0] * 8 + [1] * 4 + [2] * 4
     assert torch.equal(ref[:, 1:], pos[:, 1:])
     rope = fb.RotaryEmbedding(8, axes_dim=(2, 2, 4))
     cos, _ = rope.freqs(ref)

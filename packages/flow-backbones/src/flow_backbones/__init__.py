@@ -7,10 +7,13 @@ Subpackages: :mod:`flow_backbones.distillation` (one-step students: endpoint, co
 adversarial distillation); :mod:`flow_backbones.testing` holds the toy teachers of the tests.
 :mod:`flow_backbones.omniflow` imports OmniFlow's transformer (``MMDiT.from_omniflow``), runs it
 with OmniFlow's own arguments (``omniflow_forward``) and holds ``patchify``/``unpatchify``.
+:mod:`flow_backbones.conditions` holds the staged per-condition keep ratios of omni-condition
+training (OmniHuman).
 """
 
 from . import omniflow
 from .conditional import ConditionalModel, PreparesCondition, prepare_condition
+from .conditions import ConditionSchedule, ConditionStage
 from .dit import DiT
 from .embeddings import RotaryEmbedding, TimeEmbedding, grid_positions_3d, sincos_1d
 from .errors import CheckpointError, FlowInputError
@@ -61,6 +64,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "ConditionSchedule",
+    "ConditionStage",
     "ConditionalModel",
     "DiT",
     "FlowInputError",

@@ -69,9 +69,11 @@ def grid_positions_3d(
 ) -> Tensor:
     """Integer (time, height, width) positions ``(frames * height * width, 3)``, frame-major.
 
-    The first ``reference_frames`` frames are reference images (OmniHuman conditions a video on
-    one): they get temporal position 0 so that rotary attention sees them as "timeless", and
-    the video frames after them are numbered from 0 as if the references were not there.
+    The first ``reference_frames`` frames are reference images (OmniHuman packs one with the
+    video tokens): they all get temporal position 0, so rotary attention sees them as one
+    "timeless" frame, and the video frames after them are numbered 1, 2, ..., T. Numbering the
+    video from 1 keeps its first frame apart from the reference: sharing position 0 would make
+    the two look like the same instant to every attention head.
     """
     if reference_frames < 0 or reference_frames > frames:
         raise FlowInputError(
@@ -79,7 +81,8 @@ def grid_positions_3d(
             f"found {reference_frames}"
         )
     f = torch.arange(frames, device=device)
-    f = (f - reference_frames).clamp_min(0)
+    if reference_frames:
+        f = (f - reference_frames + 1).clamp_min(0)
     tt, hh, ww = torch.meshgrid(
         f, torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
     )
