@@ -9,6 +9,10 @@ are stacked onto the input channels before the patch projection.
 Inputs are either 1D sequences ``(B, N, C)`` with 1D rotary positions, or video latents
 ``(B, C, T, H, W)`` cut into ``patch_size`` patches with 3D (time, height, width) rotary
 positions; ``reference_frames`` gives leading reference frames a zero temporal position.
+
+Video inputs may also take per-frame condition tokens (``frame_cond_dim``): OmniHuman (Lin et
+al. 2025, arXiv:2502.01061) injects audio by a cross-attention in which the video tokens of one
+frame attend only to the audio features of that frame, so each frame moves with its own sound.
 """
 
 from __future__ import annotations
@@ -25,10 +29,45 @@ from .errors import FlowInputError
 from .flow import check_t, expand_t
 
 
-class DiTBlock(nn.Module):
-    """AdaLN-Zero self-attention, optional cross-attention, AdaLN-Zero feed-forward."""
+class FrameCrossAttention(nn.Module):
+    """Frame-aligned cross-attention: the video tokens of temporal position ``k`` attend only to
+    the ``F`` condition tokens of position ``k``.
 
-    def __init__(self, dim: int, heads: int, ff_mult: float, cond_dim: int | None, qk_norm: bool):
+    ``forward(h (B, L, dim), frame_tokens (B, T_tok, F, frame_cond_dim)) -> (B, L, dim)``, the
+    residual update; ``L = T_tok * tokens_per_position`` in frame-major order (as
+    :meth:`DiT._tokens` lays them out). The output projection starts at zero, so a new branch
+    (built fresh, or added to a DiT loaded from a checkpoint without it) changes nothing.
+    """
+
+    def __init__(self, dim: int, heads: int, frame_cond_dim: int, qk_norm: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads, kv_dim=frame_cond_dim, qk_norm=qk_norm)
+        zero_init(self.attn.to_out)
+
+    def forward(self, h: Tensor, frame_tokens: Tensor) -> Tensor:
+        B, L, D = h.shape
+        _, T, F, C = frame_tokens.shape
+        # one attention problem per (sample, temporal position): a reshape, not a loop over
+        # frames; tokens are frame-major, so each group of L // T rows is one position
+        q = self.norm(h).reshape(B * T, L // T, D)
+        out = self.attn(q, frame_tokens.reshape(B * T, F, C))
+        return out.reshape(B, L, D)
+
+
+class DiTBlock(nn.Module):
+    """AdaLN-Zero self-attention, optional cross-attention, optional frame-aligned
+    cross-attention, AdaLN-Zero feed-forward."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ff_mult: float,
+        cond_dim: int | None,
+        qk_norm: bool,
+        frame_cond_dim: int | None = None,
+    ):
         super().__init__()
         self.norm1 = AdaLayerNormZero(dim)
         zero_init(self.norm1.linear)
@@ -37,16 +76,21 @@ class DiTBlock(nn.Module):
         if cond_dim is not None:
             self.norm_cross = nn.LayerNorm(dim, eps=1e-6)
             self.cross = Attention(dim, heads, kv_dim=cond_dim, qk_norm=qk_norm)
+        self.frame_cross = None
+        if frame_cond_dim is not None:
+            self.frame_cross = FrameCrossAttention(dim, heads, frame_cond_dim, qk_norm)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ff = FeedForward(
             dim, mult=int(ff_mult), activation_fn="gelu-approximate", inner_dim=int(dim * ff_mult)
         )
 
-    def forward(self, h, temb, rope, tokens, tokens_mask):
+    def forward(self, h, temb, rope, tokens, tokens_mask, frame_tokens=None):
         x, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(h, emb=temb)
         h = h + gate_msa[:, None] * self.attn(x, rope_q=rope, rope_k=rope)
         if self.cross is not None:
             h = h + self.cross(self.norm_cross(h), tokens, key_mask=tokens_mask)
+        if self.frame_cross is not None:
+            h = h + self.frame_cross(h, frame_tokens)
         x = self.norm2(h) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
         return h + gate_mlp[:, None] * self.ff(x)
 
@@ -59,6 +103,8 @@ class DiT(HubModule):
         out_channels: output channels (default ``in_channels``).
         dim, depth, num_heads, ff_mult: transformer size.
         cond_dim: width of cross-attention condition tokens (None: no cross-attention).
+        frame_cond_dim: width of per-frame condition tokens (audio features, say) that each
+            block's frame-aligned cross-attention reads (None: no such branch; video only).
         concat_channels: channels of a condition concatenated to ``x`` (0: none).
         video: inputs are video latents ``(B, C, T, H, W)`` instead of sequences ``(B, N, C)``.
         patch_size: ``(pt, ph, pw)`` patch of video inputs.
@@ -68,8 +114,9 @@ class DiT(HubModule):
 
     ``forward(x, t, d, cond, keep_cond)`` matches the
     :data:`~flow_backbones.samplers.ConditionalModel` protocol, with ``cond`` a dict
-    ``{"tokens": (B, S, cond_dim), "tokens_mask": (B, S) bool, "channels": like x}``
-    (all optional).
+    ``{"tokens": (B, S, cond_dim), "tokens_mask": (B, S) bool, "channels": like x,
+    "frame_tokens": (B, T // pt, F, frame_cond_dim), "frame_keep": (B,) bool}`` (all
+    optional).
     """
 
     def __init__(
@@ -82,6 +129,7 @@ class DiT(HubModule):
         num_heads: int = 6,
         ff_mult: float = 4.0,
         cond_dim: int | None = None,
+        frame_cond_dim: int | None = None,
         concat_channels: int = 0,
         video: bool = False,
         patch_size: tuple[int, int, int] = (1, 2, 2),
@@ -97,7 +145,14 @@ class DiT(HubModule):
                 f"dim: expected a multiple of num_heads={num_heads} with an even head width, "
                 f"found {dim}"
             )
+        if frame_cond_dim is not None and (not video or frame_cond_dim < 1):
+            raise FlowInputError(
+                f"frame_cond_dim: expected None, or a width >= 1 with video=True (frame tokens "
+                f"align with the frames of a video input), found {frame_cond_dim} with "
+                f"video={video}"
+            )
         hd = dim // num_heads
+        self.frame_cond_dim = frame_cond_dim
         self.in_channels, self.out_channels = in_channels, out_channels or in_channels
         self.cond_dim, self.concat_channels = cond_dim, concat_channels
         self.patch_size = tuple(patch_size)
@@ -113,8 +168,14 @@ class DiT(HubModule):
         self.in_proj = nn.Linear(cin * patch, dim)
         self.time_embed = TimeEmbedding(dim, step_size_cond=step_size_cond, scale=time_scale)
         self.null_token = nn.Parameter(torch.zeros(1, cond_dim)) if cond_dim is not None else None
+        self.null_frame_token = (
+            nn.Parameter(torch.zeros(1, frame_cond_dim)) if frame_cond_dim is not None else None
+        )
         self.blocks = nn.ModuleList(
-            [DiTBlock(dim, num_heads, ff_mult, cond_dim, qk_norm) for _ in range(depth)]
+            [
+                DiTBlock(dim, num_heads, ff_mult, cond_dim, qk_norm, frame_cond_dim)
+                for _ in range(depth)
+            ]
         )
         self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
         zero_init(self.norm_out.linear)
@@ -172,8 +233,17 @@ class DiT(HubModule):
             x: ``(B, N, in_channels)`` sequence or ``(B, in_channels, T, H, W)`` video latent.
             t: ``(B,)`` or scalar time in ``[0, 1]``; ``d`` the step size (None = 0).
             cond: dict with optional ``"tokens"`` ``(B, S, cond_dim)``, ``"tokens_mask"``
-                ``(B, S)`` bool and ``"channels"`` (``x``'s layout with ``concat_channels``).
-            keep_cond: ``(B,)`` bool; False rows get the learned null token and zero channels.
+                ``(B, S)`` bool and ``"channels"`` (``x``'s layout with ``concat_channels``);
+                with ``frame_cond_dim``, optional ``"frame_tokens"``
+                ``(B, T // pt, F, frame_cond_dim)``: ``F`` tokens per temporal token position
+                (for ``pt > 1``, one group per ``pt`` frames), which only that position's video
+                tokens attend to; leave out the reference frames' groups by passing
+                ``(B, T // pt - ceil(reference_frames / pt), F, frame_cond_dim)`` (those
+                positions then see the null frame token). Absent: every position sees the
+                learned null frame token. ``"frame_keep"`` ``(B,)`` bool drops the frame
+                tokens alone (False rows see the null frame token), for per-condition dropout.
+            keep_cond: ``(B,)`` bool; False rows get the learned null token, zero channels and
+                the null frame token.
             reference_frames: leading video frames that are reference images (temporal
                 position 0).
         """
@@ -195,10 +265,11 @@ class DiT(HubModule):
         check_t(t, "t")
         d = None if d is None else expand_t(d, B, x.device)
         cond = dict(cond or {})
-        unknown = set(cond) - {"tokens", "tokens_mask", "channels"}
+        unknown = set(cond) - {"tokens", "tokens_mask", "channels", "frame_tokens", "frame_keep"}
         if unknown:
             raise FlowInputError(
-                f"cond: unknown key(s) {sorted(unknown)}; expected tokens, tokens_mask, channels"
+                f"cond: unknown key(s) {sorted(unknown)}; expected tokens, tokens_mask, "
+                "channels, frame_tokens, frame_keep"
             )
         if keep_cond is not None and (keep_cond.shape != (B,) or keep_cond.dtype != torch.bool):
             raise FlowInputError(
@@ -249,8 +320,74 @@ class DiT(HubModule):
             raise FlowInputError("cond['tokens']: this DiT was built without cond_dim")
 
         h, pos, grid = self._tokens(x, reference_frames)
+        frame = self._frame_tokens(cond, keep_cond, B, grid, reference_frames, h.dtype)
         rope = (self.rope3d if grid else self.rope1d).freqs(pos)
         temb = self.time_embed(t, d)
         for blk in self.blocks:
-            h = self._run_block(blk, h, temb, rope, tokens, tokens_mask)
+            h = self._run_block(blk, h, temb, rope, tokens, tokens_mask, frame)
         return self._untokens(self.norm_out(h, temb), grid)
+
+    def _frame_tokens(
+        self,
+        cond: dict,
+        keep_cond: Tensor | None,
+        B: int,
+        grid: tuple,
+        reference_frames: int,
+        dtype: torch.dtype,
+    ) -> Tensor | None:
+        """Checked ``cond["frame_tokens"]`` -> ``(B, T_tok, F, frame_cond_dim)`` with the null
+        frame token in dropped rows and in left-out reference positions."""
+        frame, frame_keep = cond.get("frame_tokens"), cond.get("frame_keep")
+        if self.frame_cond_dim is None:
+            if frame is not None or frame_keep is not None:
+                key = "frame_tokens" if frame is not None else "frame_keep"
+                raise FlowInputError(
+                    f"cond[{key!r}]: this DiT was built without frame_cond_dim (frame tokens "
+                    "need DiT(video=True, frame_cond_dim=...))"
+                )
+            return None
+        Dc, T_tok = self.frame_cond_dim, grid[0]
+        null = self.null_frame_token.to(dtype)
+        if frame is None:
+            return null.expand(B, T_tok, 1, Dc)
+        ref = -(-reference_frames // self.patch_size[0])
+        found = tuple(frame.shape) if isinstance(frame, Tensor) else type(frame).__name__
+        if (
+            not isinstance(frame, Tensor)
+            or frame.ndim != 4
+            or frame.shape[0] != B
+            or frame.shape[1] not in (T_tok, T_tok - ref)
+            or frame.shape[2] < 1
+            or frame.shape[3] != Dc
+        ):
+            pt = self.patch_size[0]
+            also = f" or ({B}, {T_tok - ref}, F, {Dc}) without the reference frames" if ref else ""
+            raise FlowInputError(
+                f"cond['frame_tokens']: expected shape ({B}, {T_tok}, F, {Dc}) (F tokens for "
+                f"each of the T // pt = {T_tok * pt} // {pt} temporal token positions){also}, "
+                f"found {found}"
+            )
+        if frame_keep is not None and (
+            not isinstance(frame_keep, Tensor)
+            or frame_keep.shape != (B,)
+            or frame_keep.dtype != torch.bool
+        ):
+            found = (
+                f"{tuple(frame_keep.shape)} {frame_keep.dtype}"
+                if isinstance(frame_keep, Tensor)
+                else type(frame_keep).__name__
+            )
+            raise FlowInputError(
+                f"cond['frame_keep']: expected a bool tensor of shape ({B},), found {found}"
+            )
+        keep = keep_cond
+        if frame_keep is not None:
+            keep = frame_keep if keep is None else keep & frame_keep
+        frame = frame.to(dtype)
+        if keep is not None:
+            frame = torch.where(keep[:, None, None, None], frame, null)
+        if frame.shape[1] != T_tok:  # reference positions left out: they see the null token
+            F = frame.shape[2]
+            frame = torch.cat([null.expand(B, T_tok - frame.shape[1], F, Dc), frame], dim=1)
+        return frame
