@@ -28,6 +28,7 @@ _LAZY = {
     "render": ".render",
     "skeleton": ".skeleton",
     "features": ".features",
+    "video": ".video",
 }
 
 __all__ = [
