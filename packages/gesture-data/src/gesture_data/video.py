@@ -401,47 +401,82 @@ _GROUPS: list[tuple[str, list[tuple[int, int, float]]]] = [
 # rasteriser
 
 
-def _capsule_sdf(px: Tensor, a: Tensor, b: Tensor, r: float) -> Tensor:
-    """Signed distance (pixels) from pixel centres ``px (H, W, 2)`` to capsules from
-    ``a (T, 2)`` to ``b (T, 2)`` of radius ``r`` pixels -> ``(T, H, W)``."""
-    ab = (b - a)[:, None, None, :]  # (T, 1, 1, 2)
-    ap = px[None] - a[:, None, None, :]  # (T, H, W, 2)
-    denom = (ab * ab).sum(-1).clamp_min(1e-12)
-    h = ((ap * ab).sum(-1) / denom).clamp(0.0, 1.0)
-    return torch.linalg.vector_norm(ap - h[..., None] * ab, dim=-1) - r
+def _capsule_sdf(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, r: float):
+    """Signed distance (pixels) from pixel centres ``x (T, 1, S)``, ``y (T, S, 1)`` to
+    capsules from ``a (T, 2)`` to ``b (T, 2)`` of radius ``r`` pixels -> ``(T, S, S)``.
+    x and y stay separate arrays so every op is a plain broadcast, no size-2 axis."""
+    ax, ay = a[:, 0, None, None], a[:, 1, None, None]
+    abx, aby = b[:, 0, None, None] - ax, b[:, 1, None, None] - ay  # (T, 1, 1)
+    apx, apy = x - ax, y - ay  # (T, 1, S), (T, S, 1)
+    h = (apx * abx + apy * aby) / np.maximum(abx * abx + aby * aby, 1e-12)
+    np.clip(h, 0.0, 1.0, out=h)
+    dx, dy = apx - h * abx, apy - h * aby  # (T, S, S)
+    d = np.hypot(dx, dy, out=dx)
+    d -= r
+    return d
+
+
+def _window(lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """The square pixel window that holds per-frame boxes ``lo, hi (T, 2)``: its origin
+    ``(T, 2)`` (int) and side ``S`` (shared by all frames so the work stays one batched
+    array op). Drawing in a window instead of the whole frame is what makes fingers cheap;
+    the window is clipped to the frame, and whatever of the box lies inside is covered."""
+    side = int(np.ceil((hi - lo).max())) + 2
+    side = max(1, min(side, size))
+    origin = np.clip(np.floor(lo).astype(np.int64), 0, size - side)
+    return origin, side
 
 
 def _render(
-    uv: Tensor, jaw_open: Tensor, palette: dict[str, np.ndarray], size: int, px_per_m: float
+    uv: np.ndarray, jaw_open: np.ndarray, palette: dict[str, np.ndarray], size: int, px_per_m: float
 ) -> np.ndarray:
-    """Draw frames from projected joints ``uv (T, J', 2)`` (pixels) and the jaw opening
-    ``(T,)`` (radians, >= 0) -> ``(T, size, size, 3)`` uint8. Each group is one signed
-    distance field (the min over its capsules), so joints inside a limb have no seams;
-    coverage ``clamp(0.5 - sdf, 0, 1)`` is a one-pixel anti-aliasing ramp."""
+    """Draw frames from projected joints ``uv (T, J', 2)`` float32 (pixels) and the jaw
+    opening ``(T,)`` (radians, >= 0) -> ``(T, size, size, 3)`` uint8.
+
+    Each group is one signed distance field (the min over its capsules), so joints inside a
+    limb have no seams; coverage ``clip(0.5 - sdf, 0, 1)`` is a one-pixel anti-aliasing
+    ramp; each group is evaluated only in a window around it. numpy, not torch: its
+    elementwise ops are single-threaded, and torch's thread pool on these small arrays is
+    several times slower on a shared CPU."""
     T = uv.shape[0]
-    c = torch.arange(size, dtype=torch.float32) + 0.5
-    px = torch.stack(torch.meshgrid(c, c, indexing="xy"), -1)  # (H, W, 2): (x, y)
-    img = torch.empty(T, size, size, 3)
-    img[:] = torch.as_tensor(palette["background"], dtype=torch.float32)
+    img = np.empty((T, size, size, 3), np.float32)
+    img[:] = palette["background"].astype(np.float32)
+    steps = np.arange(size)
+    frame = np.arange(T)[:, None, None]
     for key, caps in _GROUPS:
         if key == "mouth":
             # half-width fixed, half-height grows with the jaw angle (cartoon gain so that a
             # 0.3 rad opening is about 3 px tall at 64 px)
             centre = uv[:, _JOINT["mouth"]]
-            ax = 0.035 * px_per_m
-            ay = (0.005 + 0.09 * jaw_open.clamp(0.0, 0.4)) * px_per_m
-            d = (px[None] - centre[:, None, None, :]) / torch.stack(
-                [torch.full_like(ay, ax), ay], -1
-            )[:, None, None, :]
-            sdf = (torch.linalg.vector_norm(d, dim=-1) - 1.0) * ay.clamp(max=ax)[:, None, None]
+            rx = np.float32(0.035 * px_per_m)
+            ry = ((0.005 + 0.09 * np.clip(jaw_open, 0.0, 0.4)) * px_per_m).astype(np.float32)
+            half = np.stack([np.full_like(ry, rx), ry], -1) + 1.0
+            origin, side = _window(centre - half, centre + half, size)
         else:
-            sdf = torch.stack(
-                [_capsule_sdf(px, uv[:, a], uv[:, b], r * px_per_m) for a, b, r in caps]
-            ).amin(0)
-        alpha = (0.5 - sdf).clamp(0.0, 1.0)[..., None]
-        colour = torch.as_tensor(palette[key], dtype=torch.float32)
-        img = img * (1.0 - alpha) + colour * alpha
-    return (img * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+            ends = np.array([[a, b] for a, b, _ in caps]).reshape(-1)
+            rad = np.repeat([r for *_, r in caps], 2) * px_per_m + 1.0
+            pts = uv[:, ends]  # (T, 2n, 2)
+            lo = (pts - rad[None, :, None]).min(1)
+            hi = (pts + rad[None, :, None]).max(1)
+            origin, side = _window(lo, hi, size)
+        rows = origin[:, 1, None] + steps[:side]  # (T, S)
+        cols = origin[:, 0, None] + steps[:side]
+        x = (cols.astype(np.float32) + 0.5)[:, None, :]  # (T, 1, S) pixel centres
+        y = (rows.astype(np.float32) + 0.5)[:, :, None]  # (T, S, 1)
+        if key == "mouth":
+            nx = (x - centre[:, 0, None, None]) / rx
+            ny = (y - centre[:, 1, None, None]) / ry[:, None, None]
+            sdf = (np.hypot(nx, ny) - 1.0) * np.minimum(ry, rx)[:, None, None]
+        else:
+            sdf = None
+            for a, b, r in caps:
+                d = _capsule_sdf(x, y, uv[:, a], uv[:, b], np.float32(r * px_per_m))
+                sdf = d if sdf is None else np.minimum(sdf, d, out=sdf)
+        alpha = np.clip(0.5 - sdf, 0.0, 1.0)[..., None]  # (T, S, S, 1)
+        colour = palette[key].astype(np.float32)
+        idx = (frame, rows[:, :, None], cols[:, None, :])
+        img[idx] = img[idx] * (1.0 - alpha) + colour * alpha
+    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
 def _face_camera(joints: np.ndarray) -> np.ndarray:
@@ -512,15 +547,15 @@ def render_video_clip(
     centre = joints[:, 0].reshape(-1, 3).mean(0) + np.array([0.0, 0.3, 0.0])
     px_per_m = size / extent
 
-    def project(j: np.ndarray) -> Tensor:
+    def project(j: np.ndarray) -> np.ndarray:
         u = (j[..., 0] - centre[0]) * px_per_m + size / 2
         v = (centre[1] - j[..., 1]) * px_per_m + size / 2
-        return torch.as_tensor(np.stack([u, v], -1), dtype=torch.float32)
+        return np.stack([u, v], -1).astype(np.float32)
 
     palette = speaker_palette(clip.speaker)
     frames = []
     uv_all = project(joints)
-    jaw_t = torch.as_tensor(np.maximum(jaw, 0.0), dtype=torch.float32)
+    jaw_t = np.maximum(jaw, 0.0).astype(np.float32)
     # chunks bound the (T, H, W) temporaries for long takes at large sizes
     chunk = max(1, (1 << 22) // (size * size))
     for s in range(0, uv_all.shape[0], chunk):
@@ -531,11 +566,11 @@ def render_video_clip(
         rest = _joints(_NEUTRAL.reshape(1, 165), np.zeros((1, 3))).numpy()
         # stand the rest figure where the take's pelvis is on average, facing the camera
         rest = rest + joints[:, 0].mean(0)
-        ref = _render(project(rest), torch.zeros(1), palette, size, px_per_m)[0]
+        ref = _render(project(rest), np.zeros(1, np.float32), palette, size, px_per_m)[0]
     else:
         ref = frames[0].copy()
 
-    uv = uv_all.numpy() / size
+    uv = uv_all / size
     kp = uv[:, _KEYPOINT_JOINTS].astype(np.float32)
     conf = ((kp >= 0) & (kp < 1)).all(-1).astype(np.float32)
     return VideoClip(
