@@ -367,18 +367,23 @@ _GROUPS: list[tuple[str, list[tuple[int, int, float]]]] = [
     ),
     (
         "torso",
-        _chain(["pelvis", "spine1", "spine2", "spine3", "neck"], 0.11)
-        + _chain(["left_shoulder", "left_collar", "spine3", "right_collar", "right_shoulder"], 0.06)
+        # the trunk stops at spine3 and a thin neck piece follows: a wide capsule up to the
+        # neck joint would cover the chin and the mouth
+        _chain(["pelvis", "spine1", "spine2", "spine3"], 0.11)
+        + _chain(
+            ["left_shoulder", "left_collar", "spine3", "right_collar", "right_shoulder"], 0.065
+        )
+        + _chain(["spine3", "neck"], 0.05)
         + _chain(["left_hip", "right_hip"], 0.08),
     ),
-    ("skin", _chain(["neck", "head"], 0.045)),
+    ("skin", _chain(["neck", "head"], 0.04)),
     ("hair", [(_JOINT["hair_center"], _JOINT["hair_center"], 0.09)]),
     ("skin", [(_JOINT["head_center"], _JOINT["head_center"], 0.085)]),
     (
         "eyes",
         [
-            (_JOINT["left_eye"], _JOINT["left_eye"], 0.012),
-            (_JOINT["right_eye"], _JOINT["right_eye"], 0.012),
+            (_JOINT["left_eye"], _JOINT["left_eye"], 0.015),
+            (_JOINT["right_eye"], _JOINT["right_eye"], 0.015),
         ],
     ),
     ("mouth", []),  # an ellipse, see _render
@@ -748,7 +753,7 @@ def write_video(
     return path
 
 
-_AUDIO_RE = re.compile(r"Stream #\S+.*?: Audio: [^\n]*?(\d+) Hz")
+_AUDIO_RE = re.compile(r"Stream #\S+.*?: Audio: [^\n]*?\b(\d+) Hz")
 
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float, np.ndarray | None, int | None]:
