@@ -16,12 +16,14 @@ The figure (front view, orthographic, x right / y down in the image):
   the reference image carries appearance a video model must copy;
 - the framing is fixed per clip: a square window of ``extent`` metres (default 1.1 m: hips
   to above the head) around the rest pose placed at the clip's mean root position, so the
-  figure stays put and has the same scale in every clip. The clip's mean heading is turned
-  to face the camera.
+  figure stays put and has the same scale in every clip (a fixed camera: a speaker who
+  walks, as in some BEAT2 takes, moves in the frame). The clip's mean heading is turned to
+  face the camera.
 
 Keypoints (:data:`KEYPOINT_NAMES`, 29 points) are the projected joints in ``[0, 1]`` of
 width / height (x right, y down; pixel ``i`` covers ``[i, i+1) / size``), confidence 1 when
-inside the frame and 0 outside (occlusion is not modelled). :data:`HAND_KEYPOINTS` indexes
+inside the frame and 0 outside (occlusion is not modelled; with the default framing the
+knees are below the frame, confidence 0). :data:`HAND_KEYPOINTS` indexes
 the wrists, middle knuckles and fingertips (for hand metrics such as HKC / HKV).
 
 The reference image is the same figure in a neutral rest pose (arms down, mouth closed), not
@@ -484,16 +486,17 @@ def _render(
     return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
-def _face_camera(joints: np.ndarray) -> np.ndarray:
+def _face_camera(joints: np.ndarray) -> tuple[np.ndarray, float]:
     """Turn ``joints (T, J, 3)`` about the vertical axis through the mean pelvis so the mean
     hip direction (right hip -> left hip) lies along +x, i.e. the figure faces +z, the
-    camera."""
+    camera. One angle for the whole take (a per-frame turn would hide real turns); returns
+    the turned joints and the take's heading (radians)."""
     hip = (joints[:, 1] - joints[:, 2]).mean(0)
-    ang = np.arctan2(hip[2], hip[0])  # rotate by +ang about y brings hip onto +x
+    ang = float(np.arctan2(hip[2], hip[0]))  # rotating by +ang about y brings hip onto +x
     c, s = np.cos(ang), np.sin(ang)
     rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
     centre = joints[:, 0].mean(0) * np.array([1.0, 0.0, 1.0])
-    return (joints - centre) @ rot.T + centre
+    return (joints - centre) @ rot.T + centre, ang
 
 
 def _resample(x: np.ndarray, src_fps: float, fps: float) -> np.ndarray:
@@ -539,12 +542,7 @@ def render_video_clip(
         )
     if not (np.isfinite(poses).all() and np.isfinite(trans).all()):
         raise DataError(clip.clip_id, "poses or trans hold NaN/inf", key="poses")
-    joints = _joints(poses, trans).numpy()
-    # heading from the whole take, applied to the rest pose too, so frames and reference
-    # share one camera
-    hip = (joints[:, 1] - joints[:, 2]).mean(0)
-    ang = np.arctan2(hip[2], hip[0])
-    joints = _face_camera(joints)
+    joints, heading = _face_camera(_joints(poses, trans).numpy())
     jaw = poses[:, 22 * 3]  # x rotation of the jaw: positive opens the mouth in SMPL-X
     joints = _resample(joints, clip.fps, fps)
     jaw = _resample(jaw, clip.fps, fps)
@@ -592,7 +590,7 @@ def render_video_clip(
         meta={
             "source_fps": float(clip.fps),
             "extent_m": float(extent),
-            "heading_rad": float(ang),
+            "heading_rad": heading,
             "words": list(clip.words),
             "language": getattr(clip, "language", "en"),
             "reference": reference,
@@ -628,7 +626,7 @@ def keypoint_heatmaps(
     confidence: np.ndarray | Tensor | None = None,
 ) -> np.ndarray | Tensor:
     """Gaussian heatmaps of ``keypoints (..., K, 2)`` in ``[0, 1]`` (x right, y down) ->
-    ``(..., K, h, w)`` float32 in ``[0, 1]`` (``size`` is ``s`` or ``(h, w)``), peak 1 at the
+    ``(..., K, h, w)`` float32 in ``[0, 1]`` (``size`` is ``s`` or ``(h, w)``), value 1 at the
     keypoint, ``sigma`` in heatmap pixels. Each map is multiplied by ``confidence (..., K)``
     (so it is zero where the confidence is 0). numpy in, numpy out; torch in, torch out (on
     the keypoints' device)."""
