@@ -65,6 +65,7 @@ __all__ = [
     "load_video_folder",
     "read_video",
     "render_video_clip",
+    "speaker_palette",
     "synthetic_video_corpus",
     "write_video",
 ]
@@ -273,7 +274,7 @@ _NEUTRAL[18, 1], _NEUTRAL[19, 1] = -0.25, 0.25
 _NEUTRAL[25:40, 2], _NEUTRAL[40:55, 2] = -0.2, 0.2
 
 
-def _joints(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
+def _joints(poses: np.ndarray, trans: np.ndarray) -> Tensor:
     """``poses (T, 165)``, ``trans (T, 3)`` -> extended joints ``(T, J', 3)`` (float64 so
     frames do not depend on the thread count through float32 rounding)."""
     p = torch.as_tensor(np.asarray(poses, np.float64).reshape(-1, 55, 3))
