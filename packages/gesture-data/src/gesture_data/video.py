@@ -16,12 +16,14 @@ The figure (front view, orthographic, x right / y down in the image):
   the reference image carries appearance a video model must copy;
 - the framing is fixed per clip: a square window of ``extent`` metres (default 1.1 m: hips
   to above the head) around the rest pose placed at the clip's mean root position, so the
-  figure stays put and has the same scale in every clip. The clip's mean heading is turned
-  to face the camera.
+  figure stays put and has the same scale in every clip (a fixed camera: a speaker who
+  walks, as in some BEAT2 takes, moves in the frame). The clip's mean heading is turned to
+  face the camera.
 
 Keypoints (:data:`KEYPOINT_NAMES`, 29 points) are the projected joints in ``[0, 1]`` of
 width / height (x right, y down; pixel ``i`` covers ``[i, i+1) / size``), confidence 1 when
-inside the frame and 0 outside (occlusion is not modelled). :data:`HAND_KEYPOINTS` indexes
+inside the frame and 0 outside (occlusion is not modelled; with the default framing the
+knees are below the frame, confidence 0). :data:`HAND_KEYPOINTS` indexes
 the wrists, middle knuckles and fingertips (for hand metrics such as HKC / HKV).
 
 The reference image is the same figure in a neutral rest pose (arms down, mouth closed), not
@@ -63,6 +65,7 @@ __all__ = [
     "load_video_folder",
     "read_video",
     "render_video_clip",
+    "speaker_palette",
     "synthetic_video_corpus",
     "write_video",
 ]
@@ -271,7 +274,7 @@ _NEUTRAL[18, 1], _NEUTRAL[19, 1] = -0.25, 0.25
 _NEUTRAL[25:40, 2], _NEUTRAL[40:55, 2] = -0.2, 0.2
 
 
-def _joints(poses: np.ndarray, trans: np.ndarray) -> np.ndarray:
+def _joints(poses: np.ndarray, trans: np.ndarray) -> Tensor:
     """``poses (T, 165)``, ``trans (T, 3)`` -> extended joints ``(T, J', 3)`` (float64 so
     frames do not depend on the thread count through float32 rounding)."""
     p = torch.as_tensor(np.asarray(poses, np.float64).reshape(-1, 55, 3))
@@ -367,18 +370,23 @@ _GROUPS: list[tuple[str, list[tuple[int, int, float]]]] = [
     ),
     (
         "torso",
-        _chain(["pelvis", "spine1", "spine2", "spine3", "neck"], 0.11)
-        + _chain(["left_shoulder", "left_collar", "spine3", "right_collar", "right_shoulder"], 0.06)
+        # the trunk stops at spine3 and a thin neck piece follows: a wide capsule up to the
+        # neck joint would cover the chin and the mouth
+        _chain(["pelvis", "spine1", "spine2", "spine3"], 0.11)
+        + _chain(
+            ["left_shoulder", "left_collar", "spine3", "right_collar", "right_shoulder"], 0.065
+        )
+        + _chain(["spine3", "neck"], 0.05)
         + _chain(["left_hip", "right_hip"], 0.08),
     ),
-    ("skin", _chain(["neck", "head"], 0.045)),
+    ("skin", _chain(["neck", "head"], 0.04)),
     ("hair", [(_JOINT["hair_center"], _JOINT["hair_center"], 0.09)]),
     ("skin", [(_JOINT["head_center"], _JOINT["head_center"], 0.085)]),
     (
         "eyes",
         [
-            (_JOINT["left_eye"], _JOINT["left_eye"], 0.012),
-            (_JOINT["right_eye"], _JOINT["right_eye"], 0.012),
+            (_JOINT["left_eye"], _JOINT["left_eye"], 0.015),
+            (_JOINT["right_eye"], _JOINT["right_eye"], 0.015),
         ],
     ),
     ("mouth", []),  # an ellipse, see _render
@@ -401,59 +409,95 @@ _GROUPS: list[tuple[str, list[tuple[int, int, float]]]] = [
 # rasteriser
 
 
-def _capsule_sdf(px: Tensor, a: Tensor, b: Tensor, r: float) -> Tensor:
-    """Signed distance (pixels) from pixel centres ``px (H, W, 2)`` to capsules from
-    ``a (T, 2)`` to ``b (T, 2)`` of radius ``r`` pixels -> ``(T, H, W)``."""
-    ab = (b - a)[:, None, None, :]  # (T, 1, 1, 2)
-    ap = px[None] - a[:, None, None, :]  # (T, H, W, 2)
-    denom = (ab * ab).sum(-1).clamp_min(1e-12)
-    h = ((ap * ab).sum(-1) / denom).clamp(0.0, 1.0)
-    return torch.linalg.vector_norm(ap - h[..., None] * ab, dim=-1) - r
+def _capsule_sdf(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, r: float):
+    """Signed distance (pixels) from pixel centres ``x (T, 1, S)``, ``y (T, S, 1)`` to
+    capsules from ``a (T, 2)`` to ``b (T, 2)`` of radius ``r`` pixels -> ``(T, S, S)``.
+    x and y stay separate arrays so every op is a plain broadcast, no size-2 axis."""
+    ax, ay = a[:, 0, None, None], a[:, 1, None, None]
+    abx, aby = b[:, 0, None, None] - ax, b[:, 1, None, None] - ay  # (T, 1, 1)
+    apx, apy = x - ax, y - ay  # (T, 1, S), (T, S, 1)
+    h = (apx * abx + apy * aby) / np.maximum(abx * abx + aby * aby, 1e-12)
+    np.clip(h, 0.0, 1.0, out=h)
+    dx, dy = apx - h * abx, apy - h * aby  # (T, S, S)
+    d = np.hypot(dx, dy, out=dx)
+    d -= r
+    return d
+
+
+def _window(lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """The square pixel window that holds per-frame boxes ``lo, hi (T, 2)``: its origin
+    ``(T, 2)`` (int) and side ``S`` (shared by all frames so the work stays one batched
+    array op). Drawing in a window instead of the whole frame is what makes fingers cheap;
+    the window is clipped to the frame, and whatever of the box lies inside is covered."""
+    side = int(np.ceil((hi - lo).max())) + 2
+    side = max(1, min(side, size))
+    origin = np.clip(np.floor(lo).astype(np.int64), 0, size - side)
+    return origin, side
 
 
 def _render(
-    uv: Tensor, jaw_open: Tensor, palette: dict[str, np.ndarray], size: int, px_per_m: float
+    uv: np.ndarray, jaw_open: np.ndarray, palette: dict[str, np.ndarray], size: int, px_per_m: float
 ) -> np.ndarray:
-    """Draw frames from projected joints ``uv (T, J', 2)`` (pixels) and the jaw opening
-    ``(T,)`` (radians, >= 0) -> ``(T, size, size, 3)`` uint8. Each group is one signed
-    distance field (the min over its capsules), so joints inside a limb have no seams;
-    coverage ``clamp(0.5 - sdf, 0, 1)`` is a one-pixel anti-aliasing ramp."""
+    """Draw frames from projected joints ``uv (T, J', 2)`` float32 (pixels) and the jaw
+    opening ``(T,)`` (radians, >= 0) -> ``(T, size, size, 3)`` uint8.
+
+    Each group is one signed distance field (the min over its capsules), so joints inside a
+    limb have no seams; coverage ``clip(0.5 - sdf, 0, 1)`` is a one-pixel anti-aliasing
+    ramp; each group is evaluated only in a window around it. numpy, not torch: its
+    elementwise ops are single-threaded, and torch's thread pool on these small arrays is
+    several times slower on a shared CPU."""
     T = uv.shape[0]
-    c = torch.arange(size, dtype=torch.float32) + 0.5
-    px = torch.stack(torch.meshgrid(c, c, indexing="xy"), -1)  # (H, W, 2): (x, y)
-    img = torch.empty(T, size, size, 3)
-    img[:] = torch.as_tensor(palette["background"], dtype=torch.float32)
+    img = np.empty((T, size, size, 3), np.float32)
+    img[:] = palette["background"].astype(np.float32)
+    steps = np.arange(size)
+    frame = np.arange(T)[:, None, None]
     for key, caps in _GROUPS:
         if key == "mouth":
             # half-width fixed, half-height grows with the jaw angle (cartoon gain so that a
             # 0.3 rad opening is about 3 px tall at 64 px)
             centre = uv[:, _JOINT["mouth"]]
-            ax = 0.035 * px_per_m
-            ay = (0.005 + 0.09 * jaw_open.clamp(0.0, 0.4)) * px_per_m
-            d = (px[None] - centre[:, None, None, :]) / torch.stack(
-                [torch.full_like(ay, ax), ay], -1
-            )[:, None, None, :]
-            sdf = (torch.linalg.vector_norm(d, dim=-1) - 1.0) * ay.clamp(max=ax)[:, None, None]
+            rx = np.float32(0.035 * px_per_m)
+            ry = ((0.005 + 0.09 * np.clip(jaw_open, 0.0, 0.4)) * px_per_m).astype(np.float32)
+            half = np.stack([np.full_like(ry, rx), ry], -1) + 1.0
+            origin, side = _window(centre - half, centre + half, size)
         else:
-            sdf = torch.stack(
-                [_capsule_sdf(px, uv[:, a], uv[:, b], r * px_per_m) for a, b, r in caps]
-            ).amin(0)
-        alpha = (0.5 - sdf).clamp(0.0, 1.0)[..., None]
-        colour = torch.as_tensor(palette[key], dtype=torch.float32)
-        img = img * (1.0 - alpha) + colour * alpha
-    return (img * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+            ends = np.array([[a, b] for a, b, _ in caps]).reshape(-1)
+            rad = np.repeat([r for *_, r in caps], 2) * px_per_m + 1.0
+            pts = uv[:, ends]  # (T, 2n, 2)
+            lo = (pts - rad[None, :, None]).min(1)
+            hi = (pts + rad[None, :, None]).max(1)
+            origin, side = _window(lo, hi, size)
+        rows = origin[:, 1, None] + steps[:side]  # (T, S)
+        cols = origin[:, 0, None] + steps[:side]
+        x = (cols.astype(np.float32) + 0.5)[:, None, :]  # (T, 1, S) pixel centres
+        y = (rows.astype(np.float32) + 0.5)[:, :, None]  # (T, S, 1)
+        if key == "mouth":
+            nx = (x - centre[:, 0, None, None]) / rx
+            ny = (y - centre[:, 1, None, None]) / ry[:, None, None]
+            sdf = (np.hypot(nx, ny) - 1.0) * np.minimum(ry, rx)[:, None, None]
+        else:
+            sdf = None
+            for a, b, r in caps:
+                d = _capsule_sdf(x, y, uv[:, a], uv[:, b], np.float32(r * px_per_m))
+                sdf = d if sdf is None else np.minimum(sdf, d, out=sdf)
+        alpha = np.clip(0.5 - sdf, 0.0, 1.0)[..., None]  # (T, S, S, 1)
+        colour = palette[key].astype(np.float32)
+        idx = (frame, rows[:, :, None], cols[:, None, :])
+        img[idx] = img[idx] * (1.0 - alpha) + colour * alpha
+    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
-def _face_camera(joints: np.ndarray) -> np.ndarray:
+def _face_camera(joints: np.ndarray) -> tuple[np.ndarray, float]:
     """Turn ``joints (T, J, 3)`` about the vertical axis through the mean pelvis so the mean
     hip direction (right hip -> left hip) lies along +x, i.e. the figure faces +z, the
-    camera."""
+    camera. One angle for the whole take (a per-frame turn would hide real turns); returns
+    the turned joints and the take's heading (radians)."""
     hip = (joints[:, 1] - joints[:, 2]).mean(0)
-    ang = np.arctan2(hip[2], hip[0])  # rotate by +ang about y brings hip onto +x
+    ang = float(np.arctan2(hip[2], hip[0]))  # rotating by +ang about y brings hip onto +x
     c, s = np.cos(ang), np.sin(ang)
     rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
     centre = joints[:, 0].mean(0) * np.array([1.0, 0.0, 1.0])
-    return (joints - centre) @ rot.T + centre
+    return (joints - centre) @ rot.T + centre, ang
 
 
 def _resample(x: np.ndarray, src_fps: float, fps: float) -> np.ndarray:
@@ -499,12 +543,7 @@ def render_video_clip(
         )
     if not (np.isfinite(poses).all() and np.isfinite(trans).all()):
         raise DataError(clip.clip_id, "poses or trans hold NaN/inf", key="poses")
-    joints = _joints(poses, trans).numpy()
-    # heading from the whole take, applied to the rest pose too, so frames and reference
-    # share one camera
-    hip = (joints[:, 1] - joints[:, 2]).mean(0)
-    ang = np.arctan2(hip[2], hip[0])
-    joints = _face_camera(joints)
+    joints, heading = _face_camera(_joints(poses, trans).numpy())
     jaw = poses[:, 22 * 3]  # x rotation of the jaw: positive opens the mouth in SMPL-X
     joints = _resample(joints, clip.fps, fps)
     jaw = _resample(jaw, clip.fps, fps)
@@ -512,15 +551,15 @@ def render_video_clip(
     centre = joints[:, 0].reshape(-1, 3).mean(0) + np.array([0.0, 0.3, 0.0])
     px_per_m = size / extent
 
-    def project(j: np.ndarray) -> Tensor:
+    def project(j: np.ndarray) -> np.ndarray:
         u = (j[..., 0] - centre[0]) * px_per_m + size / 2
         v = (centre[1] - j[..., 1]) * px_per_m + size / 2
-        return torch.as_tensor(np.stack([u, v], -1), dtype=torch.float32)
+        return np.stack([u, v], -1).astype(np.float32)
 
     palette = speaker_palette(clip.speaker)
     frames = []
     uv_all = project(joints)
-    jaw_t = torch.as_tensor(np.maximum(jaw, 0.0), dtype=torch.float32)
+    jaw_t = np.maximum(jaw, 0.0).astype(np.float32)
     # chunks bound the (T, H, W) temporaries for long takes at large sizes
     chunk = max(1, (1 << 22) // (size * size))
     for s in range(0, uv_all.shape[0], chunk):
@@ -531,11 +570,11 @@ def render_video_clip(
         rest = _joints(_NEUTRAL.reshape(1, 165), np.zeros((1, 3))).numpy()
         # stand the rest figure where the take's pelvis is on average, facing the camera
         rest = rest + joints[:, 0].mean(0)
-        ref = _render(project(rest), torch.zeros(1), palette, size, px_per_m)[0]
+        ref = _render(project(rest), np.zeros(1, np.float32), palette, size, px_per_m)[0]
     else:
         ref = frames[0].copy()
 
-    uv = uv_all.numpy() / size
+    uv = uv_all / size
     kp = uv[:, _KEYPOINT_JOINTS].astype(np.float32)
     conf = ((kp >= 0) & (kp < 1)).all(-1).astype(np.float32)
     return VideoClip(
@@ -552,7 +591,7 @@ def render_video_clip(
         meta={
             "source_fps": float(clip.fps),
             "extent_m": float(extent),
-            "heading_rad": float(ang),
+            "heading_rad": heading,
             "words": list(clip.words),
             "language": getattr(clip, "language", "en"),
             "reference": reference,
@@ -588,7 +627,7 @@ def keypoint_heatmaps(
     confidence: np.ndarray | Tensor | None = None,
 ) -> np.ndarray | Tensor:
     """Gaussian heatmaps of ``keypoints (..., K, 2)`` in ``[0, 1]`` (x right, y down) ->
-    ``(..., K, h, w)`` float32 in ``[0, 1]`` (``size`` is ``s`` or ``(h, w)``), peak 1 at the
+    ``(..., K, h, w)`` float32 in ``[0, 1]`` (``size`` is ``s`` or ``(h, w)``), value 1 at the
     keypoint, ``sigma`` in heatmap pixels. Each map is multiplied by ``confidence (..., K)``
     (so it is zero where the confidence is 0). numpy in, numpy out; torch in, torch out (on
     the keypoints' device)."""
@@ -713,7 +752,7 @@ def write_video(
     return path
 
 
-_AUDIO_RE = re.compile(r"Stream #\S+.*?: Audio: [^\n]*?(\d+) Hz")
+_AUDIO_RE = re.compile(r"Stream #\S+.*?: Audio: [^\n]*?\b(\d+) Hz")
 
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float, np.ndarray | None, int | None]:
