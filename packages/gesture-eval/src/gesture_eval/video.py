@@ -297,15 +297,17 @@ class FIDInceptionV3(nn.Module):
         raise AssertionError("unreachable")
 
 
-def _load_strict(model: nn.Module, path: Path, what: str) -> nn.Module:
-    """Load a weights-only state dict into ``model``: every key and shape, or an EvalError
-    naming the file and key. BatchNorm ``num_batches_tracked`` may be absent (files saved by
-    old torch versions lack it) and is never used in eval mode."""
-    state = load_torch_file(path, what)
+def _load_strict(cls, kwargs: dict, state, path: Path, what: str) -> nn.Module:
+    """Build ``cls(**kwargs)`` from a weights-only state dict: every key and shape, or an
+    EvalError naming the file and key. BatchNorm ``num_batches_tracked`` may be absent (files
+    saved by old torch versions lack it) and is never used in eval mode."""
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    state = check_state_dict(state, path, "state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if not isinstance(state, dict):
+        raise EvalError(f"{path}: expected a state dict, found {type(state).__name__}")
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    with torch.device("meta"):  # shapes only: no random init of ~24M weights to overwrite
+        model = cls(**kwargs)
     own = model.state_dict()
     required = {k for k in own if not k.endswith("num_batches_tracked")}
     missing = sorted(required - set(state))
@@ -317,11 +319,21 @@ def _load_strict(model: nn.Module, path: Path, what: str) -> nn.Module:
             f"unexpected keys {unexpected[:5]} ({len(unexpected)})"
         )
     for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise EvalError(f"{path}: key {k!r} holds {type(v).__name__}, expected a tensor")
         if tuple(v.shape) != tuple(own[k].shape):
             raise EvalError(
                 f"{path}: key {k!r} expected shape {tuple(own[k].shape)}, found {tuple(v.shape)}"
             )
-    model.load_state_dict(state, strict=False)
+    for k, v in state.items():
+        # A sum is ~10x cheaper than an elementwise isfinite over ~24M weights and is NaN/inf
+        # whenever one weight is; the exact check then confirms (and names) the key.
+        if v.is_floating_point() and not bool(torch.isfinite(v.sum())):
+            check_state_dict({k: v}, path, "state dict")
+    for k in own.keys() - state.keys():  # num_batches_tracked of old files
+        state[k] = torch.zeros((), dtype=torch.long)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, assign=True)
     return model.eval().requires_grad_(False)
 
 
@@ -329,7 +341,9 @@ def load_inception(path) -> FIDInceptionV3:
     """Load pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (a plain state dict) from a
     local path with ``torch.load(weights_only=True)``; strict on keys and shapes."""
     path = Path(path)
-    return _load_strict(FIDInceptionV3(), path, "FID Inception")
+    return _load_strict(
+        FIDInceptionV3, {}, load_torch_file(path, "FID Inception"), path, "FID Inception"
+    )
 
 
 def fid_features(frames, model: FIDInceptionV3, *, dims: int = 2048, batch_size: int = 50):
@@ -542,12 +556,12 @@ def load_i3d(path) -> I3D:
     path = Path(path)
     state = load_torch_file(path, "I3D checkpoint")
     classes = 400
-    if isinstance(state, dict):
-        inner = state.get("state_dict", state)
+    inner = state.get("state_dict", state) if isinstance(state, dict) else None
+    if isinstance(inner, dict):
         bias = inner.get("logits.conv3d.bias", inner.get("module.logits.conv3d.bias"))
-        if isinstance(inner, dict) and isinstance(bias, torch.Tensor) and bias.ndim == 1:
+        if isinstance(bias, torch.Tensor) and bias.ndim == 1:
             classes = int(bias.shape[0])
-    return _load_strict(I3D(num_classes=classes), path, "I3D")
+    return _load_strict(I3D, {"num_classes": classes}, state, path, "I3D")
 
 
 def fvd_features(
