@@ -45,7 +45,13 @@ from torchmetrics.functional.image import (
 )
 from torchmetrics.utilities import dim_zero_cat
 
-from gesture_eval._checks import Variant, check_state_dict, load_torch_file, to_numpy
+from gesture_eval._checks import (
+    Variant,
+    check_state_dict,
+    check_variant,
+    load_torch_file,
+    to_numpy,
+)
 from gesture_eval.errors import EvalError
 from gesture_eval.fgd import frechet_distance
 
@@ -388,7 +394,7 @@ class _FrechetFeatures(Metric):
 
     def __init__(self, *, variant: Variant = "cvpr24", **kwargs):
         super().__init__(**kwargs)
-        self.variant = variant
+        self.variant = check_variant(variant)
         self.add_state("fake_features", default=[], dist_reduce_fx="cat")
         self.add_state("real_features", default=[], dist_reduce_fx="cat")
 
@@ -627,6 +633,8 @@ class FrechetVideoDistance(_FrechetFeatures):
         **kwargs,
     ):
         super().__init__(variant=variant, **kwargs)
+        if layer not in ("logits", "pool"):
+            raise EvalError(f"layer must be 'logits' or 'pool', found {layer!r}")
         self.model, self.size, self.layer, self.batch_size = model, size, layer, batch_size
 
     def _features(self, x) -> np.ndarray:
