@@ -168,6 +168,9 @@ def _images(n: int, shift: float, seed: int) -> np.ndarray:
     return np.clip(g.uniform(0.2, 0.7, size=(n, 16, 16, 3)) + shift, 0, 1).astype(np.float32)
 
 
+# scipy warns that the covariance of a few samples is singular; that is the point here
+@pytest.mark.filterwarnings("ignore:Matrix is singular")
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
 def test_fid_zero_for_same_set_and_grows_with_shift(inception):
     x = _images(4, 0.0, 1)
     fx = fid_features(x, inception, dims=64)
@@ -327,6 +330,7 @@ def test_hkc_hkv_hand_computed():
     assert pickle.loads(pickle.dumps(hkv)).compute() == hkv.compute()
 
 
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
 def test_hkc_hkv_bad_input():
     kp = _keypoints()
     with pytest.raises(EvalError, match=r"\(T, K, 2\) or \(T, K, 3\)"):
