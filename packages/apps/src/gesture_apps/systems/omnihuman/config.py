@@ -28,6 +28,7 @@ class OmniHumanModelConfig:
     depth: int | None = None
     num_heads: int | None = None
     wan_path: str | None = None
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # DiT patches (time, height, width)
     audio_dim: int = 64
     audio_context: int = 1  # neighbouring video frames on each side in an audio token
     pose_channels: int = 8

@@ -47,8 +47,9 @@ DIT_SIZES = {
 
 
 class DiTBackbone(nn.Module):
-    """``flow_backbones.DiT`` behind the ``VideoBackbone`` call: video latents with 1x2x2
-    patches, extra channels concatenated, text by cross-attention, audio by frame-aligned
+    """``flow_backbones.DiT`` behind the ``VideoBackbone`` call: video latents cut into
+    ``patch_size`` patches (1x2x2 by default; one latent frame per temporal position, which the
+    frame-aligned audio attention needs), extra channels concatenated, text by cross-attention, audio by frame-aligned
     cross-attention."""
 
     def __init__(self, dit: DiT):
@@ -64,6 +65,7 @@ class DiTBackbone(nn.Module):
         text_dim: int,
         audio_dim: int,
         size: str = "tiny",
+        patch_size: tuple[int, int, int] = (1, 2, 2),
         **overrides: Any,
     ) -> DiTBackbone:
         if size not in DIT_SIZES:
@@ -76,7 +78,7 @@ class DiTBackbone(nn.Module):
                 cond_dim=text_dim,
                 frame_cond_dim=audio_dim,
                 video=True,
-                patch_size=(1, 2, 2),
+                patch_size=tuple(patch_size),
                 **cfg,
             )
         )

@@ -123,6 +123,7 @@ def build_model(cfg: OmniHumanRecipeConfig, latent_channels: int, keypoints: int
             text_dim=config.text_dim,
             audio_dim=m.audio_dim,
             size=m.size,
+            patch_size=m.patch_size,
             **m.dit_overrides(),
         )
     else:
