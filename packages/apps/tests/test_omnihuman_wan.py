@@ -2,6 +2,7 @@
 through WanBackbone, equals the plain transformer at init (our t / velocity conventions),
 gains frame-local audio, extra channels and a text projection, trains, and round-trips."""
 
+import copy
 import json
 
 import pytest
@@ -220,3 +221,22 @@ def test_bad_folders_raise_clear_errors(tmp_path):
     (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"corrupt")
     with pytest.raises(GenerationError, match="cannot load the transformer"):
         WanBackbone.from_pretrained(folder)
+
+
+def test_text_mask_feeds_zero_vectors_and_copies_keep_their_own_branch():
+    """Padded text positions become the zero vectors Wan's pipeline feeds past a prompt's end;
+    a deep copy (EMA, export) hooks its own audio modules, not the original's."""
+    net = WanBackbone.tiny(audio_dim=16, audio_layers=[1]).eval()
+    inp = _inputs(extra=0)
+    mask = torch.tensor([[True] * 3 + [False] * 2, [True] * 5])
+    kw = {"frame_tokens": inp["frame_tokens"]}
+    with torch.no_grad():
+        masked = net(inp["x"], inp["t"], text=inp["text"], text_mask=mask, **kw)
+        zeroed = net(inp["x"], inp["t"], text=inp["text"] * mask[..., None], **kw)
+        assert torch.equal(masked, zeroed)
+        copy_ = copy.deepcopy(net)
+        _randomise(copy_)
+        assert torch.equal(net(inp["x"], inp["t"], text=inp["text"], **kw), net(
+            inp["x"], inp["t"], text=inp["text"], frame_tokens=None))  # fmt: skip
+        moved = copy_(inp["x"], inp["t"], text=inp["text"], **kw)
+    assert (moved - zeroed).abs().amax() > 1e-2  # the copy's own (randomised) branch acts
