@@ -23,6 +23,8 @@ from gesture_apps.systems.gesturelsm.reflow import ReflowRecipeConfig
 from gesture_apps.systems.omniges.audio_recipe import AudioCodecRecipeConfig
 from gesture_apps.systems.omniges.config import OmnigesRecipeConfig
 from gesture_apps.systems.omniges.text_recipe import TextVAERecipeConfig
+from gesture_apps.systems.omnihuman.config import OmniHumanRecipeConfig
+from gesture_apps.systems.omnihuman.vae_recipe import VideoVAERecipeConfig
 from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,6 +36,8 @@ RECIPES = {
     "omniges": OmnigesRecipeConfig,
     "omniges_audio": AudioCodecRecipeConfig,
     "omniges_text": TextVAERecipeConfig,
+    "omnihuman": OmniHumanRecipeConfig,
+    "omnihuman_vae": VideoVAERecipeConfig,
 }
 
 

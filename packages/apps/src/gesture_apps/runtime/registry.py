@@ -215,3 +215,22 @@ register(
         inputs=(("--vae", "vae", "video VAE run or folder; sets vae="),),
     )
 )
+register(
+    SystemEntry(
+        name="omnihuman-vae",
+        module="gesture_apps.systems.omnihuman.vae_recipe",
+        config="gesture_apps.systems.omnihuman.vae_recipe:VideoVAERecipeConfig",
+        presets="omnihuman_vae",
+        default_preset="tiny",
+        export="video_vae",
+        help="OmniHuman's video VAE: Wan2.1's 3D causal VAE (4x time, 8x space)",
+        description=(
+            "Train the video VAE OmniHuman's video DiT works in: diffusers' AutoencoderKLWan "
+            "(tiny by default, Wan2.1's architecture with --preset omnihuman_vae/wan, or "
+            "model.pretrained=PATH to fine-tune a local Wan2.1 vae/ folder) with L1 + KL + "
+            "edge L1 on random 1+4k-frame windows of the rendered synthetic corpus (default) "
+            "or a video folder (--data folder:PATH). Writes OUT/checkpoints/step_*/ "
+            "(resumable with --resume) and OUT/video_vae/ (latents normalised per channel)."
+        ),
+    )
+)
