@@ -15,13 +15,14 @@ MODES = ("audio", "pose", "pose_only", "reference")
 
 def read_image(path: str | Path, flag: str = "--reference") -> np.ndarray:
     """An RGB image file -> ``(H, W, 3)`` uint8 (alpha dropped, grey expanded)."""
-    import imageio.v3 as iio
+    from PIL import Image
 
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"{flag} {p}: file not found")
     try:
-        img = np.asarray(iio.imread(p))
+        with Image.open(p) as im:
+            img = np.asarray(im.convert("RGB") if im.mode not in ("RGB", "L") else im)
     except Exception as e:  # imageio raises several types for unreadable files
         raise CLIError(f"{flag} {p}: cannot read image ({type(e).__name__}: {e})") from None
     if img.ndim == 2:
