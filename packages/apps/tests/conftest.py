@@ -34,3 +34,16 @@ def beat2_root() -> Path:
     if not (root / "beat2" / "wave16k").is_dir():
         pytest.skip(f"BEAT2 fixture not found under {root}")
     return root / "beat2"
+
+
+VIDEO_VAE = Path(__file__).resolve().parent / "data" / "omnihuman_vae"
+
+
+@pytest.fixture(scope="session")
+def video_vae() -> Path:
+    """A tiny video VAE (``VideoVAE.tiny(base_dim=8, z_dim=16)``) trained by this project's
+    own ``gesture train omnihuman-vae`` on 32 x 32 rendered synthetic clips: OmniHuman's
+    "pretrained VAE" stand-in for the end-to-end tests (the VAE's own training is tested in
+    test_omnihuman_vae.py; training one good enough to draw the figure takes ~10 CPU minutes,
+    more than the suite's budget). How it was made: ``data/omnihuman_vae/README.md``."""
+    return VIDEO_VAE

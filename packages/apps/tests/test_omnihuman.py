@@ -8,6 +8,7 @@ with the same starting noise for both arms of every comparison.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from gesture_apps.systems.omnihuman.pipeline import OmniHumanPipeline, Request
 from gesture_data.video import synthetic_video_corpus
 
 STEPS = 900  # optimizer steps of the test run (stages of 150 / 150 / 600)
-HELDOUT = 4  # held-out clips per comparison
+HELDOUT = 6  # held-out clips per comparison
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def pipe(run) -> OmniHumanPipeline:
 
 @pytest.fixture(scope="module")
 def heldout(pipe):
-    return synthetic_video_corpus(HELDOUT, 3.0, size=pipe.size, fps=pipe.fps, seed=1)
+    return synthetic_video_corpus(HELDOUT, 6.0, size=pipe.size, fps=pipe.fps, seed=1)
 
 
 def _request(c, audio=None, **kw) -> Request:
@@ -70,9 +71,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 
-def test_pose_driven_generation_matches_the_ground_truth_better_than_reference_only(
-    pipe, heldout
-):
+def test_pose_driven_generation_matches_the_ground_truth_better_than_reference_only(pipe, heldout):
     reqs = [_request(c) for c in heldout]
     pose = pipe.generate(reqs, mode="pose_only", seed=3)
     ref = pipe.generate(reqs, mode="reference", seed=3)
@@ -97,12 +96,19 @@ def _onsets(audio: np.ndarray, fps: float, frames: int) -> np.ndarray:
     hop = 160
     env = onset_strength(audio, 16000, hop=hop)
     edges = np.round(np.arange(frames) / fps * 16000 / hop).astype(int)
-    return np.array([env[a:b].sum() for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    return np.array([env[a:b].sum() for a, b in itertools.pairwise(edges)])
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    n = min(a.size, b.size)
-    return float(np.corrcoef(a[:n], b[:n])[0, 1])
+def _lead_corr(energy: np.ndarray, onsets: np.ndarray) -> float:
+    """Correlation of motion energy with the speech onsets 1-3 frames later (gestures lead
+    speech), both smoothed over 3 frames, averaged over the three lags. The measure was chosen
+    on validation clips (corpus seed 2: ground truth 0.41 with its own speech, 0.14 with
+    another clip's); the tests score seed 1."""
+    k = np.ones(3) / 3
+    e, o = np.convolve(energy, k, "same"), np.convolve(onsets, k, "same")
+    n = min(e.size, o.size)
+    e, o = e[:n], o[:n]
+    return float(np.mean([np.corrcoef(e[:-lag], o[lag:])[0, 1] for lag in (1, 2, 3)]))
 
 
 def test_audio_driven_generation_moves_with_its_own_speech(pipe, heldout):
@@ -110,14 +116,19 @@ def test_audio_driven_generation_moves_with_its_own_speech(pipe, heldout):
     speech's onsets more closely than another clip's speech (the baseline: a model that
     ignores the audio scores the same against both)."""
     videos = pipe.generate([_request(c) for c in heldout], mode="audio", seed=5)
-    own, other = [], []
+    own, other, truth = [], [], []
     for i, (v, c) in enumerate(zip(videos, heldout, strict=True)):
         e = _motion_energy(v)
         other_clip = heldout[(i + 1) % len(heldout)]
-        own.append(_corr(e, _onsets(c.audio, pipe.fps, len(v))))
-        other.append(_corr(e, _onsets(other_clip.audio, pipe.fps, len(v))))
-    truth = [_corr(_motion_energy(c.frames), _onsets(c.audio, pipe.fps, len(c.frames))) for c in heldout]
-    print(f"energy-onset r: own {np.mean(own):.3f}, other {np.mean(other):.3f}, truth {np.mean(truth):.3f}")
+        own.append(_lead_corr(e, _onsets(c.audio, pipe.fps, len(v))))
+        other.append(_lead_corr(e, _onsets(other_clip.audio, pipe.fps, len(v))))
+        truth.append(
+            _lead_corr(_motion_energy(c.frames), _onsets(c.audio, pipe.fps, len(c.frames)))
+        )
+    print(
+        f"energy-onset r: own {np.mean(own):.3f}, other {np.mean(other):.3f}, "
+        f"ground truth {np.mean(truth):.3f}"
+    )
     assert np.mean(own) - np.mean(other) > 0.1, (own, other)
 
 
@@ -140,3 +151,110 @@ def test_motion_frames_smooth_the_segment_joins(pipe, heldout):
     without = spike(pipe.generate(reqs, mode="audio", seed=7, motion_frames=False))
     print(f"join spike: motion frames {with_mf.mean():.2f}, independent {without.mean():.2f}")
     assert with_mf.mean() < 0.7 * without.mean(), (with_mf, without)
+
+
+def test_the_stage_manager_applies_each_stages_keep_ratios():
+    """Keep rates over 200 steps x 64 rows per stage of the paper's table (plus the 10%
+    guidance drop of text and audio) within 5 binomial standard errors (a false alarm has
+    probability ~6e-7 per check)."""
+    from gesture_apps.runtime.config import load_config
+    from gesture_apps.systems.omnihuman.config import OmniHumanRecipeConfig
+    from gesture_apps.systems.omnihuman.train import OmniHumanObjective
+
+    cfg = load_config(OmniHumanRecipeConfig, "omnihuman/omnihuman")
+    objective = OmniHumanObjective.__new__(OmniHumanObjective)
+    torch.nn.Module.__init__(objective)
+    objective.schedule, objective.cfg_drop = cfg.schedule(), cfg.loss.cfg_drop
+    B, n = 64, 200
+    batch = {"latents": torch.zeros(B, 1), "has_motion": torch.ones(B, dtype=torch.bool)}
+    for k, stage in enumerate(cfg.stages):
+        start = sum(s.steps for s in cfg.stages[:k])
+        kept = {c: 0 for c in stage.keep}
+        for step in range(start, start + n):
+            use = objective.schedule.sample(step, B)
+            use["motion"] = use["motion"] & batch["has_motion"]
+            for c in kept:
+                kept[c] += int(use[c].sum())
+        for c, p in stage.keep.items():
+            rate, se = kept[c] / (B * n), max((p * (1 - p) / (B * n)) ** 0.5, 1e-9)
+            assert abs(rate - p) <= 5 * se, (stage.name, c, rate, p)
+    # the seed's table: stronger condition, lower ratio
+    last = cfg.stages[-1].keep
+    assert last["pose"] < last["audio"] < last["text"] == last["reference"] == 1.0
+    assert [s.keep["audio"] for s in cfg.stages] == [0.0, 0.5, 0.25]
+
+
+def _stage(name: str, audio: float, pose: float) -> str:
+    keep = f"text: 1.0, reference: 1.0, audio: {audio}, pose: {pose}, motion: 0.5"
+    return f"{{name: {name}, steps: 3, keep: {{{keep}}}}}"
+
+
+def test_a_run_resumed_in_stage_two_continues_exactly(tmp_path, video_vae):
+    """Stages of 3 steps; 7 steps straight vs 4 steps (inside stage 2), then resumed to 7:
+    identical weights (same keep masks, data order and noise)."""
+    from safetensors.torch import load_file
+
+    base = [
+        "train", "omnihuman", "--preset", "omnihuman/tiny", "--no-progress",
+        "--vae", str(video_vae), "data.num_clips=2", "data.seconds=2.0", "data.stride=4",
+        "train.batch_size=4", "train.checkpoint_every=0", "model.text_tokens=8",
+        f"stages=[{_stage('a', 0.0, 0.0)}, {_stage('b', 0.5, 0.0)}, {_stage('c', 0.5, 0.5)}]",
+    ]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "a"), "train.max_steps=7"]) == 0
+    assert main([*base, "--out", str(tmp_path / "b"), "train.max_steps=4"]) == 0
+    resume = ["train", "omnihuman", "--no-progress", "--resume", str(tmp_path / "b")]
+    assert main([*resume, "train.max_steps=7"]) == 0
+    wa = load_file(str(tmp_path / "a/omnihuman/model/model.safetensors"))
+    wb = load_file(str(tmp_path / "b/omnihuman/model/model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    history = json.loads((tmp_path / "b/checkpoints/step_0000007/trainer_state.json").read_text())
+    assert history["step"] == 7
+
+
+def test_generate_cli_writes_an_mp4_with_the_speech_and_bad_input_exits_2(
+    run, pipe, heldout, tmp_path, capsys
+):
+    from PIL import Image
+
+    from gesture_data.video import read_video
+
+    c = heldout[0]
+    Image.fromarray(c.reference).save(tmp_path / "ref.png")
+    sf.write(tmp_path / "speech.wav", c.audio[: 2 * 16000], 16000)
+    np.savez(tmp_path / "pose.npz", keypoints=c.keypoints[:25], confidence=c.confidence[:25])
+    base = ["generate", "--checkpoint", str(run), "--reference", str(tmp_path / "ref.png")]
+    out = tmp_path / "video.mp4"
+    argv = [*base, "--audio", str(tmp_path / "speech.wav"), "--steps", "2", "--out", str(out)]
+    assert main(argv) == 0
+    frames, fps, audio, sr = read_video(out)
+    assert frames.shape == (25, pipe.size, pipe.size, 3) and fps == pytest.approx(pipe.fps)
+    assert audio is not None and sr == 16000 and abs(audio.size - 2 * 16000) <= 2048
+    argv = [*argv[:-2], "--pose", str(tmp_path / "pose.npz"), "--out", str(tmp_path / "p.mp4")]
+    assert main(argv) == 0 and (tmp_path / "p.mp4").is_file()
+    capsys.readouterr()
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "small.png")
+    np.savez(tmp_path / "long.npz", keypoints=np.repeat(c.keypoints[:1], 40, 0))
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really")
+    bad = {
+        "expected a 32x32": ["--reference", str(tmp_path / "small.png")],
+        "lengths must match": ["--pose", str(tmp_path / "long.npz")],
+        "cannot read npz": ["--pose", str(tmp_path / "broken.npz")],
+        "--mode: expected one of": ["--mode", "dance"],
+    }
+    for message, change in bad.items():
+        args = [*base, "--audio", str(tmp_path / "speech.wav"), "--out", str(tmp_path / "x.mp4")]
+        for i in range(0, len(change), 2):
+            if change[i] in args:
+                args[args.index(change[i]) + 1] = change[i + 1]
+            else:
+                args += change[i : i + 2]
+        assert main(args) == 2, message
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (message, err)
+        assert not (tmp_path / "x.mp4").exists()
+    argv = ["generate", "--checkpoint", str(run), "--audio", str(tmp_path / "speech.wav")]
+    assert main([*argv, "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "--reference: required" in capsys.readouterr().err

@@ -96,9 +96,8 @@ def _resolve_train_config(args: argparse.Namespace, entry: SystemEntry):
     from gesture_apps.runtime.paths import check_output
 
     # the run fills out/ (checkpoints/, the export); it must not be one of the models it reads
-    inputs = [
-        (k, getattr(cfg, k, None)) for k in ("tokenizer", "teacher", "audio_codec", "text_vae")
-    ]
+    keys = ("tokenizer", "teacher", "audio_codec", "text_vae", "vae")
+    inputs = [(k, getattr(cfg, k, None)) for k in keys]
     check_output(out, "--out", folders=[(k, p) for k, p in inputs if p])
     return cfg, out, checkpoint
 

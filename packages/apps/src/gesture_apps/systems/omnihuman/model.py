@@ -48,9 +48,9 @@ DIT_SIZES = {
 
 class DiTBackbone(nn.Module):
     """``flow_backbones.DiT`` behind the ``VideoBackbone`` call: video latents cut into
-    ``patch_size`` patches (1x2x2 by default; one latent frame per temporal position, which the
-    frame-aligned audio attention needs), extra channels concatenated, text by cross-attention, audio by frame-aligned
-    cross-attention."""
+    ``patch_size`` patches (1x2x2 by default; one latent frame per temporal position, which
+    the frame-aligned audio attention needs), extra channels concatenated, text by
+    cross-attention, audio by frame-aligned cross-attention."""
 
     def __init__(self, dit: DiT):
         super().__init__()
