@@ -258,3 +258,43 @@ def test_generate_cli_writes_an_mp4_with_the_speech_and_bad_input_exits_2(
     argv = ["generate", "--checkpoint", str(run), "--audio", str(tmp_path / "speech.wav")]
     assert main([*argv, "--out", str(tmp_path / "x.mp4")]) == 2
     assert "--reference: required" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def student(run, tmp_path_factory) -> Path:
+    """Endpoint distillation of the pose mode (guided 8-step teacher endpoints of 96 training
+    segments, 150 steps), then 10 Seaweed-APT steps with the video settings."""
+    out = tmp_path_factory.mktemp("omnihuman_distill") / "d"
+    argv = ["distill", "--preset", "distill/omnihuman", "--teacher", str(run), "--no-progress"]
+    argv += ["--out", str(out), "teacher.task=pose", "data.num_clips=4", "data.seconds=4.0"]
+    argv += ["consistency.num_pairs=96", "consistency.teacher_steps=8", "consistency.pair_batch=32"]
+    argv += ["train.max_steps=150", "train.batch_size=16", "train.lr=1e-3", "train.warmup_steps=0"]
+    argv += ["train.checkpoint_every=0", "train.ema_decay=null", "eval_samples=16"]
+    argv += ["apt.steps=10", "apt.batch_size=8", "apt.lr_g=1e-5", "apt.lr_d=1e-4"]
+    argv += ["apt.checkpoint_every=0", "apt.log_every=5"]
+    assert main(argv) == 0
+    return out / "student"
+
+
+def test_one_step_student_against_the_teacher(pipe, student, heldout):
+    """The one-step student (pose mode) on held-out clips: PSNR of its frames to the teacher's
+    own guided multi-step output, next to the teacher's plain 1-step Euler (the baseline the
+    distillation must beat), and the pose margin over reference-only generation."""
+    spipe = OmniHumanPipeline.from_pretrained(student)
+    assert spipe.spec["sample"]["steps"] == 1 and spipe.spec["distill"]["mode"] == "pose"
+    reqs = [_request(c) for c in heldout]
+    teacher = pipe.generate(reqs, mode="pose", seed=11)
+    one = spipe.generate(reqs, mode="pose", seed=11)
+    euler1 = pipe.generate(reqs, mode="pose", seed=11, steps=1)
+    ref_only = spipe.generate(reqs, mode="reference", seed=11)
+    p = {
+        "student": np.mean([_psnr(a, b) for a, b in zip(one, teacher, strict=True)]),
+        "euler1": np.mean([_psnr(a, b) for a, b in zip(euler1, teacher, strict=True)]),
+    }
+    truth = {
+        name: np.mean([_psnr(v, c.frames[: len(v)]) for v, c in zip(vs, heldout, strict=True)])
+        for name, vs in (("teacher", teacher), ("student", one), ("student_ref", ref_only))
+    }
+    print(f"PSNR to the teacher: {p}; to the ground truth: {truth}")
+    assert p["student"] > p["euler1"], p
+    assert truth["student"] > truth["student_ref"], truth

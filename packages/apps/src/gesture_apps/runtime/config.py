@@ -304,9 +304,12 @@ _FSDP_KEYS = {
 
 def fsdp_config_path(spec: str) -> Path:
     """The accelerate FSDP config a ``train.fsdp`` value names (``"default"``: the shipped
-    ``configs/omniges/fsdp.yaml``); raises :class:`ConfigError` for a missing file."""
+    ``configs/omniges/fsdp.yaml``; a system's name, e.g. ``omnihuman``: its shipped
+    ``configs/<name>/fsdp.yaml``); raises :class:`ConfigError` for a missing file."""
     if spec == "default":
         return presets_dir() / "omniges" / "fsdp.yaml"
+    if "/" not in spec and (presets_dir() / spec / "fsdp.yaml").is_file():
+        return presets_dir() / spec / "fsdp.yaml"
     path = Path(spec)
     if not path.is_file():
         raise ConfigError(f"train.fsdp: {path}: accelerate FSDP config file not found")
