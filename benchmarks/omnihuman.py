@@ -57,6 +57,9 @@ from pathlib import Path
 # this script's folder holds benchmark files named like packages: keep it off the import path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+import contextlib  # noqa: E402
+import ctypes  # noqa: E402
+import gc  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 
@@ -124,10 +127,17 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def reset_peak() -> None:
-    """Reset the peak resident set (VmHWM) to the current one (Linux >= 4.0)."""
+def reset_peak() -> float:
+    """Give freed heap back to the OS, then reset the peak resident set (VmHWM) to the current
+    one (Linux >= 4.0); returns that resident set in MiB. Without the trim, memory that an
+    earlier row freed but glibc kept would count as this row's."""
+    gc.collect()
+    # not glibc: no trim, and a row may then carry an earlier row's freed heap
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+    return rss_mib()
 
 
 def peak_mib() -> float:
@@ -234,7 +244,7 @@ def timed_generate(pipe: OmniHumanPipeline, req: Request, **kw) -> dict[str, flo
     hook = pipe.model.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
     pipe.vae, pipeline_module.encode_text, pipe._features = clocked, timed_text, timed_features
     try:
-        reset_peak()
+        base = reset_peak()
         t0 = time.perf_counter()
         pipe.generate([req], mode="audio", **kw)
         total = time.perf_counter() - t0
@@ -252,6 +262,7 @@ def timed_generate(pipe: OmniHumanPipeline, req: Request, **kw) -> dict[str, flo
         "motion": clocked.spent["motion"],
         "total": total,
         "peak": peak,
+        "added": peak - base,
         "calls": len(batches),
         "batch": max(batches),
     }
@@ -279,7 +290,7 @@ def generate_rows(name: str, repeats: int, teacher_steps: int) -> list[tuple]:
         rows.append((
             f"{name} {who}", calls,
             *(f"{v / seconds:.3f}" for v in (sampling, med["decode"], med["motion"], med["cond"])),
-            f"{total / seconds:.3f}", f"{med['peak']:.0f}",
+            f"{total / seconds:.3f}", f"{med['peak']:.0f}", f"{med['added']:.0f}",
         ))  # fmt: skip
     return rows
 
@@ -344,18 +355,19 @@ def train_row(name: str, steps: int) -> tuple:
         opt.step()
 
     step(0)  # warm-up: AdamW's state
-    times, peaks = [], []
+    times, peaks, added = [], [], []
     for i in range(1, steps + 1):
-        reset_peak()
+        base = reset_peak()
         t0 = time.perf_counter()
         step(i)
         times.append(time.perf_counter() - t0)
         peaks.append(peak_mib())
+        added.append(peaks[-1] - base)
     params = count(objective) / 1e6
     s = statistics.median(times)
     return (
         name, f"{params:.2f}", f"{s:.2f}", f"{min(times):.2f}-{max(times):.2f}",
-        f"{BATCH / s:.1f}", f"{max(peaks):.0f}",
+        f"{BATCH / s:.1f}", f"{max(peaks):.0f}", f"{max(added):.0f}",
     )  # fmt: skip
 
 
@@ -479,14 +491,14 @@ def main() -> None:
             f"weights; seconds per generated second of video (median of {args.repeats}"
             f"{extra}); peak resident set while generating",
             ("size / model", "model calls", "sampling", "decode", "motion enc", "cond",
-             "total", "peak MiB"),
+             "total", "peak MiB", "+MiB"),
             rows,
         )  # fmt: skip
     if "train" in tables:
         print_table(
             f"OmniHuman training step (OmniHumanObjective forward + backward + AdamW), B={BATCH} "
             f"random segments, last stage; median of {args.train_steps} after one warm-up step",
-            ("size", "params (M)", "s/step", "min-max", "segments/s", "peak MiB"),
+            ("size", "params (M)", "s/step", "min-max", "segments/s", "peak MiB", "+MiB"),
             [train_row(name, args.train_steps) for name in sizes],
         )
     if "params" in tables:
