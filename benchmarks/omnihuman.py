@@ -41,10 +41,46 @@ Table 3 (parameters): the paper-size configurations built on the meta device (no
 the DiT at Wan2.1-T2V-1.3B's shape with the ``omnihuman/omnihuman`` preset's condition
 modules, ``WanBackbone.wan_1_3b()`` adapted the same way, and ``VideoVAE.wan()``.
 
-On the 2-core development CPU (shared with four other jobs, load average 4-6), ``--threads 1
---quick`` (about 4 min) gave:
+A full run takes about 3.5 min (``--quick``: 72 s) on the 2-core development CPU,
+shared with four other jobs; ``--threads 1``, load average 2.1-3.3, random weights:
 
-(numbers are filled in below after a run)
+| size / model | model calls | sampling | decode | motion enc |  cond | total | peak MiB | +MiB |
+|:-------------|------------:|---------:|-------:|-----------:|------:|------:|---------:|-----:|
+| demo teacher |    60 x B=3 |    2.060 |  0.648 |      0.078 | 0.020 | 2.806 |     1137 |  171 |
+| demo student |     3 x B=1 |    0.050 |  0.706 |      0.072 | 0.020 | 0.848 |     1178 |  211 |
+| tiny teacher |    60 x B=3 |    0.276 |  0.075 |      0.015 | 0.018 | 0.383 |      957 |   30 |
+| tiny student |     3 x B=1 |    0.011 |  0.087 |      0.016 | 0.017 | 0.132 |      957 |   30 |
+| wan teacher  |    60 x B=3 |    0.167 |  0.533 |      0.048 | 0.018 | 0.766 |      998 |   69 |
+| wan student  |     3 x B=1 |    0.008 |  0.553 |      0.054 | 0.017 | 0.633 |      998 |   69 |
+
+(seconds per generated second of video, median of 3; 848 MiB resident before any row.) At the
+demo size the 20-step teacher needs 2.8 s per second of video and the one-step student 0.85 s:
+sampling gets 41x faster (2.06 -> 0.05 s), but the whole call only 3.3x, because the VAE
+decoder (0.65-0.71 s per second of video, 0.8 M parameters decoding 17 frames of 64 x 64 per
+segment) is then 83% of the student's time; after distillation the decoder, not the DiT, is
+what to speed up. The Wan row's tiny transformer (0.05 M) makes its sampling cheap, so it
+mostly measures the same decoder. ``--quick`` (4 measured teacher steps, extrapolated) gave the same
+picture: demo teacher 3.3, student 1.0 s per second of video. The peak resident set is the
+least repeatable column (glibc's allocator: the wan rows added 69 MiB in this run and 255-268
+in the ``--quick`` one): read "+MiB" as an order of magnitude, a few hundred MiB at the demo
+size, teacher and student alike (the segment's VAE decode and the backbone's activations are
+of the same size there).
+
+| size | params (M) | s/step |   min-max | segments/s | peak MiB | +MiB |
+|:-----|-----------:|-------:|----------:|-----------:|---------:|-----:|
+| demo |      10.68 |   1.38 | 1.28-1.50 |        5.8 |     1425 |  326 |
+| tiny |       0.63 |   0.11 | 0.08-0.13 |       71.0 |      977 |   34 |
+| wan  |       0.36 |   0.26 | 0.08-0.31 |       31.3 |     1056 |  114 |
+
+(training step, B=8, median of 5.) Paper sizes (meta device, millions of parameters): the DiT
+at ``wan1.3b`` with the preset's conditions has 1956.1 (backbone 1955.6: 236.2 of it the
+frame-aligned audio cross-attention at ``audio_dim`` 1024, 424.9 the per-block adaLN
+modulation; audio projector + pose guider 0.58); the Wan2.1 adapter with the same conditions
+1657.4 (the plain ``WanBackbone.wan_1_3b()`` is 1419.0, Wan2.1-T2V-1.3B; it adds the same
+236.2 of audio attention and shares one time projection instead of per-block adaLN);
+``VideoVAE.wan()`` 126.9; the frozen MiniLM caption encoder 22.7. So ``size: wan1.3b`` has
+Wan2.1-1.3B's width, depth, heads and FFN but 0.54 B more parameters (adaLN-Zero in every
+block, Peebles & Xie's DiT, and the audio branch).
 """
 
 from __future__ import annotations
