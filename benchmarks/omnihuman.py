@@ -63,8 +63,7 @@ mostly measures the same decoder. ``--quick`` (4 measured teacher steps, extrapo
 picture: demo teacher 3.3, student 1.0 s per second of video. The peak resident set is the
 least repeatable column (glibc's allocator: the wan rows added 69 MiB in this run and 255-268
 in the ``--quick`` one): read "+MiB" as an order of magnitude, a few hundred MiB at the demo
-size, teacher and student alike (the segment's VAE decode and the backbone's activations are
-of the same size there).
+size, teacher and student alike.
 
 | size | params (M) | s/step |   min-max | segments/s | peak MiB | +MiB |
 |:-----|-----------:|-------:|----------:|-----------:|---------:|-----:|
