@@ -37,8 +37,9 @@ CONDITIONS = ("text", "reference", "audio", "pose", "motion")
 FLAGS = 3  # reference present, motion frames present, noisy
 MOTION_FRAMES = 5  # video frames carried over from the previous segment (two latent frames)
 
-# DiT sizes: "wan1.3b" is Wan2.1-T2V-1.3B's transformer shape (1536 wide, 30 blocks, 12 heads,
-# FFN 8960), the base model the OmniHuman seed adapts
+# DiT sizes: "wan1.3b" has Wan2.1-T2V-1.3B's transformer shape (1536 wide, 30 blocks, 12 heads,
+# FFN 8960), the base model the OmniHuman seed adapts; with per-block AdaLN-Zero (Wan shares
+# one time projection) and the audio branch it holds 1.96 B parameters, not Wan's 1.42 B
 DIT_SIZES = {
     "wan1.3b": dict(dim=1536, depth=30, num_heads=12, ff_mult=8960 / 1536),
     "small": dict(dim=256, depth=6, num_heads=4, ff_mult=4.0),
