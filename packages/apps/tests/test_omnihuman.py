@@ -5,9 +5,9 @@ tiny video VAE (``conftest.video_vae``), with the ``omnihuman/tiny`` preset's th
 the comparisons generate held-out clips (corpus seed 1: clips the model never saw) with the
 same starting noise for both arms of every comparison.
 
-Not asserted (measured, see the issue notes): audio-driven motion following its own speech
-(energy-onset lead correlation -0.06 own vs -0.05 another clip's, ground truth 0.33) and
-smoother segment joins with motion frames (join spike 6.50 vs 6.53): this test-size VAE blurs
+Not asserted (measured after 1500 steps, see the issue notes): audio-driven motion following
+its own speech (energy-onset lead correlation -0.06 own vs -0.05 another clip's, ground truth
+0.33) and smoother segment joins with motion frames (join spike 6.50 vs 6.53): the VAE blurs
 raised arms towards the rest pose, so the latents carry little of the gesture motion either
 condition would drive.
 """
@@ -26,7 +26,7 @@ from gesture_apps.cli import main
 from gesture_apps.systems.omnihuman.pipeline import OmniHumanPipeline, Request
 from gesture_data.video import synthetic_video_corpus
 
-STEPS = 1500  # optimizer steps of the test run (the tiny preset's stages: 100 / 100 / 1300)
+STEPS = 1000  # optimizer steps of the test run (the tiny preset's stages: 50 / 50 / 900)
 HELDOUT = 6  # held-out clips per comparison
 
 
@@ -84,9 +84,9 @@ def test_pose_driven_generation_matches_the_ground_truth_better_than_reference_o
     p_ref = [_psnr(v, c.frames[: len(v)]) for v, c in zip(ref, heldout, strict=True)]
     gain = np.array(p_pose) - np.array(p_ref)
     print(f"PSNR pose-driven {np.mean(p_pose):.2f} dB, reference-only {np.mean(p_ref):.2f} dB")
-    # same noise, same model, pose channels on or off: measured gain 0.68 dB on average over
-    # the 6 held-out clips (pose 24.12 dB, reference-only 23.44); asserted > 0.3 dB, and no
-    # clip worse by more than 0.1 dB
+    # same noise, same model, pose channels on or off: measured gain 0.49 dB on average over
+    # the 6 held-out clips (pose 23.95 dB, reference-only 23.46; 0.68 dB after 1500 steps);
+    # asserted > 0.3 dB, and no clip worse by more than 0.1 dB
     assert gain.mean() > 0.3 and gain.min() > -0.1, (p_pose, p_ref)
 
 
@@ -233,7 +233,7 @@ def test_one_step_student_against_the_teacher(pipe, student, heldout):
         for name, vs in (("teacher", teacher), ("student", one), ("student_ref", ref_only))
     }
     print(f"PSNR to the teacher: {p}; to the ground truth: {truth}")
-    # measured: student 42.1 dB to the teacher's 8-step output, the teacher's own 1-step Euler
-    # 39.3 dB; to the ground truth: teacher 24.14, student 24.10, student reference-only 23.38
+    # measured: student 44.9 dB to the teacher's 8-step output, the teacher's own 1-step Euler
+    # 39.5 dB; to the ground truth: teacher 23.99, student 23.98, student reference-only 23.47
     assert p["student"] > p["euler1"] + 1.0, p
     assert truth["student"] > truth["student_ref"] + 0.3, truth

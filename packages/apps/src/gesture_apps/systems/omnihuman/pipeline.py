@@ -220,10 +220,11 @@ class OmniHumanPipeline:
             raise GenerationError(f"mode: expected one of {sorted(MODES)}, found {mode!r}")
         if not requests:
             raise GenerationError("requests: expected at least one")
-        if "pose" in MODES[mode]:
-            for i, r in enumerate(requests):
-                if r.keypoints is None:
-                    raise GenerationError(f"keypoints[{i}]: mode {mode!r} needs a pose sequence")
+        for i, r in enumerate(requests):
+            if "pose" in MODES[mode] and r.keypoints is None:
+                raise GenerationError(f"keypoints[{i}]: mode {mode!r} needs a pose sequence")
+            if "audio" in MODES[mode] and r.audio is None:
+                raise GenerationError(f"audio[{i}]: mode {mode!r} needs the speech")
         lengths = [self._check(r, i) for i, r in enumerate(requests)]
         s = {**self.spec["sample"]}
         for k, v in dict(
