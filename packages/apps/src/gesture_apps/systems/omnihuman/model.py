@@ -233,8 +233,10 @@ class OmniHumanModel(nn.Module):
 
         kp = cond.get("keypoints")
         B, P = use.shape[0], self.config.pose_channels
-        if kp is None or not bool(use.any()):
+        if kp is None:
             return torch.zeros(B, P, *grid, device=use.device, dtype=dt)
+        # the guider runs even when no row keeps pose (stages 1 and 2): data-parallel training
+        # needs every parameter in every step's graph
         K, size = self.config.keypoints, self.config.heatmap_size
         if kp.ndim != 4 or kp.shape[0] != B or kp.shape[2:] != (K, 2):
             raise GenerationError(
