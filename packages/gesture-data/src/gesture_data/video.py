@@ -53,7 +53,13 @@ from ._io import atomic_path
 from .datasets.beat2 import Beat2Clip
 from .errors import DataError
 from .rotations import axis_angle_to_matrix
-from .skeleton import SMPLX_PARENTS, SMPLX_REST, forward_kinematics, offsets_from_rest
+from .skeleton import (
+    SMPLX_NAMES,
+    SMPLX_PARENTS,
+    SMPLX_REST,
+    forward_kinematics,
+    offsets_from_rest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,36 +188,8 @@ def _extended_skeleton() -> tuple[list[int], np.ndarray, dict[str, int]]:
 
 
 _PARENTS, _OFFSETS, _VIRTUAL = _extended_skeleton()
-_SMPLX_INDEX = {
-    n: i
-    for i, n in enumerate(
-        [
-            "pelvis",
-            "left_hip",
-            "right_hip",
-            "spine1",
-            "left_knee",
-            "right_knee",
-            "spine2",
-            "left_ankle",
-            "right_ankle",
-            "spine3",
-            "left_foot",
-            "right_foot",
-            "neck",
-            "left_collar",
-            "right_collar",
-            "head",
-            "left_shoulder",
-            "right_shoulder",
-            "left_elbow",
-            "right_elbow",
-            "left_wrist",
-            "right_wrist",
-            "jaw",
-        ]
-    )
-}
+# body joints by SMPL-X name (the first 23 of the skeleton's joints)
+_SMPLX_INDEX = {n: i for i, n in enumerate(SMPLX_NAMES[:23])}
 _JOINT = {**_SMPLX_INDEX, **_VIRTUAL}
 
 KEYPOINT_NAMES: tuple[str, ...] = (

@@ -736,14 +736,7 @@ class HandKeypointConfidence(Metric):
         self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, keypoints, confidence=None) -> None:
-        kp = to_numpy(keypoints, "keypoints")
-        cf = None if confidence is None else to_numpy(confidence, "confidence")
-        seqs = (
-            [(kp, cf)]
-            if kp.ndim != 4
-            else [(kp[i], None if cf is None else cf[i]) for i in range(len(kp))]
-        )
-        for k, c in seqs:
+        for k, c in _videos(keypoints, confidence):
             _, conf = _hand_keypoints(k, self.hand_indices, c)
             self.total += float(conf.sum())
             self.count += conf.size
@@ -752,6 +745,15 @@ class HandKeypointConfidence(Metric):
         if int(self.count) == 0:
             raise EvalError("HandKeypointConfidence.compute() called before any update()")
         return self.total / self.count
+
+
+def _videos(keypoints, confidence):
+    """``(keypoints, confidence)`` per video of one video ``(T, K, .)`` or a batch ``(B, ...)``."""
+    kp = to_numpy(keypoints, "keypoints")
+    cf = None if confidence is None else to_numpy(confidence, "confidence")
+    if kp.ndim != 4:
+        return [(kp, cf)]
+    return [(kp[i], None if cf is None else cf[i]) for i in range(len(kp))]
 
 
 class HandKeypointVariance(Metric):
@@ -772,14 +774,7 @@ class HandKeypointVariance(Metric):
         self.add_state("videos", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, keypoints, confidence=None) -> None:
-        kp = to_numpy(keypoints, "keypoints")
-        cf = None if confidence is None else to_numpy(confidence, "confidence")
-        seqs = (
-            [(kp, cf)]
-            if kp.ndim != 4
-            else [(kp[i], None if cf is None else cf[i]) for i in range(len(kp))]
-        )
-        for k, c in seqs:
+        for k, c in _videos(keypoints, confidence):
             self.total += hand_keypoint_variance(
                 k, self.hand_indices, confidence=c, min_confidence=self.min_confidence
             )

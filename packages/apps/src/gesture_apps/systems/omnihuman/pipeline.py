@@ -34,7 +34,6 @@ from gesture_apps.systems.omnihuman.model import MOTION_FRAMES, OmniHumanModel
 logger = logging.getLogger(__name__)
 
 SYSTEM = "omnihuman"
-VAE_EXPORT = "video_vae"  # where `gesture train omnihuman-vae` puts its export
 MODES = {
     "audio": ("text", "reference", "audio"),
     "pose": ("text", "reference", "audio", "pose"),
@@ -47,6 +46,7 @@ Mode = Literal["audio", "pose", "pose_only", "reference"]
 def load_vae(path: str | Path):
     """A video VAE from an export folder, a ``gesture train omnihuman-vae`` run folder (its
     ``video_vae/``) or a user's Wan2.1 ``vae/`` folder."""
+    from gesture_apps.systems.omnihuman.vae import EXPORT as VAE_EXPORT
     from gesture_apps.systems.omnihuman.vae import VideoVAE
 
     p = Path(path).expanduser()
