@@ -332,3 +332,16 @@ def test_overfit_loss_falls_and_greedy_reproduces(overfit):
     out, out_len = m.sample(cond)
     assert torch.equal(out_len, lengths)
     assert torch.equal(out, torch.where(codes == m.end_id, m.pad_id, codes)[:, : out.shape[1]])
+
+
+def test_end_as_first_token():
+    # the reference raises here (its token list is never bound); both stop rules give no codes
+    m = T2MGPT.tiny().eval()
+    with torch.no_grad():
+        m.head.weight.zero_()
+        m.head.weight[m.end_id] = 1.0
+        m.ln_f.bias.fill_(1.0)  # End's logit = sum(ln_f(x)) > 0 = every other logit
+    cond = torch.randn(3, 16)
+    for reference in (True, False):
+        codes, lengths = m.sample(cond, reference=reference)
+        assert codes.shape == (3, 0) and lengths.tolist() == [0, 0, 0]
