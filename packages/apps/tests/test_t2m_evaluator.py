@@ -100,3 +100,27 @@ def test_eval_cli_ground_truth_row(run, data, tmp_path):
     assert result["metrics"]["num_samples"] == len(captions) // 32 * 32
     # bad input is one line and exit status 2
     assert main(["eval", "t2m", "--evaluator", str(run), "--data", str(tmp_path / "nope")]) == 2
+
+
+def test_english_caption_features_follow_humanml3d(tmp_path):
+    import pickle
+
+    from gesture_eval.text2motion import POS_CATEGORIES, WordVectorizer
+
+    words = ["unk", "sos", "eos", "a", "person", "walk"]
+    np.save(tmp_path / "our_vab_data.npy", np.eye(6, dtype=np.float32))
+    (tmp_path / "our_vab_words.pkl").write_bytes(pickle.dumps(words))
+    (tmp_path / "our_vab_idx.pkl").write_bytes(pickle.dumps({w: i for i, w in enumerate(words)}))
+    f = caption_features(
+        ["a/DET person/NOUN walk/VERB", "A person."],
+        language="en",
+        vectorizer=WordVectorizer(tmp_path),
+        max_words=4,
+    )
+    # sos + tokens + eos, padded with 'unk' to max_words + 2
+    assert f.word_emb.shape == (2, 6, 6) and f.cap_lens.tolist() == [5, 4]
+    assert f.word_emb[0].argmax(-1).tolist() == [1, 3, 4, 5, 2, 0]
+    cats = [POS_CATEGORIES[i] for i in f.pos_ohot[0].argmax(-1).tolist()]
+    assert cats == ["OTHER", "DET", "NOUN", "Act_VIP", "OTHER", "OTHER"]
+    # raw text: lower-cased words without tags
+    assert f.word_emb[1, :4].argmax(-1).tolist() == [1, 3, 4, 2]
