@@ -31,7 +31,7 @@ def smplx_vertices(
 
     from .datasets.smplx_model import _model_root
 
-    poses = np.asarray(poses, np.float32)
+    poses = np.ascontiguousarray(poses, np.float32)  # torch refuses reversed views
     if poses.ndim != 2 or poses.shape[1] != 165:
         raise DataError(
             None, "wrong pose shape", key="poses", expected="(T, 165)", found=poses.shape
