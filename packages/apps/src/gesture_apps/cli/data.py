@@ -115,12 +115,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from gesture_data.datasets import ktubeum
 
-    bar = tqdm(total=None, desc="ktubeum", unit="clip", disable=args.no_progress)
+    bars = []  # made at the first clip, so an input error prints no empty bar first
 
     def progress(done: int, total: int, clip_id: str) -> None:
-        bar.total = total
-        bar.set_postfix_str(clip_id)
-        bar.update(1)
+        if not bars:
+            bars.append(tqdm(total=total, desc="ktubeum", unit="clip", disable=args.no_progress))
+        bars[0].set_postfix_str(clip_id)
+        bars[0].update(1)
 
     try:
         report = ktubeum.build_dataset(
@@ -133,7 +134,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             progress=progress,
         )
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     for line in report.bad_frame_lines():
         print(line)
     print(report.summary())

@@ -1,0 +1,138 @@
+"""`gesture data ktubeum synth|build|preview`: the synthetic corpus through the CLI, a build
+killed mid-way and resumed, preview videos, one-line errors."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gesture_apps.cli import main
+
+SECONDS = 2.0
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ktubeum_raw")
+    assert main(["data", "ktubeum", "synth", "--out", str(root), "--clips", "3",
+                 "--seconds", str(SECONDS), "--seed", "5"]) == 0  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(raw, tmp_path_factory):
+    """An uninterrupted build."""
+    out = tmp_path_factory.mktemp("ktubeum_ref")
+    assert main(["data", "ktubeum", "build", "--json", str(raw / "json"), "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    return out
+
+
+def _files(root):
+    return {
+        p.relative_to(root): p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix != ".npz"  # npz zips carry timestamps
+    }
+
+
+def test_build_resumes_after_kill(raw, reference, tmp_path, capsys):
+    ids = sorted(p.name for p in (raw / "json").iterdir())
+    src = tmp_path / "raw"
+    shutil.copytree(raw, src)
+    # the second clip's first frame is a named pipe: the build blocks there, after the first
+    # clip is finished, so the kill lands at the same point on any machine
+    blocker = src / "json" / ids[1] / "000000.json"
+    blocker.unlink()
+    os.mkfifo(blocker)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "gesture_apps.cli", "data", "ktubeum", "build",
+           "--json", str(src / "json"), "--out", str(out), "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        first = out / ".build" / f"{ids[0]}.json"
+        deadline = time.monotonic() + 240
+        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.exists() and proc.poll() is None, proc.stdout.read() if proc.poll() else ""
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert (out / "new_joint_vecs" / f"{ids[0]}.npy").is_file()
+    assert not (out / "new_joint_vecs" / f"{ids[1]}.npy").exists()
+    assert not (out / "Mean.npy").exists() and not (out / "all.txt").exists()
+    blocker.unlink()
+    shutil.copy(raw / "json" / ids[1] / "000000.json", blocker)
+    done = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["data", "ktubeum", "build", "--json", str(src / "json"), "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "(2 built, 1 up to date, 0 skipped; 0 bad frames dropped)" in summary, summary
+    # the finished clip was not recomputed: its files were not rewritten
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+    a, b = _files(out), _files(reference)
+    assert sorted(a) == sorted(b)
+    for rel in a:
+        assert a[rel].read_bytes() == b[rel].read_bytes(), rel
+    for cid in ids:
+        za, zb = np.load(out / "npz" / f"{cid}.npz"), np.load(reference / "npz" / f"{cid}.npz")
+        for k in za.files:
+            np.testing.assert_array_equal(za[k], zb[k])
+
+
+def test_build_prints_bad_frames(raw, tmp_path, capsys):
+    src = tmp_path / "json"
+    cid = sorted(p.name for p in (raw / "json").iterdir())[0]
+    shutil.copytree(raw / "json" / cid, src / cid)
+    (src / cid / "000007.json").write_text('{"smplx_root_pose": [[0, 0')
+    capsys.readouterr()
+    assert main(["data", "ktubeum", "build", "--json", str(src), "--out", str(tmp_path / "o"),
+                 "--texts", str(raw / "texts"), "--no-progress"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert any("000007.json: corrupt or truncated json" in ln for ln in lines), lines
+    assert lines[-1].endswith("(1 built, 0 up to date, 0 skipped; 1 bad frames dropped)")
+
+
+def test_preview_writes_playable_mp4(reference, tmp_path, capsys):
+    from gesture_data.video import read_video
+
+    cid = (reference / "all.txt").read_text().split()[0]
+    assert main(["data", "ktubeum", "preview", "--data", str(reference), "--out",
+                 str(tmp_path), "--ids", cid, "--size", "128"]) == 0  # fmt: skip
+    frames, fps, *_ = read_video(tmp_path / f"{cid}.mp4")
+    n = np.load(reference / "new_joints" / f"{cid}.npy").shape[0]
+    assert frames.shape == (n, 128, 128, 3) and fps == 20
+    assert (frames[n // 2].mean(-1) < 200).sum() > 50  # a figure is drawn
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["build", "--json", "{tmp}/nowhere", "--out", "{tmp}/o"], "--json"),
+        (["build", "--json", "{tmp}", "--out", "{tmp}/o"], "no clip folders"),
+        (
+            ["build", "--json", "{raw}/json", "--out", "{tmp}/o", "--smplx-model", "{tmp}/m"],
+            "--smplx-model",
+        ),
+        (["preview", "--data", "{tmp}/nowhere", "--out", "{tmp}/v"], "--data"),
+        (["preview", "--data", "{tmp}", "--out", "{tmp}/v"], "all.txt"),
+        (["synth", "--out", "{tmp}/s", "--clips", "0"], "--clips"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(raw, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, raw=raw) for a in argv]
+    capsys.readouterr()
+    assert main(["data", "ktubeum", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gesture: error:") and "\n" not in err and message in err, err
