@@ -130,6 +130,23 @@ def test_preview_writes_playable_mp4(reference, tmp_path, capsys):
     assert (frames[n // 2].mean(-1) < 200).sum() > 50  # a figure is drawn
 
 
+def test_preview_mesh_with_a_body_model(reference, tmp_path, capsys):
+    from gesture_data.datasets.smplx_model import write_synthetic_smplx_model
+    from gesture_data.video import read_video
+
+    data = tmp_path / "data"
+    shutil.copytree(reference, data)
+    cid = (data / "all.txt").read_text().split()[0]
+    z = dict(np.load(data / "npz" / f"{cid}.npz"))
+    z["poses"] = z["poses"][:4]  # a few frames: the stand-in model's faces are large
+    np.savez(data / "npz" / f"{cid}.npz", **z)
+    model = write_synthetic_smplx_model(tmp_path / "bm")
+    assert main(["data", "ktubeum", "preview", "--data", str(data), "--out", str(tmp_path / "v"),
+                 "--ids", cid, "--smplx-model", str(model), "--size", "96"]) == 0  # fmt: skip
+    frames, fps, *_ = read_video(tmp_path / "v" / f"{cid}.mp4")
+    assert frames.shape == (4, 96, 96, 3) and fps == 30  # the npz's rate, not 20
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
