@@ -41,11 +41,12 @@ def _files(root):
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def blocked_build(raw, tmp_path_factory):
     """``gesture data ktubeum build`` in its own process, stopped for good after its first
     clip: the second clip's first frame is a named pipe, so the build blocks there on any
-    machine. Started before the in-process builds so its interpreter start overlaps them.
+    machine. Autouse, so it starts with the module's first test and its interpreter start
+    overlaps the other tests (the resume test itself comes last).
     Motion only (no transcripts): loading the Korean morpheme analyser would double the
     child's start-up, and captions are not what resuming is about."""
     ids = sorted(p.name for p in (raw / "json").iterdir())
@@ -63,46 +64,6 @@ def blocked_build(raw, tmp_path_factory):
     if proc.poll() is None:
         proc.kill()
         proc.wait(30)
-
-
-def test_build_resumes_after_kill(blocked_build, raw, capsys, tmp_path):
-    proc, src, out, ids, blocker = blocked_build
-    # the same inputs built in one go, here while the child starts
-    shutil.copytree(raw / "json", tmp_path / "in" / "json")
-    reference = tmp_path / "uninterrupted"
-    assert main(["data", "ktubeum", "build", "--json", str(tmp_path / "in" / "json"), "--out",
-                 str(reference), "--no-progress"]) == 0  # fmt: skip
-    assert not (reference / "texts").exists()
-    first = out / ".build" / f"{ids[0]}.json"
-    deadline = time.monotonic() + 300
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
-    assert first.exists()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
-    assert (out / "new_joint_vecs" / f"{ids[0]}.npy").is_file()
-    assert not (out / "new_joint_vecs" / f"{ids[1]}.npy").exists()
-    assert not (out / "Mean.npy").exists() and not (out / "all.txt").exists()
-    blocker.unlink()
-    shutil.copy(raw / "json" / ids[1] / "000000.json", blocker)  # the frame arrives
-    done = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    capsys.readouterr()
-    assert main(["data", "ktubeum", "build", "--json", str(src / "json"), "--out", str(out),
-                 "--no-progress"]) == 0  # fmt: skip
-    summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "(2 built, 1 up to date, 0 skipped; 0 bad frames dropped)" in summary, summary
-    # the finished clip was not recomputed: its files were not rewritten
-    assert {p: p.stat().st_mtime_ns for p in done} == done
-    a, b = _files(out), _files(reference)
-    assert sorted(a) == sorted(b)
-    for rel in a:
-        assert a[rel].read_bytes() == b[rel].read_bytes(), rel
-    for cid in ids:
-        za, zb = np.load(out / "npz" / f"{cid}.npz"), np.load(reference / "npz" / f"{cid}.npz")
-        for k in za.files:
-            np.testing.assert_array_equal(za[k], zb[k])
 
 
 def test_build_prints_bad_frames(raw, tmp_path, capsys):
@@ -167,3 +128,43 @@ def test_bad_input_is_one_line_exit_2(raw, tmp_path, capsys, argv, message):
     assert main(["data", "ktubeum", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gesture: error:") and "\n" not in err and message in err, err
+
+
+def test_build_resumes_after_kill(blocked_build, raw, capsys, tmp_path):
+    proc, src, out, ids, blocker = blocked_build
+    # the same inputs built in one go, here while the child starts
+    shutil.copytree(raw / "json", tmp_path / "in" / "json")
+    reference = tmp_path / "uninterrupted"
+    assert main(["data", "ktubeum", "build", "--json", str(tmp_path / "in" / "json"), "--out",
+                 str(reference), "--no-progress"]) == 0  # fmt: skip
+    assert not (reference / "texts").exists()
+    first = out / ".build" / f"{ids[0]}.json"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+    assert first.exists()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert (out / "new_joint_vecs" / f"{ids[0]}.npy").is_file()
+    assert not (out / "new_joint_vecs" / f"{ids[1]}.npy").exists()
+    assert not (out / "Mean.npy").exists() and not (out / "all.txt").exists()
+    blocker.unlink()
+    shutil.copy(raw / "json" / ids[1] / "000000.json", blocker)  # the frame arrives
+    done = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["data", "ktubeum", "build", "--json", str(src / "json"), "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "(2 built, 1 up to date, 0 skipped; 0 bad frames dropped)" in summary, summary
+    # the finished clip was not recomputed: its files were not rewritten
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+    a, b = _files(out), _files(reference)
+    assert sorted(a) == sorted(b)
+    for rel in a:
+        assert a[rel].read_bytes() == b[rel].read_bytes(), rel
+    for cid in ids:
+        za, zb = np.load(out / "npz" / f"{cid}.npz"), np.load(reference / "npz" / f"{cid}.npz")
+        for k in za.files:
+            np.testing.assert_array_equal(za[k], zb[k])
