@@ -1367,6 +1367,35 @@ def _(env, tmp):
     return Case(["demo", "--out", str(tmp / "out"), "num_clips=abc"], [tmp / "out"])
 
 
+@case("data", "ktubeum_build_json_missing")
+def _(env, tmp):
+    argv = ["data", "ktubeum", "build", "--json", str(tmp / "nope"), "--out", str(tmp / "o")]
+    return Case(argv, [tmp], "--json")
+
+
+@case("data", "ktubeum_build_no_clips")
+def _(env, tmp):
+    (tmp / "j").mkdir()
+    argv = ["data", "ktubeum", "build", "--json", str(tmp / "j"), "--out", str(tmp / "o")]
+    return Case(argv, [tmp], "no clip folders")
+
+
+@case("data", "ktubeum_preview_not_built")
+def _(env, tmp):
+    return Case(
+        ["data", "ktubeum", "preview", "--data", str(tmp), "--out", str(tmp / "v")],
+        [tmp],
+        "all.txt",
+    )
+
+
+@case("data", "ktubeum_synth_zero_clips")
+def _(env, tmp):
+    return Case(
+        ["data", "ktubeum", "synth", "--out", str(tmp / "s"), "--clips", "0"], [tmp], "--clips"
+    )
+
+
 for _name, _argv, _expect in [
     ("unknown_command", ["fly"], "fly"),
     ("unknown_flag", ["--fast"], "--fast"),
