@@ -31,6 +31,14 @@ from gesture_eval.face import FaceLVD, FaceMSE, face_lvd, face_mse
 from gesture_eval.fgd import FrechetDistance, frechet_distance, frechet_distance_from_stats
 from gesture_eval.srgr import SRGR, srgr
 from gesture_eval.sync import SyncNet, SyncResult, sync_scores
+from gesture_eval.text2motion import (
+    POS_CATEGORIES,
+    T2MEvaluator,
+    T2MMetrics,
+    WordVectorizer,
+    contrastive_loss,
+    t2m_metrics,
+)
 from gesture_eval.video import (
     I3D,
     FIDInceptionV3,
@@ -55,6 +63,7 @@ from gesture_eval.video import (
 __all__ = [
     "BC_UPPER_BODY",
     "I3D",
+    "POS_CATEGORIES",
     "SMPLX_PARENTS",
     "SRGR",
     "BeatConsistency",
@@ -74,12 +83,16 @@ __all__ = [
     "SmplxRest",
     "SyncNet",
     "SyncResult",
+    "T2MEvaluator",
+    "T2MMetrics",
     "VideoPSNR",
     "VideoSSIM",
+    "WordVectorizer",
     "__version__",
     "audio_onsets",
     "beat_consistency",
     "beat_consistency_detail",
+    "contrastive_loss",
     "energy_distance",
     "evaluate",
     "face_lvd",
@@ -102,6 +115,7 @@ __all__ = [
     "smplx_joints",
     "srgr",
     "sync_scores",
+    "t2m_metrics",
     "train_fgd_encoder",
     "video_psnr",
     "video_ssim",

@@ -41,8 +41,10 @@ def add_eval_command(sub) -> None:
     p.add_argument(
         "system",
         nargs="?",
-        choices=["omniges"],
-        help="omniges: score every task of an Omniges bundle (--checkpoint) on held-out windows",
+        choices=["omniges", "t2m"],
+        help="omniges: score every task of an Omniges bundle (--checkpoint) on held-out windows; "
+        "t2m: HumanML3D metrics (FID, R-precision, MM-Dist, diversity) of a caption-to-motion "
+        "bundle (--bundle; without it, of the ground truth) with --evaluator on --data DIR",
     )
     p.add_argument("--pred", metavar="P", help="predicted npz or folder")
     p.add_argument("--gt", metavar="G", help="ground-truth npz or folder")
@@ -61,6 +63,12 @@ def add_eval_command(sub) -> None:
         action="store_true",
         help="omniges: also score with every condition taken from another clip (the baseline)",
     )
+    p.add_argument("--evaluator", metavar="DIR", help="t2m: `gesture train t2m-evaluator` run")
+    p.add_argument("--bundle", metavar="DIR", help="t2m: the generator bundle to score")
+    p.add_argument("--split", default="test", help="t2m: split of --data to score (default test)")
+    p.add_argument("--replications", type=int, default=1, help="t2m: reshuffled repeats")
+    p.add_argument("--batch-size", type=int, default=32, help="t2m: R-precision batch (32)")
+    p.add_argument("--seed", type=int, default=0, help="t2m: seed of shuffles and generation")
     p.add_argument("--audio", metavar="A", help="speech wav or folder of wavs (enables BC)")
     p.add_argument(
         "--fgd-encoder", metavar="DIR", help="FGDEncoder save_pretrained folder or EMAGE .bin"
@@ -88,6 +96,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.system == "omniges":
         return _eval_omniges(args)
+    if args.system == "t2m":
+        return _eval_t2m(args)
     for flag in ("pred", "gt"):
         if getattr(args, flag) is None:
             raise CLIError(f"--{flag}: required (or name a system: gesture eval omniges)")
@@ -344,6 +354,50 @@ def _eval_omniges(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
         print(f"eval omniges: {len(windows)} windows -> {out}")
+    return 0
+
+
+def _eval_t2m(args: argparse.Namespace) -> int:
+    """``gesture eval t2m``: HumanML3D metrics of a bundle (or of the ground truth)."""
+    from gesture_apps.errors import CLIError
+
+    if not args.evaluator:
+        raise CLIError("--evaluator: required (a `gesture train t2m-evaluator` run or bundle)")
+    data = Path(args.data).expanduser()
+    if not data.is_dir():
+        raise CLIError(f"--data {args.data}: expected a HumanML3D-layout folder")
+    if args.replications < 1 or args.batch_size < 2:
+        raise CLIError("--replications must be >= 1 and --batch-size >= 2")
+    out = Path(args.out) if args.out else None
+    if out is not None and (out.is_dir() or out.suffix.lower() != ".json"):
+        raise CLIError(f"--out {out}: expected a .json file name")
+    from gesture_apps.systems.t2m_gpt.evaluate import evaluate_t2m, ground_truth_generate
+
+    if args.bundle:
+        # the generator side lands separately; import it only when a bundle is scored
+        from gesture_apps.systems.t2m_gpt.pipeline import generate_from_bundle
+
+        def generate(captions, lengths):
+            return generate_from_bundle(args.bundle, captions, lengths, seed=args.seed)
+
+        scored = str(args.bundle)
+    else:
+        generate, scored = ground_truth_generate(data, args.split), "ground truth"
+    result = evaluate_t2m(
+        generate,
+        data,
+        args.evaluator,
+        split=args.split,
+        replications=args.replications,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    print(f"t2m ({scored}, {args.split}): " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+    if out is not None:
+        from gesture_apps.runtime import write_json
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, {"scored": scored, "split": args.split, "metrics": result})
     return 0
 
 

@@ -254,3 +254,23 @@ register(
         inputs=(("--tokenizer", "tokenizer", "VQ-VAE tokenizer run folder; sets tokenizer="),),
     )
 )
+register(
+    SystemEntry(
+        name="t2m-evaluator",
+        module="gesture_apps.systems.t2m_gpt.evaluator",
+        config="gesture_apps.systems.t2m_gpt.evaluator:T2MEvaluatorRecipeConfig",
+        presets="t2m_evaluator",
+        default_preset="guo2022",
+        export="t2m_evaluator",
+        help="HumanML3D text/motion matching evaluator (Guo et al. 2022) for `gesture eval t2m`",
+        description=(
+            "Train Guo et al.'s text_mot_match evaluator (bi-GRU text encoder over word vectors "
+            "and part-of-speech one-hots, movement convs + bi-GRU motion encoder) "
+            "contrastively on a HumanML3D-layout folder (--data DIR: HumanML3D or KTubeUM; "
+            "Korean captions by default, English with data.language=en data.glove=DIR) or "
+            "the synthetic Korean corpus (default). Writes OUT/checkpoints/step_*/ and "
+            "OUT/t2m_evaluator/ (the evaluator, its Mean/Std and caption language), which "
+            "`gesture eval t2m --evaluator` reads."
+        ),
+    )
+)
