@@ -154,3 +154,48 @@ def render_motion(
                 ]
                 subprocess.run(cmd, check=True, capture_output=True)
     return out_path
+
+
+def render_joints_video(
+    joints_list: Sequence[np.ndarray],
+    out_path: str | Path,
+    *,
+    fps: float = 20.0,
+    titles: Sequence[str] | None = None,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    size: tuple[int, int] = (320, 320),
+) -> Path:
+    """HumanML3D 22-joint motions ``[(T_i, 22, 3), ...]`` drawn side by side (e.g.
+    generated | ground truth) as an H.264 mp4 at ``fps`` (HumanML3D's 20 by default), cut
+    to the shortest motion; ``audio (N,)`` at ``sample_rate`` is muxed in. Written
+    atomically (:func:`gesture_data.video.write_video`). Returns ``out_path``."""
+    from .errors import DataError
+    from .video import write_video
+
+    if isinstance(joints_list, np.ndarray) and joints_list.ndim == 3:
+        joints_list = [joints_list]
+    motions = []
+    for i, j in enumerate(joints_list):
+        j = np.asarray(j, np.float32)
+        if j.ndim != 3 or j.shape[1:] != (22, 3) or j.shape[0] < 1:
+            raise DataError(
+                out_path,
+                f"motion {i}: wrong shape",
+                key="joints",
+                expected="(T, 22, 3)",
+                found=j.shape,
+            )
+        if not np.isfinite(j).all():
+            raise DataError(out_path, f"motion {i}: non-finite joint positions", key="joints")
+        motions.append(j)
+    if not motions:
+        raise DataError(out_path, "no motion to render", key="joints")
+    if titles is not None and len(titles) != len(motions):
+        raise DataError(
+            out_path, "one title per motion", key="titles", expected=len(motions), found=len(titles)
+        )
+    frames = np.stack(list(_frames(motions, parents_for("humanml3d"), size, titles)))
+    return write_video(
+        out_path, frames, fps, audio=audio, sample_rate=None if audio is None else sample_rate
+    )

@@ -13,6 +13,7 @@ import os
 import sys
 from importlib import metadata
 
+from gesture_apps.cli.data import add_data_command
 from gesture_apps.cli.demo import add_demo_command
 from gesture_apps.cli.distill import add_distill_command
 from gesture_apps.cli.eval import add_eval_command
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(sub)
     add_render_command(sub)
     add_demo_command(sub)
+    add_data_command(sub)
     return parser
 
 
