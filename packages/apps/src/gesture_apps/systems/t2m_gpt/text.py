@@ -73,7 +73,8 @@ class TextCondition:
             self.dim = self._generic.dim
             return
         try:
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+            auto = transformers.AutoTokenizer
+            self._tokenizer = auto.from_pretrained(path, local_files_only=True)
             if self._kind == "clip":
                 self._model = transformers.CLIPTextModelWithProjection.from_pretrained(
                     path, local_files_only=True

@@ -11,8 +11,7 @@ here, so that an item is a function of its index and a resume repeats the run ex
 
 The run folder gets ``checkpoints/step_*/`` (resumable) and the bundle ``t2m_gpt/`` (prior,
 tokenizer, normaliser, text encoder spec and caption statistics; 20 fps) that
-``gesture generate --bundle`` and :func:`~gesture_apps.systems.t2m_gpt.pipeline.generate_from_bundle`
-read.
+``gesture generate --bundle`` and :func:`.pipeline.generate_from_bundle` read.
 """
 
 from __future__ import annotations
