@@ -47,7 +47,7 @@ class DataConfig:
             self.source, self.root = "humanml3d", path
         if kind not in ("synthetic", "beat2", "humanml3d") or (kind == "beat2" and not path):
             raise ValueError(
-                "source: expected 'synthetic', 'beat2:PATH' or 'humanml3d' (with data.root), "
+                "source: expected 'synthetic' or 'beat2:PATH' (or 'humanml3d' with data.root), "
                 f"found {self.source!r}"
             )
         if self.source == "humanml3d" and not self.root:
