@@ -202,6 +202,7 @@ class T2MGPT(nn.Module, PyTorchModelHubMixin):
             raise TokenizerInputError(f"drop_out_rate: expected [0, 1), found {drop_out_rate}")
         self.num_vq, self.embed_dim, self.clip_dim = num_vq, embed_dim, clip_dim
         self.block_size, self.num_layers, self.n_head = block_size, num_layers, n_head
+        self.fc_rate, self.drop_out_rate = fc_rate, drop_out_rate
         self.tok_emb = nn.Embedding(num_vq + 2, embed_dim)  # codes, End, Pad
         self.cond_emb = nn.Linear(clip_dim, embed_dim)
         # fixed, so not saved: rebuilt from (block_size, embed_dim) like the reference's table
