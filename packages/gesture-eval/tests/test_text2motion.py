@@ -212,3 +212,17 @@ def test_word_vectorizer(tmp_path):
     (tmp_path / "our_vab_idx.pkl").write_bytes(pickle.dumps({"walk": Path("x")}))
     with pytest.raises(EvalError, match="refusing to load"):
         WordVectorizer(tmp_path)
+
+
+def test_full_training_checkpoint_loads_weights_only(tmp_path, evaluator):
+    # Guo's trainer also stores its Adam states, epoch and iteration in finest.tar: plain
+    # tensors, numbers and tuples that torch.load(weights_only=True) accepts
+    ckpt = {k: getattr(evaluator, k).state_dict() for k in
+            ("text_encoder", "movement_encoder", "motion_encoder")}  # fmt: skip
+    for k in ("text_encoder", "motion_encoder"):
+        opt = torch.optim.Adam(getattr(evaluator, k).parameters(), lr=1e-4)
+        ckpt[f"opt_{k}"] = opt.state_dict()
+    torch.save({**ckpt, "epoch": 3, "iter": 99}, tmp_path / "finest.tar")
+    again = T2MEvaluator.from_reference_checkpoint(tmp_path / "finest.tar")
+    for k, v in evaluator.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k

@@ -375,7 +375,10 @@ def _eval_t2m(args: argparse.Namespace) -> int:
 
     if args.bundle:
         # the generator side lands separately; import it only when a bundle is scored
-        from gesture_apps.systems.t2m_gpt.pipeline import generate_from_bundle
+        try:
+            from gesture_apps.systems.t2m_gpt.pipeline import generate_from_bundle
+        except ImportError as e:
+            raise CLIError(f"--bundle: the T2M-GPT generator is not available ({e})") from None
 
         def generate(captions, lengths):
             return generate_from_bundle(args.bundle, captions, lengths, seed=args.seed)

@@ -33,9 +33,12 @@ __all__ = ["Generate", "evaluate_t2m", "ground_truth_generate", "split_items"]
 Generate = Callable[[list[str], Tensor], list[np.ndarray]]
 
 
-def split_items(data_root: str | Path, split: str, max_motion_length: int = 196):
+def split_items(
+    data_root: str | Path, split: str, max_motion_length: int = 196, *, tokens: bool = False
+):
     """``(ids, captions, motions)``: one entry per caption of each clip of ``split``, motions
-    ``(T, 263)`` cut to whole 4-frame steps (at most ``max_motion_length``)."""
+    ``(T, 263)`` cut to whole 4-frame steps (at most ``max_motion_length``). ``tokens=True``
+    gives the tagged token lines (``walk/VERB ...``) instead of the caption text."""
     from gesture_data.datasets.humanml3d import HumanML3DReader
 
     reader = HumanML3DReader(data_root)
@@ -48,7 +51,7 @@ def split_items(data_root: str | Path, split: str, max_motion_length: int = 196)
             continue
         for cap in reader.texts(cid):
             ids.append(cid)
-            captions.append(cap.caption)
+            captions.append(" ".join(cap.tokens) if tokens else cap.caption)
             motions.append(feats[:n])
     if not ids:
         raise GenerationError(f"{data_root}: split {split!r} has no captioned clips to score")
@@ -125,8 +128,11 @@ def evaluate_t2m(
             "(lower batch_size)"
         )
     dim = len(ev.mean)
+    # English evaluators read HumanML3D's POS-tagged tokens; the generator gets the text
+    words = split_items(data_root, split, ev.max_motion_length, tokens=True)[1]
+    text_in = words if ev.language == "en" else captions
     text_all = torch.cat(
-        [ev.text_embeddings(captions[s : s + 64]) for s in range(0, len(captions), 64)]
+        [ev.text_embeddings(text_in[s : s + 64]) for s in range(0, len(text_in), 64)]
     ).numpy()
     gt_all = _embed_motion(ev, gt, batch_size).numpy()
     runs = []
