@@ -115,12 +115,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from gesture_data.datasets import ktubeum
 
-    bar = tqdm(total=None, desc="ktubeum", unit="clip", disable=args.no_progress)
+    bars = []  # made at the first clip, so an input error prints no empty bar first
 
     def progress(done: int, total: int, clip_id: str) -> None:
-        bar.total = total
-        bar.set_postfix_str(clip_id)
-        bar.update(1)
+        if not bars:
+            bars.append(tqdm(total=total, desc="ktubeum", unit="clip", disable=args.no_progress))
+        bars[0].set_postfix_str(clip_id)
+        bars[0].update(1)
 
     try:
         report = ktubeum.build_dataset(
@@ -133,7 +134,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             progress=progress,
         )
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     for line in report.bad_frame_lines():
         print(line)
     print(report.summary())
@@ -155,16 +157,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     for cid in ids:
         path = out / f"{cid}.mp4"
         if args.smplx_model:
-            from gesture_data.motion import read_arrays
             from gesture_data.render_smpl import render_smpl_video
 
-            npz = data / "npz" / f"{cid}.npz"
-            if not npz.is_file():
-                raise CLIError(f"{npz}: no such npz (clip {cid!r} not built?)")
-            arrays, fps = read_arrays(npz, ("poses",))
+            poses, betas, fps = _built_npz(data / "npz" / f"{cid}.npz", cid)
             render_smpl_video(
-                [arrays["poses"]], args.smplx_model, path, fps=fps, size=size,
-                betas=[arrays.get("betas")],
+                [poses], args.smplx_model, path, fps=fps, size=size, betas=[betas]
             )  # fmt: skip
         else:
             from gesture_data.render import render_joints_video
@@ -172,6 +169,31 @@ def cmd_preview(args: argparse.Namespace) -> int:
             render_joints_video([reader.joints(cid)], path, fps=FPS, titles=[cid], size=size)
         print(f"preview: {cid} -> {path}")
     return 0
+
+
+def _built_npz(path: Path, cid: str):
+    """``(poses (T, 165), betas, fps)`` of a build's ``npz/<clip>.npz`` (its 10 expression
+    coefficients are the estimator's, not BEAT2's 100, so the BEAT2 reader does not apply)."""
+    import zipfile
+
+    import numpy as np
+
+    if not path.is_file():
+        raise CLIError(f"{path}: no such npz (clip {cid!r} not built?)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            poses = np.asarray(z["poses"], np.float32)
+            betas = np.asarray(z["betas"], np.float32) if "betas" in z.files else None
+            fps = float(z["mocap_frame_rate"]) if "mocap_frame_rate" in z.files else 30.0
+    except KeyError:
+        raise CLIError(f"{path}: key 'poses' missing") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise CLIError(f"{path}: corrupt npz: {type(e).__name__}: {e}") from None
+    if poses.ndim != 2 or poses.shape[1] != 165 or not np.isfinite(poses).all():
+        raise CLIError(f"{path}: key 'poses': expected finite (T, 165), found {poses.shape}")
+    if not fps > 0:
+        raise CLIError(f"{path}: key 'mocap_frame_rate': expected > 0, found {fps}")
+    return poses, betas, fps
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

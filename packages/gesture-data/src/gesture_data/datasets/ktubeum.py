@@ -10,6 +10,12 @@ Pipeline: :func:`read_pose_jsons` -> :func:`pose_json_to_npz` (root fixed across
 zero-phase Butterworth low-pass on 6D rotations against estimator jitter, BEAT2-style npz)
 -> :func:`~gesture_data.datasets.smplx_model.smplx_joints` -> first 22 joints ->
 :func:`~gesture_data.datasets.humanml3d.write_dataset` (263-d vectors, Mean/Std, splits).
+
+:func:`build_dataset` runs all of it over a folder of clips, resumably, dropping and
+reporting bad frames (:func:`scan_pose_jsons`), into KTubeUM's layout: ``new_joint_vecs/``,
+``new_joints/``, ``texts/``, ``Mean.npy``, ``Std.npy``, ``train/val/test/train_val/all.txt``
+(plus ``npz/``, the filtered SMPL-X poses, and ``.build/``, per-clip manifests).
+:func:`write_synthetic_pose_jsons` writes estimator-style json for the synthetic corpus.
 """
 
 from __future__ import annotations
@@ -478,8 +484,9 @@ def build_dataset(
     (a fingerprint of its inputs and settings, hashes of its outputs), so a rerun after an
     interruption skips finished clips. A clip with fewer than ``min_seconds`` of good
     frames, or under ``min_good_fraction`` of its frames good, or (when transcripts are
-    given) without one, is skipped and reported. ``progress(done, total, clip_id)`` is
-    called after each clip."""
+    given) without one, is skipped and reported (its old outputs removed). Outputs of clips
+    no longer in ``json_root`` are left alone but not listed in the splits or Mean/Std.
+    ``progress(done, total, clip_id)`` is called after each clip."""
     from . import humanml3d
 
     json_root, out_root = Path(json_root), Path(out_root)
