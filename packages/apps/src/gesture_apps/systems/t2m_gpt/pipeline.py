@@ -130,8 +130,17 @@ def generate_from_bundle(
     device=None,
 ) -> list[np.ndarray]:
     """``[(T_i, 263)]`` un-normalised HumanML3D features, one per caption. ``lengths`` (frames)
-    are ignored: T2M-GPT stops at End (the argument lets ``evaluate_t2m`` call it)."""
+    are ignored: T2M-GPT stops at End (the argument lets ``evaluate_t2m`` call it).
+
+    The loaded bundle is kept for the next call with the same folder and device (evaluation
+    calls this once per batch); a re-exported bundle (a newer manifest) is read again."""
     del lengths
-    return T2MPipeline.from_pretrained(bundle_dir, device=device)(
-        captions, seed=seed, greedy=greedy
-    )
+    folder = open_bundle(bundle_dir, EXPORT).folder.resolve()
+    key = (str(folder), str(device), (folder / "manifest.json").stat().st_mtime_ns)
+    if _LOADED.get("key") != key:
+        _LOADED.clear()
+        _LOADED.update(key=key, pipe=T2MPipeline.from_pretrained(folder, device=device))
+    return _LOADED["pipe"](captions, seed=seed, greedy=greedy)
+
+
+_LOADED: dict = {}  # the last bundle generate_from_bundle loaded
