@@ -1,5 +1,6 @@
 """`gesture generate`: speech -> motion with any exported bundle; with an Omniges bundle any of
-its six tasks (``--task t2g|g2t|a2g|g2a|t2a|a2t``)."""
+its six tasks (``--task t2g|g2t|a2g|g2a|t2a|a2t``); with a T2M-GPT bundle an utterance or
+caption -> HumanML3D motion (``--bundle DIR --text ... --out motion.npy|.mp4``)."""
 
 from __future__ import annotations
 
@@ -39,10 +40,22 @@ def add_generate_command(sub) -> None:
         "reference",
     )
     gen.add_argument("--gesture", help="Omniges gesture condition: a BEAT2 .npz (g2t, g2a)")
+    gen.add_argument(
+        "--text", help="T2M-GPT bundles: the utterance or caption to move to (--out .npy or .mp4)"
+    )
+    gen.add_argument(
+        "--gt",
+        help="T2M-GPT bundles with --out .mp4: ground truth drawn beside the generated motion, "
+        "a .npy of HumanML3D features (T, 263) or joints (T, 22, 3)",
+    )
     gen.add_argument("--seconds", type=float, help="Omniges: output length for a text condition")
     gen.add_argument("--textgrid", help="word alignment (Praat TextGrid with a 'words' tier)")
     gen.add_argument(
-        "--checkpoint", required=True, help="`gesture train lsm` run, checkpoint or lsm/ folder"
+        "--checkpoint",
+        "--bundle",
+        dest="checkpoint",
+        required=True,
+        help="an exported bundle, or a `gesture train ...` run or checkpoint folder",
     )
     gen.add_argument(
         "--steps", type=int, help="sampling steps, 1 to 1000 (default: the model's, 2)"
@@ -70,6 +83,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from gesture_apps.runtime.registry import generator_of
 
     out = Path(args.out)
+    t2m = _t2m_bundle(args.checkpoint)
+    if t2m is not None:
+        return _generate_t2m(args, t2m)
+    for flag in ("text", "gt"):
+        if getattr(args, flag) is not None:
+            raise CLIError(f"--{flag}: only T2M-GPT bundles take it")
     try:  # the bundle generation reads whole (config, weights, normaliser, tokenizer)
         bundle = open_bundle(args.checkpoint)
         export, system = bundle.folder, bundle.system
@@ -237,3 +256,93 @@ def _generate_omniges(args: argparse.Namespace, export: Path) -> int:
         shown = f"generate {task}: {result.text!r} -> {out}"
     print(shown)
     return 0
+
+
+def _t2m_bundle(path: str) -> Path | None:
+    """The folder of the T2M-GPT bundle at ``path`` (a bundle, run or checkpoint), else None."""
+    from gesture_apps.runtime.bundle import open_bundle
+
+    try:
+        bundle = open_bundle(path, "t2m_gpt")
+    except ValueError:
+        return None
+    return bundle.folder if bundle.system == "t2m_gpt" else None
+
+
+def _generate_t2m(args: argparse.Namespace, export: Path) -> int:
+    """``gesture generate`` with a T2M-GPT bundle: ``--text`` -> ``--out`` features ``.npy``
+    (``(T, 263)``, joints ``(T, 22, 3)`` beside it as ``<name>_joints.npy``) or a skeleton
+    ``.mp4`` (generated | ground truth with ``--gt``)."""
+    import numpy as np
+
+    from gesture_apps.runtime.paths import check_output
+
+    other = ("audio", "task", "prompt", "gesture", "seconds", "reference", "pose", "mode")
+    extra = [f"--{f}" for f in other if getattr(args, f) is not None]
+    extra += [f"--{f}" for f in ("textgrid", "steps", "guidance", "render") if getattr(args, f)]
+    if extra:
+        raise CLIError(f"{', '.join(extra)}: T2M-GPT bundles take --text (and --gt, --seed)")
+    if args.text is None or not args.text.strip():
+        raise CLIError("--text: required, the utterance or caption to generate motion for")
+    out = Path(args.out)
+    kind = out.suffix.lower()
+    if kind not in (".npy", ".mp4") or out.is_dir():
+        raise CLIError(f"--out {out}: expected a .npy (features) or .mp4 (video) file name")
+    if args.gt is not None and kind != ".mp4":
+        raise CLIError("--gt: only drawn into an .mp4 (--out VIDEO.mp4)")
+    gt = _read_gt(Path(args.gt)) if args.gt is not None else None
+    joints_out = out.with_name(f"{out.stem}_joints.npy")
+    outs = [out] if kind == ".mp4" else [out, joints_out]
+    for path in outs:
+        files = [("--gt", args.gt)] if args.gt else []
+        check_output(path, "--out", files=files, folders=[("--bundle", export)])
+    from gesture_apps.systems.t2m_gpt.pipeline import T2MPipeline
+    from gesture_data.datasets.humanml3d import recover_from_ric
+    from motion_tokenizers.io import atomic_write
+
+    pipe = T2MPipeline.from_pretrained(export, device=args.device)
+    feats = pipe([args.text], seed=args.seed)[0]
+    joints = recover_from_ric(feats.astype(np.float64)).astype(np.float32)
+    seconds = len(feats) / pipe.fps
+    if kind == ".mp4":
+        from gesture_data.render import render_joints_video
+
+        motions, titles = [joints], ["generated"]
+        if gt is not None:
+            motions, titles = [joints, gt], ["generated", "ground truth"]
+        render_joints_video(motions, out, fps=pipe.fps, titles=titles)
+        print(f"generate: {len(feats)} frames ({seconds:.2f} s) -> {out}")
+        return 0
+
+    def save(arr):
+        def write(p: Path) -> None:
+            with open(p, "wb") as f:  # a file object: np.save would append ".npy" to the name
+                np.save(f, arr, allow_pickle=False)
+
+        return write
+
+    atomic_write(out, save(feats))
+    atomic_write(joints_out, save(joints))
+    print(f"generate: {len(feats)} frames ({seconds:.2f} s) -> {out}, {joints_out}")
+    return 0
+
+
+def _read_gt(path: Path):
+    """Ground-truth joints ``(T, 22, 3)`` from a features ``(T, 263)`` or joints ``.npy``."""
+    import numpy as np
+
+    try:
+        a = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CLIError(f"--gt {path}: file not found") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise CLIError(f"--gt {path}: not a readable .npy ({' '.join(str(e).split())})") from None
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu" or not np.isfinite(a).all():
+        raise CLIError(f"--gt {path}: expected finite numbers")
+    if a.ndim == 2 and a.shape[1] == 263 and len(a) > 0:
+        from gesture_data.datasets.humanml3d import recover_from_ric
+
+        return recover_from_ric(a.astype(np.float64)).astype(np.float32)
+    if a.ndim == 3 and a.shape[1:] == (22, 3) and len(a) > 0:
+        return a.astype(np.float32)
+    raise CLIError(f"--gt {path}: expected shape (T, 263) or (T, 22, 3), found {a.shape}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +11,19 @@ from torch.utils.data import Dataset
 
 from gesture_apps.data.codec import MIN_STD
 from gesture_apps.errors import ConfigError
+from gesture_apps.runtime.config import BACKFILL
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class DataConfig:
-    """The ``data:`` section. ``source`` is ``synthetic`` or ``beat2:PATH``."""
+    """The ``data:`` section. ``source`` is ``synthetic``, ``beat2:PATH`` or ``humanml3d``
+    (with ``root``; ``humanml3d:PATH`` sets it): a HumanML3D-layout folder such as KTubeUM."""
 
     source: str = "synthetic"
+    # the HumanML3D-layout folder of source humanml3d (runs saved before it resume as before)
+    root: str | None = field(default=None, metadata={BACKFILL: True})
     # synthetic corpus
     num_clips: int = 8
     seconds: float = 10.0
@@ -38,9 +42,16 @@ class DataConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        kind = self.source.split(":", 1)[0]
-        if kind not in ("synthetic", "beat2") or (kind == "beat2" and ":" not in self.source):
-            raise ValueError(f"source: expected 'synthetic' or 'beat2:PATH', found {self.source!r}")
+        kind, _, path = self.source.partition(":")
+        if kind == "humanml3d" and path:
+            self.source, self.root = "humanml3d", path
+        if kind not in ("synthetic", "beat2", "humanml3d") or (kind == "beat2" and not path):
+            raise ValueError(
+                "source: expected 'synthetic' or 'beat2:PATH' (or 'humanml3d' with data.root), "
+                f"found {self.source!r}"
+            )
+        if self.source == "humanml3d" and not self.root:
+            raise ValueError("root: source 'humanml3d' needs data.root (the dataset folder)")
         if self.pose_length < 2 or self.stride < 1 or self.num_clips < 1 or self.seconds <= 0:
             raise ValueError("pose_length >= 2, stride >= 1, num_clips >= 1, seconds > 0 required")
         if not self.min_std >= MIN_STD:
@@ -53,6 +64,12 @@ def load_windows(cfg: DataConfig):
     Raises ``gesture_data.DataError`` for unreadable data."""
     from gesture_data.datasets.windows import beat2_windows, synthetic_windows
 
+    if cfg.source == "humanml3d":
+        # 263-d HumanML3D features have no BEAT2 body parts: only `model.kind: vqvae` reads them
+        raise ConfigError(
+            f"data.source: 'humanml3d' ({cfg.root}) holds 263-d HumanML3D features, which this "
+            "recipe cannot read (the tokenizer's model.kind=vqvae and `train t2m-gpt` can)"
+        )
     if cfg.source == "synthetic":
         return synthetic_windows(
             cfg.num_clips,

@@ -236,6 +236,26 @@ register(
 )
 register(
     SystemEntry(
+        name="t2m-gpt",
+        module="gesture_apps.systems.t2m_gpt.train",
+        config="gesture_apps.systems.t2m_gpt.config:T2MRecipeConfig",
+        presets="t2m_gpt",
+        default_preset="t2m_gpt",
+        export="t2m_gpt",
+        help="T2M-GPT: utterance/caption -> motion codes of a VQ-VAE (Korean by default)",
+        description=(
+            "Train T2M-GPT's GPT over the codes of a frozen VQ-VAE (--tokenizer: a `gesture "
+            "train tokenizer --preset tokenizer/t2m_gpt` run) on a HumanML3D-layout folder "
+            "(--data DIR: KTubeUM, HumanML3D), conditioned on each caption's sentence embedding "
+            "(multilingual-e5 by default, text.encoder=transformers:PATH for CLIP or KE-T5). "
+            "Writes OUT/checkpoints/step_*/ (resumable with --resume) and OUT/t2m_gpt/ (the "
+            "bundle `gesture generate --bundle DIR --text ...` reads)."
+        ),
+        inputs=(("--tokenizer", "tokenizer", "VQ-VAE tokenizer run folder; sets tokenizer="),),
+    )
+)
+register(
+    SystemEntry(
         name="t2m-evaluator",
         module="gesture_apps.systems.t2m_gpt.evaluator",
         config="gesture_apps.systems.t2m_gpt.evaluator:T2MEvaluatorRecipeConfig",

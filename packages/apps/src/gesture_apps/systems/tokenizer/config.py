@@ -5,17 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gesture_apps.data.humanml3d import MOTION
 from gesture_apps.data.windows import DataConfig
 from gesture_apps.runtime import TrainConfig
+from gesture_apps.runtime.config import BACKFILL
 from motion_tokenizers import BEAT2_PART_DIMS, canonical_part_name
 
 
 @dataclass
 class TokenizerModelConfig:
-    """The ``model:`` section. Unset sizes take the ``size`` preset's value."""
+    """The ``model:`` section. Unset sizes take the ``size`` preset's value.
 
-    kind: Literal["multipart", "rvqvae"] = "multipart"
-    size: Literal["gesturelsm", "tiny"] = "gesturelsm"
+    ``kind: vqvae`` is T2M-GPT's single-codebook tokenizer (``motion_tokenizers.VQVAE``) over
+    the 263-d features of a HumanML3D-layout folder (``data.source: humanml3d``); its one
+    "part" is ``motion``, ``size`` ``t2m_gpt`` (or ``gesturelsm``) is the paper's size."""
+
+    kind: Literal["multipart", "rvqvae", "vqvae"] = "multipart"
+    size: Literal["gesturelsm", "t2m_gpt", "tiny"] = "gesturelsm"
     parts: tuple[str, ...] = ("upper", "hands", "lower", "face")
     quantizer: Literal["rvq", "vq", "fsq", "rfsq", "lfq"] = "rvq"
     nb_code: int | None = None
@@ -32,6 +38,10 @@ class TokenizerModelConfig:
     latent_scale: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.kind == "vqvae":
+            # one tokenizer over the whole 263-d HumanML3D vector, no BEAT2 body parts
+            self.parts = (MOTION,)
+            return
         # the first release named BEAT2's lower body `lower_trans`: saved runs still resume
         self.parts = tuple(canonical_part_name(p) for p in self.parts)
         bad = [p for p in self.parts if p not in BEAT2_PART_DIMS]
@@ -47,6 +57,10 @@ class LossConfig:
     commit_weight: float = 0.02
     vel_weight: float = 0.0
     acc_weight: float = 0.0
+    # T2M-GPT's `loss_vel` (its ReConsLoss.forward_vel): despite the name, the reconstruction
+    # loss on the root-relative joint positions, features [4 : (J-1)*3 + 4] of the HumanML3D
+    # vector (its README trains with 0.5); only for model.kind vqvae
+    local_pos_weight: float = field(default=0.0, metadata={BACKFILL: True})
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""``gesture train tokenizer``: RVQ-VAE motion tokenizers (one part or GestureLSM's four).
+"""``gesture train tokenizer``: RVQ-VAE motion tokenizers (one part or GestureLSM's four), or
+T2M-GPT's VQ-VAE on a HumanML3D-layout folder (``model.kind: vqvae``, ``data.source:
+humanml3d``; its loss adds ``loss.local_pos_weight`` x the root-relative positions term).
 
 Objective of T2M-GPT / MoMask / GestureLSM per part: smooth-L1 reconstruction + 0.02 x
 commitment (+ optional velocity / acceleration terms), summed over the parts. Motion is z-scored
@@ -24,11 +26,14 @@ from typing import Any
 import torch
 
 from gesture_apps.data.codec import UNNORMALISED, normalizer_config
+from gesture_apps.data.humanml3d import MOTION, MotionWindows, load_clips, open_reader
 from gesture_apps.data.windows import PartWindows, fit_normalizer, load_windows
+from gesture_apps.errors import ConfigError
 from gesture_apps.runtime import EMA, Trainer, TrainResult, model_loss, to_dict
 from gesture_apps.runtime.bundle import write_bundle
 from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
 from gesture_apps.systems.tokenizer.model import TokenizerObjective, build_tokenizer
+from motion_tokenizers import VQVAE
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +58,14 @@ def prepare(
     progress: bool = True,
 ) -> TokenizerRun:
     """Build data, model and trainer (and restore ``resume``); writes nothing yet."""
-    data_parts = list(cfg.model.parts)
-    windows, _ = load_windows(cfg.data)
-    normalizer = fit_normalizer(windows, [p for p in data_parts if p not in UNNORMALISED], cfg.data)
-    dataset = PartWindows(windows, data_parts, normalizer)
+    if cfg.model.kind == "vqvae":
+        dataset, normalizer = _humanml3d_windows(cfg)
+    else:
+        data_parts = list(cfg.model.parts)
+        windows, _ = load_windows(cfg.data)
+        unnormalised = [p for p in data_parts if p not in UNNORMALISED]
+        normalizer = fit_normalizer(windows, unnormalised, cfg.data)
+        dataset = PartWindows(windows, data_parts, normalizer)
     # the model's initial weights depend only on the seed, identically on every rank
     torch.manual_seed(cfg.train.seed)
     objective = TokenizerObjective(build_tokenizer(cfg.model), cfg.model.parts, cfg.loss)
@@ -85,6 +94,23 @@ def prepare(
     return TokenizerRun(trainer, objective, normalizer, cfg)
 
 
+def _humanml3d_windows(cfg: TokenizerRecipeConfig):
+    """(windows of the folder's train split, the folder's Mean/Std as a ``motion``
+    normaliser): T2M-GPT's VQ-VAE data, z-scored with the dataset's own statistics."""
+    from gesture_data import Normalizer
+
+    if cfg.data.source != "humanml3d":
+        raise ConfigError(
+            f"data.source: model.kind 'vqvae' reads a HumanML3D-layout folder (data.source="
+            f"humanml3d, data.root=DIR), found {cfg.data.source!r}"
+        )
+    d = cfg.data
+    clips = load_clips(d.root, d.split or "train", min_frames=d.pose_length, captions=False)
+    reader = open_reader(d.root)
+    normalizer = Normalizer({MOTION: (reader.mean, reader.std)}, path=reader.root / "Std.npy")
+    return MotionWindows(clips, d.pose_length, d.stride), normalizer
+
+
 def export(trainer: Trainer, folder: Path, normalizer) -> None:
     """Write the bundle ``folder/tokenizer/``: ``tokenizer/`` (+ ``tokenizer_ema/`` when
     training keeps an EMA) and ``normalizer/``."""
@@ -98,7 +124,12 @@ def export(trainer: Trainer, folder: Path, normalizer) -> None:
         normalizer_config(normalizer),
         lambda sub: normalizer.save(sub / "normalizer.npz"),
     )
-    write_bundle(folder / EXPORT, system="tokenizer", components=components)
+    if isinstance(objective.tokenizer, VQVAE):  # HumanML3D features: 20 fps, no BEAT2 layout
+        write_bundle(
+            folder / EXPORT, system="tokenizer", components=components, layout="humanml3d", fps=20
+        )
+    else:
+        write_bundle(folder / EXPORT, system="tokenizer", components=components)
 
 
 def run(
