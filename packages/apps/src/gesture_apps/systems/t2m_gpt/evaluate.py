@@ -113,7 +113,9 @@ def evaluate_t2m(
 ) -> dict[str, float]:
     """Score ``generate`` on ``split`` of the HumanML3D-layout ``data_root``.
 
-    Returns ``fid``, ``r_precision_top1..3``, ``matching_score``, ``diversity`` (and
+    Returns ``fid``, ``r_precision_top1..3``, ``matching_score``, ``diversity``,
+    ``pair_fid`` (FID over concatenated (text, motion) embeddings of each pair against the
+    ground truth's pairs: the conditional form, not in the reference's table) (and
     ``multimodality`` when ``mm_samples > 0``: ``mm_repeats`` generations of each of the
     first ``mm_samples`` captions, pairs drawn as the reference does (it uses 30
     generations; pass ``mm_repeats=30`` for its setting)). Every batch is exactly
@@ -147,6 +149,13 @@ def evaluate_t2m(
             gen_emb.append(ev.motion_embeddings(motions))
         gen = torch.cat(gen_emb).numpy()
         out = {"fid": frechet_distance(gt_all[order], gen)}
+        # FID of (caption, motion) embedding pairs: motion-only FID cannot tell a generator
+        # that ignores its caption from one that follows it when both see the same captions
+        # (the generated set has one distribution either way); the pairs' joint statistics can
+        out["pair_fid"] = frechet_distance(
+            np.concatenate([text_all[order], gt_all[order]], 1),
+            np.concatenate([text_all[order], gen], 1),
+        )
         out.update(t2m_metrics(text_all[order], gen, batch_size=batch_size, generator=seed + r))
         runs.append(out)
     result = {k: float(np.mean([o[k] for o in runs])) for k in runs[0]}

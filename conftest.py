@@ -1,0 +1,15 @@
+"""Workspace-wide test setup (loaded before every package's own conftest).
+
+CI runs the suite in two pytest-xdist workers (``addopts`` in pyproject.toml): the test models
+are tiny and most modules already pin torch to one intra-op thread, so a second process, not a
+second thread, is what uses the second core. Each worker is held to one OpenMP thread before
+torch is imported: two workers with two threads each on two cores make OpenMP's spinning
+workers wait on cores the other process holds (a 10x slowdown measured on the CI box).
+Child processes the tests start (DDP ranks, CLI runs) inherit the setting.
+"""
+
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
