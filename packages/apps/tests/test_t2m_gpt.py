@@ -115,6 +115,23 @@ def test_t2m_gpt_follows_the_utterance(t2m_run, t2m_data, t2m_evaluator):
     # truth's pairs) is the conditional form of the same statistic, and that one is asserted.
 
 
+def test_eval_cli_scores_a_bundle_as_evaluate_t2m_does(t2m_run, t2m_data, t2m_evaluator, tmp_path):
+    """`gesture eval t2m --bundle` is evaluate_t2m of the bundle's pipeline: the same numbers
+    (the same seeded generation and shuffles; the JSON holds them exactly)."""
+    import json
+
+    from gesture_apps.systems.t2m_gpt.evaluate import evaluate_t2m
+    from gesture_apps.systems.t2m_gpt.pipeline import T2MPipeline
+
+    out = tmp_path / "t2m.json"
+    argv = ["eval", "t2m", "--evaluator", str(t2m_evaluator.folder), "--data", str(t2m_data)]
+    assert main([*argv, "--bundle", str(t2m_run), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    pipe = T2MPipeline.from_pretrained(t2m_run)
+    want = evaluate_t2m(lambda c, n: pipe(c, seed=0), t2m_data, t2m_evaluator, split="test")
+    assert report["split"] == "test" and report["metrics"] == want
+
+
 def test_t2m_gpt_cli_resume_is_exact(t2m_data, t2m_tokenizer, tmp_path):
     """4 steps straight == 2 steps, then --resume for 2 more: the same weights, bit for bit
     (corruption draws, dropout and data order all come back with the checkpoint)."""
