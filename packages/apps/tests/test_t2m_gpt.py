@@ -275,3 +275,60 @@ def test_text_condition_specs(tmp_path):
         TextCondition("clip")
     with pytest.raises(ConfigError, match=r"config\.json"):
         TextCondition(f"transformers:{tmp_path / 'none'}")
+
+
+def test_text_condition_clip_and_t5_folders(tmp_path):
+    """A local CLIP text model gives its projected embedding (T2M-GPT's condition), a T5 /
+    KE-T5 encoder its mask-weighted mean of the last hidden states (tiny random models; the
+    tokenizer is a BERT word-piece one, which AutoTokenizer reads from tokenizer_config)."""
+    import torch
+    from transformers import (
+        BertTokenizer,
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        T5Config,
+        T5EncoderModel,
+    )
+
+    from gesture_apps.systems.t2m_gpt.text import TextCondition
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "나는", "생각", "바다"]
+    captions = ["나는 생각 바다", "바다"]
+    torch.manual_seed(0)
+    models = {
+        "clip": CLIPTextModelWithProjection(
+            CLIPTextConfig(
+                vocab_size=len(words),
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                max_position_embeddings=16,
+                projection_dim=8,
+                eos_token_id=3,
+                pad_token_id=0,
+            )
+        ),
+        "t5": T5EncoderModel(
+            T5Config(vocab_size=len(words), d_model=16, d_kv=8, num_heads=2, num_layers=1, d_ff=32)
+        ),
+    }
+    for name, model in models.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+        tok = BertTokenizer(str(folder / "vocab.txt"))
+        tok.save_pretrained(folder)
+        model.eval().save_pretrained(folder)
+        got = TextCondition(f"transformers:{folder}").embed(captions)
+        enc = tok(captions, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            if name == "clip":
+                want = model(**enc).text_embeds.numpy()
+            else:
+                h = model(**enc).last_hidden_state
+                m = enc["attention_mask"].unsqueeze(-1).float()
+                want = ((h * m).sum(1) / m.sum(1)).numpy()
+        assert got.shape == (2, 8 if name == "clip" else 16)
+        # the same model on the same tokens: float32 summation order only (measured 0.0)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
