@@ -118,6 +118,7 @@ def test_t2m_gpt_follows_the_utterance(t2m_run, t2m_data, t2m_evaluator):
 def test_eval_cli_scores_a_bundle_as_evaluate_t2m_does(t2m_run, t2m_data, t2m_evaluator, tmp_path):
     """`gesture eval t2m --bundle` is evaluate_t2m of the bundle's pipeline: the same numbers
     (the same seeded generation and shuffles; the JSON holds them exactly)."""
+    import itertools
     import json
 
     from gesture_apps.systems.t2m_gpt.evaluate import evaluate_t2m
@@ -125,11 +126,18 @@ def test_eval_cli_scores_a_bundle_as_evaluate_t2m_does(t2m_run, t2m_data, t2m_ev
 
     out = tmp_path / "t2m.json"
     argv = ["eval", "t2m", "--evaluator", str(t2m_evaluator.folder), "--data", str(t2m_data)]
-    assert main([*argv, "--bundle", str(t2m_run), "--out", str(out)]) == 0
+    mm = ["--mm-samples", "4", "--mm-repeats", "3"]
+    assert main([*argv, "--bundle", str(t2m_run), *mm, "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     pipe = T2MPipeline.from_pretrained(t2m_run)
-    want = evaluate_t2m(lambda c, n: pipe(c, seed=0), t2m_data, t2m_evaluator, split="test")
+    calls = itertools.count()  # the CLI's rule: call k samples with seed k
+
+    def generate(captions, lengths):
+        return pipe(captions, seed=next(calls))
+
+    want = evaluate_t2m(generate, t2m_data, t2m_evaluator, mm_samples=4, mm_repeats=3)
     assert report["split"] == "test" and report["metrics"] == want
+    assert want["multimodality"] > 0  # the pipeline samples (categorical): repeats differ
 
 
 def test_t2m_gpt_cli_resume_is_exact(t2m_data, t2m_tokenizer, tmp_path):

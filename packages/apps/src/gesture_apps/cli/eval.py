@@ -8,6 +8,7 @@ command runs.
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,13 @@ def add_eval_command(sub) -> None:
     p.add_argument("--replications", type=int, default=1, help="t2m: reshuffled repeats")
     p.add_argument("--batch-size", type=int, default=32, help="t2m: R-precision batch (32)")
     p.add_argument("--seed", type=int, default=0, help="t2m: seed of shuffles and generation")
+    p.add_argument(
+        "--mm-samples",
+        type=int,
+        default=0,
+        help="t2m: multimodality over this many captions (the reference: 100; 0 leaves it out)",
+    )
+    p.add_argument("--mm-repeats", type=int, default=30, help="t2m: generations per caption (30)")
     p.add_argument("--audio", metavar="A", help="speech wav or folder of wavs (enables BC)")
     p.add_argument(
         "--fgd-encoder", metavar="DIR", help="FGDEncoder save_pretrained folder or EMAGE .bin"
@@ -368,6 +376,8 @@ def _eval_t2m(args: argparse.Namespace) -> int:
         raise CLIError(f"--data {args.data}: expected a HumanML3D-layout folder")
     if args.replications < 1 or args.batch_size < 2:
         raise CLIError("--replications must be >= 1 and --batch-size >= 2")
+    if args.mm_samples < 0 or (args.mm_samples and args.mm_repeats < 2):
+        raise CLIError("--mm-samples must be >= 0 and --mm-repeats >= 2")
     out = Path(args.out) if args.out else None
     if out is not None and (out.is_dir() or out.suffix.lower() != ".json"):
         raise CLIError(f"--out {out}: expected a .json file name")
@@ -380,8 +390,12 @@ def _eval_t2m(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise CLIError(f"--bundle: the T2M-GPT generator is not available ({e})") from None
 
+        calls = itertools.count()
+
         def generate(captions, lengths):
-            return generate_from_bundle(args.bundle, captions, lengths, seed=args.seed)
+            # a new seed per call: multimodality's repeats must be different draws
+            seed = args.seed + next(calls)
+            return generate_from_bundle(args.bundle, captions, lengths, seed=seed)
 
         scored = str(args.bundle)
     else:
@@ -394,6 +408,8 @@ def _eval_t2m(args: argparse.Namespace) -> int:
         replications=args.replications,
         seed=args.seed,
         batch_size=args.batch_size,
+        mm_samples=args.mm_samples,
+        mm_repeats=args.mm_repeats,
     )
     print(f"t2m ({scored}, {args.split}): " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
     if out is not None:

@@ -118,7 +118,8 @@ def evaluate_t2m(
     ground truth's pairs: the conditional form, not in the reference's table) (and
     ``multimodality`` when ``mm_samples > 0``: ``mm_repeats`` generations of each of the
     first ``mm_samples`` captions, pairs drawn as the reference does (it uses 30
-    generations; pass ``mm_repeats=30`` for its setting)). Every batch is exactly
+    generations; pass ``mm_repeats=30`` for its setting; ``generate`` must then draw new
+    samples on every call)). Every batch is exactly
     ``batch_size`` pairs; a remainder is left out, as the reference's loader drops it."""
     ev = evaluator_dir if isinstance(evaluator_dir, Evaluator) else load_evaluator(evaluator_dir)
     if replications < 1:
