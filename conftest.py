@@ -12,7 +12,9 @@ package folder, and two workers compiling into it at once on a fresh install lef
 made the next load segfault (seen once in CI, in ``librosa.onset``'s peak picking).
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 _worker = os.environ.get("PYTEST_XDIST_WORKER")
@@ -20,3 +22,4 @@ if _worker:
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = "1"
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"numba-{_worker}-")
+    atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], ignore_errors=True)
