@@ -58,7 +58,50 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int]:
     return x, T
 
 
-class MotionTokenizer(nn.Module):
+class LocalPretrained:
+    """``save_pretrained`` / ``from_pretrained`` for the package's hub models: the folder is
+    written atomically, read from local paths only, with strict keys and errors that name the
+    file at fault. Listed before ``nn.Module`` (and ``PyTorchModelHubMixin``) in the bases."""
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (the folder swapped in atomically)."""
+        atomic_directory(
+            save_directory, lambda tmp: PyTorchModelHubMixin.save_pretrained(self, tmp, **kwargs)
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Rebuild from a local folder written by :meth:`save_pretrained` (strict key matching).
+
+        Only local folders: nothing is downloaded at run time.
+        """
+        path = Path(pretrained_model_name_or_path)
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: checkpoint folder not found")
+        for name in ("config.json", "model.safetensors"):
+            if not (path / name).is_file():
+                raise CheckpointError(f"{path / name}: file not found")
+        check_config(path / "config.json", cls)
+        kwargs.setdefault("strict", True)
+        kwargs["local_files_only"] = True  # a second guard: the Hub client must not dial out
+        try:
+            return PyTorchModelHubMixin.from_pretrained.__func__(cls, path, **kwargs)
+        except CheckpointError:
+            raise
+        except Exception as e:  # the mixin decoding config values into constructor types
+            raise CheckpointError(f"{path / 'config.json'}: cannot decode ({e})") from e
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location="cpu", strict=True, **kwargs):
+        # called by the mixin with the config as keyword arguments; replaces its lenient
+        # loader (and its print) with one that names the file and key at fault
+        folder = Path(model_id)
+        model = build(cls, folder, {k: v for k, v in kwargs.items() if k not in HUB_ARGS})
+        load_weights(model, folder / "model.safetensors", map_location, strict)
+        return model.eval()
+
+
+class MotionTokenizer(LocalPretrained, nn.Module):
     """Base class: encoder, quantizer, decoder and the public encode/decode API."""
 
     input_dim: int
@@ -194,42 +237,3 @@ class MotionTokenizer(nn.Module):
         Goes through the indices so that it equals ``decode_indices(quantize(z).indices)``.
         """
         return self.decode_indices(self.quantize(z).indices, num_layers)
-
-    # ----- persistence -----------------------------------------------------------------
-
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (each file replaced atomically)."""
-        atomic_directory(
-            save_directory, lambda tmp: PyTorchModelHubMixin.save_pretrained(self, tmp, **kwargs)
-        )
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Rebuild from a local folder written by :meth:`save_pretrained` (strict key matching).
-
-        Only local folders: nothing is downloaded at run time.
-        """
-        path = Path(pretrained_model_name_or_path)
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: checkpoint folder not found")
-        for name in ("config.json", "model.safetensors"):
-            if not (path / name).is_file():
-                raise CheckpointError(f"{path / name}: file not found")
-        check_config(path / "config.json", cls)
-        kwargs.setdefault("strict", True)
-        kwargs["local_files_only"] = True  # a second guard: the Hub client must not dial out
-        try:
-            return PyTorchModelHubMixin.from_pretrained.__func__(cls, path, **kwargs)
-        except CheckpointError:
-            raise
-        except Exception as e:  # the mixin decoding config values into constructor types
-            raise CheckpointError(f"{path / 'config.json'}: cannot decode ({e})") from e
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, map_location="cpu", strict=True, **kwargs):
-        # called by the mixin with the config as keyword arguments; replaces its lenient
-        # loader (and its print) with one that names the file and key at fault
-        folder = Path(model_id)
-        model = build(cls, folder, {k: v for k, v in kwargs.items() if k not in HUB_ARGS})
-        load_weights(model, folder / "model.safetensors", map_location, strict)
-        return model.eval()

@@ -26,9 +26,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from .._strict import HUB_ARGS, build, check_config, load_weights
+from ..base import LocalPretrained
 from ..errors import CheckpointError, TokenizerInputError
-from ..io import atomic_directory
 from .sampling import KVCache, next_token
 
 
@@ -162,7 +161,7 @@ def corrupt_codes(
     return torch.where(keep, codes, random)
 
 
-class T2MGPT(nn.Module, PyTorchModelHubMixin):
+class T2MGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
     """T2M-GPT's ``Text2Motion_Transformer``: ``indices (B, T)``, ``cond (B, clip_dim)`` ->
     logits ``(B, T + 1, num_vq + 1)`` over the next code (position 0 is the condition token).
 
@@ -466,39 +465,6 @@ class T2MGPT(nn.Module, PyTorchModelHubMixin):
         return tokens[:, : int(lengths.max()) if B else 0], lengths
 
     # ----- persistence ------------------------------------------------------------------
-
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (the folder swapped in atomically)."""
-        atomic_directory(
-            save_directory, lambda tmp: PyTorchModelHubMixin.save_pretrained(self, tmp, **kwargs)
-        )
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """Rebuild from a local folder written by :meth:`save_pretrained` (strict key matching;
-        nothing is downloaded)."""
-        path = Path(pretrained_model_name_or_path)
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: checkpoint folder not found")
-        for name in ("config.json", "model.safetensors"):
-            if not (path / name).is_file():
-                raise CheckpointError(f"{path / name}: file not found")
-        check_config(path / "config.json", cls)
-        kwargs.setdefault("strict", True)
-        kwargs["local_files_only"] = True
-        try:
-            return PyTorchModelHubMixin.from_pretrained.__func__(cls, path, **kwargs)
-        except CheckpointError:
-            raise
-        except Exception as e:  # the mixin decoding config values into constructor types
-            raise CheckpointError(f"{path / 'config.json'}: cannot decode ({e})") from e
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, map_location="cpu", strict=True, **kwargs):
-        folder = Path(model_id)
-        model = build(cls, folder, {k: v for k, v in kwargs.items() if k not in HUB_ARGS})
-        load_weights(model, folder / "model.safetensors", map_location, strict)
-        return model.eval()
 
     @classmethod
     def from_reference_checkpoint(
