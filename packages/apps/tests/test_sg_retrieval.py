@@ -6,6 +6,8 @@ with no gesture), split half validation / half test. The threshold is calibrated
 validation half; accuracy is asserted on the test half only.
 """
 
+import dataclasses
+import itertools
 import json
 import os
 import threading
@@ -100,7 +102,12 @@ def _evaluate(scored, split, threshold):
         or (scored[k][2] >= threshold and scored[k][0] == ROWS[k]["index"])
         for k in idx
     ]
-    return {"top1": top1, "anchor": anchor, "none_precision": precision, "accuracy": np.mean(correct)}
+    return {
+        "top1": top1,
+        "anchor": anchor,
+        "none_precision": precision,
+        "accuracy": np.mean(correct),
+    }
 
 
 def test_labelled_set_is_what_the_issue_asks(inventory):
@@ -109,7 +116,9 @@ def test_labelled_set_is_what_the_issue_asks(inventory):
     assert np.mean([r["index"] is None for r in ROWS]) >= 0.30
     for r in ROWS:
         assert r["split"] in ("val", "test")
-        assert r["index"] is None or (r["index"] in ids and r["word"] in map(str.lower, _tokens(r["sentence"])))
+        assert r["index"] is None or (
+            r["index"] in ids and r["word"] in map(str.lower, _tokens(r["sentence"]))
+        )
     examples = {e.example for e in inventory}
     assert not examples & {r["sentence"] for r in ROWS}, "sentences must paraphrase, not repeat"
 
@@ -135,7 +144,10 @@ def test_embedding_retrieval_on_the_test_split(scored):
 
 
 def test_retrieve_gives_the_word_and_its_time(retriever):
-    text = [("hello everybody thanks for coming tonight", 0.0), ("the garden is behind the house", 4.0)]
+    text = [
+        ("hello everybody thanks for coming tonight", 0.0),
+        ("the garden is behind the house", 4.0),
+    ]
     words = []
     for sentence, t0 in text:
         for k, w in enumerate(sentence.split()):
@@ -149,7 +161,9 @@ def test_retrieve_gives_the_word_and_its_time(retriever):
 
 
 def test_calibrate_separates_and_rejects_bad_input():
-    thr = EmbeddingRetriever.calibrate([0.1, 0.2, 0.25, 0.6, 0.7], [False, False, False, True, True])
+    thr = EmbeddingRetriever.calibrate(
+        [0.1, 0.2, 0.25, 0.6, 0.7], [False, False, False, True, True]
+    )
     assert 0.25 < thr < 0.6
     with pytest.raises(ValueError, match="equal-length"):
         EmbeddingRetriever.calibrate([0.1, 0.2], [True])
@@ -180,21 +194,21 @@ def test_word_timings_from_the_beat2_textgrid():
         WordTiming("first", 1.52, 1.78),
         WordTiming("thing", 1.78, 1.97),
     ]
-    assert all(a.end <= b.start + 1e-9 for a, b in zip(got, got[1:], strict=False))
+    assert all(a.end <= b.start + 1e-9 for a, b in itertools.pairwise(got))
 
 
 def test_word_timings_errors_name_the_file(tmp_path):
     with pytest.raises(GenerationError, match="missing"):
         word_timings(None, tmp_path / "none.TextGrid")
-    with pytest.raises(GenerationError, match="none.wav"):
+    with pytest.raises(GenerationError, match=r"none\.wav"):
         word_timings(tmp_path / "none.wav")
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF junk")
-    with pytest.raises(GenerationError, match="bad.wav"):
+    with pytest.raises(GenerationError, match=r"bad\.wav"):
         word_timings(bad)
 
 
-SPOKEN = "please open the window before the meeting starts".split()
+SPOKEN = ["please", "open", "the", "window", "before", "the", "meeting", "starts"]
 
 
 def test_word_timings_from_whisper_on_espeak_speech(tmp_path):
@@ -223,9 +237,14 @@ def test_word_timings_from_whisper_on_espeak_speech(tmp_path):
             d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
     wer = d[-1] / len(a)
     matched = [(g, r) for g, r in zip(got, truth, strict=False) if g.word == r.word]
-    err = np.mean([abs(g.start - r.start) for g, r in matched] + [abs(g.end - r.end) for g, r in matched])
+    err = np.mean(
+        [abs(g.start - r.start) for g, r in matched] + [abs(g.end - r.end) for g, r in matched]
+    )
     print(f"WER {wer:.3f}, mean |time error| {err:.3f} s over {len(matched)} words")
-    assert wer <= 0.25
+    # Measured: WER 0.000 (all 8 words right) and 0.143 s mean start/end error (tiny.en's
+    # timestamps come from attention alignment in 20 ms steps and close the 0.15 s pauses,
+    # so word edges move by about a pause). Margins: one wrong word of 8; 0.1 s on timing.
+    assert wer <= 0.125
     assert err <= 0.25
 
 
@@ -268,16 +287,30 @@ class _Stub:
         self.server.server_close()
 
 
+def _same(got, want):
+    """Equal retrievals; scores to 1e-5: the fallback embeds one sentence where the
+    reference call batches two, and padding moves float32 scores by ~6e-8 (measured)."""
+    assert [dataclasses.replace(r, score=0.0) for r in got] == [
+        dataclasses.replace(r, score=0.0) for r in want
+    ]
+    np.testing.assert_allclose([r.score for r in got], [r.score for r in want], atol=1e-5)
+    assert got, "the fallback found nothing: the comparison would be empty"
+
+
 def _chat(content: str) -> dict:
     return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
 
 
-WORDS = [WordTiming(w, 0.5 * k, 0.5 * k + 0.4) for k, w in enumerate("hello everybody i wonder whether you know".split())]
+WORDS = [
+    WordTiming(w, 0.5 * k, 0.5 * k + 0.4)
+    for k, w in enumerate(["hello", "everybody", "i", "wonder", "whether", "you", "know"])
+]
 
 
 def test_llm_retriever_reference_format(inventory, retriever):
+    sentence = "hello everybody i wonder whether you know"
     answers = {
-        "hello everybody i wonder whether you know": "Hello (5101 HAND WAVE) everybody, I wonder whether "
+        sentence: "Hello (5101 HAND WAVE) everybody, I wonder whether "
         "you (5107 FOREFINGER POINT) know (9999 MOON WALK)?",
     }
     stub = _Stub(lambda body: _chat(answers[body["messages"][1]["content"]]))
@@ -312,7 +345,7 @@ def test_llm_retriever_garbage_reply_falls_back(inventory, retriever, caplog):
     finally:
         stub.close()
     assert len(stub.requests) == 1
-    assert got == retriever.retrieve(WORDS)
+    _same(got, retriever.retrieve(WORDS))
     assert "malformed" in caplog.text
 
 
@@ -330,5 +363,5 @@ def test_llm_retriever_timeout_falls_back(inventory, retriever, caplog):
     assert len(stub.requests) == 2  # the first try and one retry, then no more for sentence 2
     # two 0.3 s timeouts plus embedding; the stub's 1.5 s reply is never waited for
     assert elapsed < 1.4
-    assert got == retriever.retrieve(words)
+    _same(got, retriever.retrieve(words))
     assert "unreachable" in caplog.text

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -39,11 +38,13 @@ _WORD = re.compile(r"[\w']+")
 # Function words never anchor a gesture: the stroke goes on the content word. Pronouns,
 # numbers, yes/no and deictics stay candidates (they are what pointing, counting and
 # nodding gestures anchor to).
-_STOP = frozenset(
-    "a an the of to in on at by for from with and or but so as is are was were be been being "
-    "am do does did has have had it its this these those there their they them then than "
-    "would could should will can shall may might must just very really into about".split()
+_STOP_WORDS = (
+    "a an the of to in on at by for from with and or but so as is are was were be been "
+    "being am do does did has have had it its this these those there their they them "
+    "then than would could should will can shall may might must just very really into "
+    "about"
 )
+_STOP = frozenset(_STOP_WORDS.split())
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,9 @@ class EmbeddingRetriever:
         self.encoder = encoder
         self.threshold = float(threshold)
         if not 0.0 <= sentence_weight <= 1.0:
-            raise ConfigError(f"sentence_weight: expected a value in [0, 1], found {sentence_weight}")
+            raise ConfigError(
+                f"sentence_weight: expected a value in [0, 1], found {sentence_weight}"
+            )
         self.sentence_weight = float(sentence_weight)
         self._word_cache: dict[str, np.ndarray] = {}
         self._gestures = self._embed([self.gesture_text(e) for e in self.inventory])  # (G, D)
@@ -151,20 +154,29 @@ class EmbeddingRetriever:
 
     def _scores(self, sentences: list[list[str]]) -> list[np.ndarray]:
         """Per sentence, the ``(n, G)`` score of every (token, gesture) pair; -inf at
-        function words. One encoder call for all sentences, one for the words not yet seen
-        (word vectors are cached: they do not depend on the sentence)."""
-        new = sorted({t.lower() for toks in sentences for t in toks} - self._word_cache.keys())
+        function words. One encoder call for all sentences, one for the candidate words not
+        yet seen (word vectors are cached: they do not depend on the sentence)."""
+        cands = []
+        for toks in sentences:
+            low = [t.lower() for t in toks]
+            content = [i for i, t in enumerate(low) if t not in _STOP]
+            # a sentence of function words only still gets candidates: all its words
+            cands.append(content or list(range(len(low))))
+        need = {
+            t.lower()
+            for toks, c in zip(sentences, cands, strict=True)
+            for t in map(toks.__getitem__, c)
+        }
+        new = sorted(need - self._word_cache.keys())
         if new:
             self._word_cache.update(zip(new, self._embed(new), strict=True))
         sent = self._embed([" ".join(toks) for toks in sentences]) @ self._gestures.T  # (S, G)
         a = self.sentence_weight
         out = []
-        for toks, s_sent in zip(sentences, sent, strict=True):
-            words = np.stack([self._word_cache[t.lower()] for t in toks]) @ self._gestures.T
-            s = a * s_sent[None] + (1 - a) * words  # (n, G)
-            content = np.array([t.lower() not in _STOP for t in toks])
-            if content.any():  # a sentence of function words only still gets a candidate
-                s[~content] = -np.inf
+        for toks, c, s_sent in zip(sentences, cands, sent, strict=True):
+            s = np.full((len(toks), len(self.inventory)), -np.inf, np.float32)  # (n, G)
+            words = np.stack([self._word_cache[toks[i].lower()] for i in c]) @ self._gestures.T
+            s[c] = a * s_sent[None] + (1 - a) * words
             out.append(s)
         return out
 
@@ -199,7 +211,9 @@ class EmbeddingRetriever:
         for idx, (entry, i, score) in zip(groups, best, strict=True):
             if entry is not None and i is not None:
                 w = words[idx[i]]
-                out.append(Retrieval(w.word, idx[i], w.start, w.end, entry.label, entry.index, score))
+                out.append(
+                    Retrieval(w.word, idx[i], w.start, w.end, entry.label, entry.index, score)
+                )
         return out
 
     @staticmethod
@@ -272,11 +286,18 @@ class LLMRetriever:
         if not re.match(r"^https?://", url or ""):
             raise ConfigError(f"LLM url: expected http://host:port or https://..., found {url!r}")
         if timeout <= 0 or retries < 0:
-            raise ConfigError(f"LLM: expected timeout > 0 and retries >= 0, found {timeout}, {retries}")
+            raise ConfigError(
+                f"LLM: expected timeout > 0 and retries >= 0, found {timeout}, {retries}"
+            )
         self.endpoint = url.rstrip("/").removesuffix("/v1") + "/v1/chat/completions"
         self.inventory = _check_inventory(inventory)
         self._by_index = {e.index: e for e in self.inventory}
-        self.model, self.timeout, self.retries, self.api_key = model, float(timeout), int(retries), api_key
+        self.model, self.timeout, self.retries, self.api_key = (
+            model,
+            float(timeout),
+            int(retries),
+            api_key,
+        )
         self._fallback = fallback
 
     @property
@@ -314,7 +335,7 @@ class LLMRetriever:
                 with urllib.request.urlopen(req, timeout=self.timeout) as r:
                     raw = r.read()
                 break
-            except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError) as e:
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 # HTTPError is a URLError: 4xx/5xx are retried like a dropped connection
                 if attempt == self.retries:
                     raise OSError(f"{self.endpoint}: {one_line(e, 200)}") from e
@@ -327,7 +348,9 @@ class LLMRetriever:
                 f"found {raw[:120]!r}"
             ) from e
         if not isinstance(content, str):
-            raise ValueError(f"{self.endpoint}: message content is {type(content).__name__}, not text")
+            raise ValueError(
+                f"{self.endpoint}: message content is {type(content).__name__}, not text"
+            )
         return content
 
     def parse(self, answer: str, n_words: int) -> list[tuple[int, GestureEntry]]:
@@ -350,7 +373,9 @@ class LLMRetriever:
                 log.warning("LLM gesture %r is not in the inventory: dropped", m.group(1))
                 continue
             if not 0 <= word_index < n_words:
-                log.warning("LLM mark %r at word %d of %d: dropped", m.group(1), word_index, n_words)
+                log.warning(
+                    "LLM mark %r at word %d of %d: dropped", m.group(1), word_index, n_words
+                )
                 continue
             out.append((word_index, entry))
         return out
@@ -379,5 +404,7 @@ class LLMRetriever:
                 scores = [1.0] * len(marks)
             for (i, entry), score in zip(marks, scores, strict=True):
                 w = words[idx[i]]
-                out.append(Retrieval(w.word, idx[i], w.start, w.end, entry.label, entry.index, score))
+                out.append(
+                    Retrieval(w.word, idx[i], w.start, w.end, entry.label, entry.index, score)
+                )
         return out
