@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gesture_apps.errors import GenerationError
+from gesture_apps.errors import ConfigError, GenerationError
 from gesture_apps.systems.semantic_gesticulator.retrieval import (
     DEFAULT_THRESHOLD,
     EmbeddingRetriever,
@@ -135,8 +135,13 @@ def test_embedding_retrieval_on_the_test_split(scored):
     # moves scores by ~1e-6, the nearest neighbouring cut is >= 0.003 away (measured).
     assert abs(thr - DEFAULT_THRESHOLD) < 0.003
     # Measured on the test split: top-1 0.73, anchor 0.70, no-gesture precision 0.79,
-    # accuracy 0.79 (val: 0.80, 0.75, 0.76, 0.80). Chance top-1 is 1/30. Margins: 0.10 under
-    # the validation figures (about 1.7 binomial standard deviations at n = 45).
+    # accuracy 0.79 (val: 0.80, 0.75, 0.76, 0.80). Chance top-1 is 1/30 and the no-gesture
+    # base rate 25/70 = 0.36. The val figures are held to 0.05 under their measured values
+    # (the scores are deterministic up to float noise; this catches a broken encoder or
+    # inventory text, which would pass the relative checks below); the test figures to
+    # 0.10 under val (about 1.7 binomial standard deviations at n = 45).
+    assert v["top1"] >= 0.75 and v["none_precision"] >= 0.70 and v["accuracy"] >= 0.75
+    assert v["anchor"] >= 0.70
     assert t["top1"] >= v["top1"] - 0.10
     assert t["none_precision"] >= v["none_precision"] - 0.10
     assert t["accuracy"] >= v["accuracy"] - 0.10
@@ -334,6 +339,30 @@ def test_llm_retriever_reference_format(inventory, retriever):
     listing = system.split("Semantic gestures:")[1].strip().split("\n\n")[0]
     assert listing.split("\t") == [f"{e.index} {e.label}" for e in inventory]
     assert body["messages"][1]["content"] == "hello everybody i wonder whether you know"
+
+
+def test_llm_answer_parsing_counts_words_as_sg(inventory):
+    llm = LLMRetriever("http://127.0.0.1:9", inventory)
+    # SG's prompt example shape: punctuation glued to the bracket, words inside earlier
+    # brackets not counted, an unknown index dropped, an empty bracket ignored
+    answer = (
+        "Hello (5101 HAND WAVE)! I wonder whether everybody(5107 FOREFINGER POINT) "
+        "knows () it (0000 X) today (5113 FOREFINGER RAISE-ONE)."
+    )
+    got = [(i, e.index) for i, e in llm.parse(answer, n_words=8)]
+    assert got == [(0, "5101"), (4, "5107"), (7, "5113")]
+    assert llm.parse("Hello (5101 HAND WAVE)", n_words=0) == []  # past the sentence: dropped
+
+
+def test_bad_configuration_is_refused(inventory):
+    with pytest.raises(ConfigError, match="empty"):
+        EmbeddingRetriever([], encoder=object())
+    with pytest.raises(ConfigError, match="duplicate"):
+        LLMRetriever("http://x", [inventory[0], inventory[0]])
+    with pytest.raises(ConfigError, match="url"):
+        LLMRetriever("localhost:8000", inventory)
+    with pytest.raises(ConfigError, match="timeout"):
+        LLMRetriever("http://x", inventory, timeout=0)
 
 
 def test_llm_retriever_garbage_reply_falls_back(inventory, retriever, caplog):
