@@ -254,9 +254,15 @@ class _EMACodebook(nn.Module):
         y = self._tile(x)
         return y[torch.randperm(y.shape[0])][: self.k_bins]
 
+    @staticmethod
+    def _distributed() -> bool:
+        return torch.distributed.is_available() and torch.distributed.is_initialized()
+
     @torch.no_grad()
     def _init_codes(self, x: Tensor) -> None:
         k = self._random_codes(x)
+        if self._distributed():
+            torch.distributed.broadcast(k, 0)  # every rank starts from rank 0's codebook
         self.codebook.copy_(k)
         self.ema_sum.copy_(k)
         self.ema_count.fill_(1.0)
@@ -269,7 +275,7 @@ class _EMACodebook(nn.Module):
         k_sum = onehot @ x
         k_elem = onehot.sum(-1)
         k_rand = self._random_codes(x)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self._distributed():
             # every rank must hold the same codebook (the reference's dist_adapter calls)
             torch.distributed.broadcast(k_rand, 0)
             torch.distributed.all_reduce(k_sum)
