@@ -216,10 +216,9 @@ def _windowed(
     if rem:
         pieces.append(y[:, -1, -rem:])
     out = torch.cat(pieces, 1)
-    for s, e in insert_windows or []:
+    for _, e in insert_windows or []:  # the reference keys the window on its end only
         lo = 0 if e <= window else e - window
         out[:, lo : lo + window] = tf(x[:, lo : lo + window])
-        del s  # the reference keys the window on its end only
     return out
 
 
