@@ -229,6 +229,13 @@ def _frombuffer(buf, dtype, shape, order):
     return _from_bytes(buf, dtype, shape, order)
 
 
+def _latin1(text, encoding="latin1"):
+    # protocol 2 writes bytes as _codecs.encode(str, "latin1"); only that is allowed
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError("_codecs.encode only for latin1 bytes")
+    return text.encode("latin1")
+
+
 _NUMPY_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
 _ALLOWED = {
     # sklearn >= 0.22 keeps StandardScaler in _data, older versions in data
@@ -239,6 +246,7 @@ _ALLOWED = {
     # dtype construction from ('f8', False, True) + its state tuple is pure data
     ("numpy", "dtype"): np.dtype,
     ("numpy", "ndarray"): _NdarrayName,
+    ("_codecs", "encode"): _latin1,
     **{(m, "_reconstruct"): _reconstruct for m in _NUMPY_CORE},
     **{(m, "scalar"): _scalar for m in _NUMPY_CORE},
     **{(m, "_frombuffer"): _frombuffer for m in ("numpy.core.numeric", "numpy._core.numeric")},
@@ -337,9 +345,13 @@ def read_sg_scaler(path: str | Path) -> SGScaler:
     n_in = st.get("n_features_in_")
     if n_in is not None and int(n_in) != dim:
         raise DataError(path, "feature count", key="n_features_in_", expected=dim, found=n_in)
-    if mean is None:  # with_mean=False
+    # with_mean=False / with_std=False still store the fitted mean_/var_, but transform
+    # ignores them
+    if mean is None or st.get("with_mean") is False:
         mean = np.zeros(dim)
-    if scale is None:  # with_std=False (or an old pickle with only var_)
+    if st.get("with_std") is False:
+        scale = np.ones(dim)
+    elif scale is None:  # an old pickle with only var_
         scale = np.ones(dim) if var is None else np.where(var > 0, np.sqrt(var), 1.0)
     try:
         return SGScaler(mean, scale)
