@@ -18,7 +18,7 @@ import soundfile as sf
 
 from gesture_data.errors import DataError
 from gesture_data.features import SG_AUDIO_DIM, SGScaler, read_sg_scaler, sg_audio_features
-from gesture_data.features.sg_audio import SG_FEATURE_TABLE
+from gesture_data.features.sg_audio import SG_FEATURE_TABLE, sg_align
 
 pytest.importorskip("librosa")
 
@@ -107,6 +107,17 @@ def test_bad_audio_is_refused():
         sg_audio_features(good[:1000], sr)
     with pytest.raises(DataError, match="ds_rate"):
         sg_audio_features(good, sr, fps=60, ds_rate=7)
+
+
+def test_align_crops_like_the_reference():
+    feats = np.arange(10 * 3, dtype=float).reshape(10, 3)
+    # motion longer than 8 x rows: motion is cut to 80 frames; shorter: rows to T // 8
+    m, f = sg_align(np.zeros((85, 4)), feats)
+    assert m.shape == (80, 4) and np.array_equal(f, feats)
+    m, f = sg_align(np.zeros((61, 4)), feats)
+    assert m.shape == (56, 4) and np.array_equal(f, feats[:7])
+    with pytest.raises(DataError, match="nothing left"):
+        sg_align(np.zeros((5, 4)), feats)
 
 
 # --- scaler files ------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Frame-aligned audio and text features."""
 
 from .audio import log_mel, mfcc, onset_amplitude, onset_strength, resample
-from .sg_audio import SG_AUDIO_DIM, SGScaler, read_sg_scaler, sg_audio_features
+from .sg_audio import SG_AUDIO_DIM, SGScaler, read_sg_scaler, sg_align, sg_audio_features
 
 __all__ = [
     "SG_AUDIO_DIM",
@@ -12,5 +12,6 @@ __all__ = [
     "onset_strength",
     "read_sg_scaler",
     "resample",
+    "sg_align",
     "sg_audio_features",
 ]

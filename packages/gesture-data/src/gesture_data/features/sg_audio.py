@@ -112,6 +112,23 @@ def sg_audio_features(
     return feats.astype(np.float32)
 
 
+def sg_align(
+    motion: np.ndarray, features: np.ndarray, *, ds_rate: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """SG's training crop (``Processor_h5._align``): ``motion (T, C)`` and ``features
+    (N, D)`` -> ``motion[:8n]``, ``features[:n]`` with ``n = min(T, 8 N) // 8`` (``ds_rate``
+    = 8), so every feature row has its 8 motion frames."""
+    motion, features = np.asarray(motion), np.asarray(features)
+    if motion.ndim != 2 or features.ndim != 2:
+        raise DataError(
+            None, "expected 2-d arrays", key="motion/features", found=(motion.shape, features.shape)
+        )
+    n = min(motion.shape[0], features.shape[0] * ds_rate) // ds_rate
+    if n < 1:
+        raise DataError(None, "nothing left after alignment", key="motion", found=motion.shape)
+    return motion[: n * ds_rate], features[:n]
+
+
 # --- scaler ------------------------------------------------------------------------------
 @dataclass
 class SGScaler:
