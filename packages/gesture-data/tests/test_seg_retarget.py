@@ -221,6 +221,10 @@ def test_extra_and_missing_joints(takes, tmp_path):
     broken = replace(bvh, names=[("LeftElbowX" if n == "LeftElbow" else n) for n in bvh.names])
     with pytest.raises(DataError, match="LeftElbow"):
         retarget_seg_to_smplx(broken)
+    nan = replace(bvh, rotations=bvh.rotations.copy())
+    nan.rotations[3, 7, 1] = np.nan
+    with pytest.raises(DataError, match="non-finite"):
+        retarget_seg_to_smplx(nan)
 
 
 def _descends(parents, j, root) -> bool:

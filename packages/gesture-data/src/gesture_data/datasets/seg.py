@@ -242,6 +242,8 @@ def retarget_seg_to_smplx(
             raise DataError(None, "SeG joint missing from the BVH", key=name, found=len(index))
     if bvh.num_frames < 1:
         raise DataError(None, "BVH has no frames", key="Frames", expected=">= 1", found=0)
+    if not (np.isfinite(bvh.rotations).all() and np.isfinite(bvh.root_positions).all()):
+        raise DataError(None, "non-finite rotations or root positions", key="MOTION")
     rest = SMPLX_REST if rest is None else np.asarray(rest, np.float64)
     if rest.shape != (len(SMPLX_NAMES), 3) or not np.isfinite(rest).all():
         raise DataError(None, "SMPL-X rest joints", key="rest", expected=(55, 3), found=rest.shape)
