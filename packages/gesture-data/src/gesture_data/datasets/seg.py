@@ -160,16 +160,32 @@ def _rest_positions(offsets: np.ndarray, parents) -> np.ndarray:
 
 
 def _align(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rotation ``Q (3, 3)`` with ``Q a_i ~ b_i`` for unit rows ``a, b (K, 3)``: the shortest
-    arc for one pair (the bone's twist comes from SeG), Kabsch for several."""
-    if len(a) == 1:
-        from scipy.spatial.transform import Rotation
+    """Rotation ``Q (3, 3)`` with ``Q a_0 = b_0`` exactly (the primary bone: shortest arc)
+    and, given more unit rows ``a, b (K, 3)``, the twist about ``b_0`` that best fits the
+    others (least squares in the plane normal to ``b_0``). With one row the twist comes
+    from SeG's own rotation."""
+    from scipy.spatial.transform import Rotation
 
-        rot, _ = Rotation.align_vectors(b, a)
-        return rot.as_matrix()
-    u, _, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt))
-    return u @ np.diag([1.0, 1.0, d]) @ vt
+    arc, _ = Rotation.align_vectors(b[:1], a[:1])
+    q = arc.as_matrix()
+    if len(a) == 1:
+        return q
+    axis = b[0]
+    ra = a[1:] @ q.T
+    pa = ra - (ra @ axis)[:, None] * axis  # projections normal to the primary bone
+    pb = b[1:] - (b[1:] @ axis)[:, None] * axis
+    angle = np.arctan2((np.cross(pa, pb) @ axis).sum(), np.einsum("ij,ij->", pa, pb))
+    return Rotation.from_rotvec(angle * axis).as_matrix() @ q
+
+
+# the bone that must match exactly where a joint has several children (its twist is fitted
+# to the others): the spine over the hips, the neck over the collars, the middle finger
+PRIMARY_CHILD = {
+    "pelvis": "spine1",
+    "spine3": "neck",
+    "left_wrist": "left_middle1",
+    "right_wrist": "right_middle1",
+}
 
 
 def _rest_alignment(
@@ -182,16 +198,21 @@ def _rest_alignment(
         children.setdefault(p, []).append(c)
     src = [seg_index.get(SMPLX_FROM_SEG.get(n, ""), -1) for n in SMPLX_NAMES]
 
-    def pairs(k: int, c: int, out: list):
+    def pairs(k: int, c: int, out: list, via: int | None = None):
         # a child driven by the same SeG joint (spine1 -> spine2) has no SeG bone of its
-        # own: look one level further down, still from k
+        # own: the SeG bone is the next one down, and k's own bone (to `via`) follows it,
+        # so spine1 and spine2 both lie along SeG's Chest
         for g in children.get(c, []):
             if src[g] < 0:
                 continue
             if src[g] == src[k]:
-                pairs(k, g, out)
+                pairs(k, g, out, g if via is None else via)
             else:
-                out.append((smplx_rest[g] - smplx_rest[k], seg_rest[src[g]] - seg_rest[src[k]]))
+                end = g if via is None else via
+                v, w = smplx_rest[end] - smplx_rest[k], seg_rest[src[g]] - seg_rest[src[k]]
+                # the primary bone goes first
+                first = SMPLX_NAMES[g] == PRIMARY_CHILD.get(SMPLX_NAMES[k])
+                out.insert(0, (v, w)) if first else out.append((v, w))
 
     Q = np.tile(np.eye(3), (len(SMPLX_NAMES), 1, 1))
     for k in range(len(SMPLX_NAMES)):
@@ -220,7 +241,11 @@ def retarget_seg_to_smplx(
     ``spine2``). Rotations are transferred in world space so that each SMPL-X bone points
     where its SeG bone points: ``G'_k(t) = G_seg(k)(t) Q_k``, where ``Q_k`` aligns the two
     skeletons' REST bone directions (both rests are read from the data, not assumed equal:
-    SeG's offsets from the file, SMPL-X's from ``rest``). Then ``local_k = G'_parent^T G'_k``.
+    SeG's offsets from the file, SMPL-X's from ``rest``): the bone to the child (or, for the
+    pelvis, spine3 and wrists, the :data:`PRIMARY_CHILD` bone) exactly, the twist fitted to
+    the other children; a leaf (head, finger tips, feet) aligns its incoming bone. Then
+    ``local_k = G'_parent^T G'_k``. Directions are matched, not positions: SMPL-X keeps its
+    own bone lengths.
 
     Joints without a counterpart: SMPL-X ``jaw`` and the eyes keep the rest pose; SeG's end
     sites are not used; any extra joint in the file is skipped (its rotation still reaches
