@@ -65,6 +65,13 @@ def test_raw_features_match_reference(raw, reference):
         assert ref[:, sl].std(axis=0).max() > 1e-3, name
 
 
+def test_int16_pcm_reads_like_the_file(raw):
+    # the wav is 16-bit PCM: its integer samples give what soundfile's floats give (x / 2**15
+    # is exact in float32), so the features are identical
+    pcm, sr = sf.read(DATA / "speech_3s_16k.wav", dtype="int16")
+    assert np.array_equal(sg_audio_features(pcm, sr), raw)
+
+
 def test_scaled_features_match_reference(clip, reference):
     scaler = read_sg_scaler(DATA / "scaler_sklearn161.sav")
     assert scaler.dim == SG_AUDIO_DIM

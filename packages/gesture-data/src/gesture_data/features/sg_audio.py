@@ -68,7 +68,8 @@ def sg_audio_features(
     """SG's audio features, one row per motion token (``fps / ds_rate`` Hz).
 
     Args:
-        audio: ``(S,)`` mono waveform at ``sr`` Hz (float, or integer PCM as read).
+        audio: ``(S,)`` mono waveform at ``sr`` Hz: float in [-1, 1], or integer PCM (scaled
+            to [-1, 1) as soundfile/librosa.load would read it).
         sr: its sample rate; it is resampled to ``512 * fps / ds_rate`` Hz with soxr (HQ),
             which is what ``librosa.load(path, sr=...)`` does in the reference.
         scaler: SG's ``audio_feature_scaler.sav`` (:func:`read_sg_scaler`); ``None`` returns
@@ -82,7 +83,14 @@ def sg_audio_features(
     import librosa  # heavy (numba); only this function needs it
 
     rate = sg_feature_rate(fps, ds_rate)
-    y = _check_audio(audio, sr)
+    a = np.asarray(audio)
+    if a.dtype.kind == "i":  # int16/int32 PCM: the reference reads floats from the file
+        a = a / float(2 ** (8 * a.dtype.itemsize - 1))
+    elif a.dtype.kind == "u":  # 8-bit PCM is unsigned, centred on 128
+        a = (a.astype(np.float64) - 2 ** (8 * a.dtype.itemsize - 1)) / 2 ** (
+            8 * a.dtype.itemsize - 1
+        )
+    y = _check_audio(a, sr)
     if sr != rate:
         y = librosa.resample(y, orig_sr=sr, target_sr=rate, res_type="soxr_hq")
     if y.shape[0] < 2 * SG_HOP:
