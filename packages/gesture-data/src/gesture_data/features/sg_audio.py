@@ -84,12 +84,10 @@ def sg_audio_features(
 
     rate = sg_feature_rate(fps, ds_rate)
     a = np.asarray(audio)
-    if a.dtype.kind == "i":  # int16/int32 PCM: the reference reads floats from the file
-        a = a / float(2 ** (8 * a.dtype.itemsize - 1))
-    elif a.dtype.kind == "u":  # 8-bit PCM is unsigned, centred on 128
-        a = (a.astype(np.float64) - 2 ** (8 * a.dtype.itemsize - 1)) / 2 ** (
-            8 * a.dtype.itemsize - 1
-        )
+    if a.dtype.kind in "iu":  # integer PCM: the reference reads floats in [-1, 1) from the file
+        half = float(2 ** (8 * a.dtype.itemsize - 1))
+        # 8-bit PCM is unsigned, centred on 128
+        a = (a.astype(np.float64) - (half if a.dtype.kind == "u" else 0.0)) / half
     y = _check_audio(a, sr)
     if sr != rate:
         y = librosa.resample(y, orig_sr=sr, target_sr=rate, res_type="soxr_hq")
