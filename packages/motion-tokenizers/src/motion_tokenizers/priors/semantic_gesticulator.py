@@ -844,7 +844,8 @@ def sg_regenerate_fine(
         )
     if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= N):
         raise TokenizerInputError(
-            f"positions: expected values in [0, {N}), found [{int(positions.min())}, {int(positions.max())}]"
+            f"positions: expected values in [0, {N}), "
+            f"found [{int(positions.min())}, {int(positions.max())}]"
         )
     positions = torch.unique(positions.long())
     out = {part: codes[part].clone() for part in PARTS}
