@@ -408,7 +408,24 @@ class SGCoarseGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
         with ``n_head``). Sizes come from the tensors, ``n_head`` and dropout from
         ``config.structure_gpt`` unless given. Returns the model in eval mode."""
         state, config, source = _read_reference(path)
-        gpt = _section(config, "structure_gpt")
+        return cls.from_reference_state_dict(
+            state, config=config, n_head=n_head, dropout=dropout, source=source
+        )
+
+    @classmethod
+    def from_reference_state_dict(
+        cls,
+        state: dict[str, Tensor],
+        *,
+        config: dict | None = None,
+        n_head: int | None = None,
+        dropout: float | None = None,
+        source: str = "<state dict>",
+    ) -> SGCoarseGPT:
+        """:meth:`from_reference_checkpoint` for a ``CrossCondGPT2_2part`` state dict (and
+        optionally its config dict) already in memory; ``source`` names it in errors."""
+        state = _clean_state(state, source)
+        gpt = _section(config or {}, "structure_gpt")
         base = _section(gpt, "base")
         tok = _need(state, "gpt_base.tok_emb_body.weight", 2, source)
         vocab, n_embd = tok.shape
@@ -636,7 +653,24 @@ class SGFineGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
         the released ``motion_fine_gpt_rq_level_{1,2}.yaml`` all say ``layer_no: 3``, so the
         config is not trusted for it. Returns the model in eval mode."""
         state, config, source = _read_reference(path)
-        gpt = _section(config, "structure_gpt")
+        return cls.from_reference_state_dict(
+            state, config=config, n_head=n_head, dropout=dropout, source=source
+        )
+
+    @classmethod
+    def from_reference_state_dict(
+        cls,
+        state: dict[str, Tensor],
+        *,
+        config: dict | None = None,
+        n_head: int | None = None,
+        dropout: float | None = None,
+        source: str = "<state dict>",
+    ) -> SGFineGPT:
+        """:meth:`from_reference_checkpoint` for a ``Fine_GPT2_2part`` state dict (and
+        optionally its config dict) already in memory; ``source`` names it in errors."""
+        state = _clean_state(state, source)
+        gpt = _section(config or {}, "structure_gpt")
         tok = _need(state, "tok_emb_body.weight", 2, source)
         vocab, n_embd = tok.shape
         level = 1 + sum(f"tok_emb_body_{k}.weight" in state for k in (2, 3))
@@ -906,6 +940,13 @@ def _read_reference(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict, s
         raise CheckpointError(
             f"{path}: expected {{'model': state_dict, 'config': ...}} or a state dict"
         )
+    return obj, config, source
+
+
+def _clean_state(obj: dict, source: str) -> dict[str, Tensor]:
+    """Tensors only, finite, the DDP ``module.`` prefix removed."""
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{source}: expected a non-empty state dict")
     state = {}
     for k, v in obj.items():
         if not isinstance(k, str) or not isinstance(v, Tensor):
@@ -915,7 +956,7 @@ def _read_reference(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict, s
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise CheckpointError(f"{source}: key {k!r} holds NaN or infinite values")
         state[k.removeprefix("module.")] = v
-    return state, config, source
+    return state
 
 
 def _section(config: dict, key: str) -> dict:
