@@ -123,6 +123,21 @@ def test_sampling_replays_reference(coarse, ref, shift):
     assert not torch.equal(b3, want_b)
 
 
+def test_batched_sampling_equals_rows_alone(coarse):
+    # top_probs=(1,) makes each step the most probable token (the reference only samples batch
+    # 1; here every row must be what it would be alone, through the sliding context too)
+    cond = torch.randn(2, 30, 48, generator=torch.Generator().manual_seed(3))
+    b0, h0 = torch.tensor([[1], [2]]), torch.tensor([[3], [4]])
+    b, h = coarse.sample(b0, h0, cond, top_probs=(1.0,))
+    assert b.shape == h.shape == (2, 31)
+    for i in range(2):
+        bi, hi = coarse.sample(b0[i : i + 1], h0[i : i + 1], cond[i : i + 1], top_probs=(1.0,))
+        assert torch.equal(bi, b[i : i + 1]) and torch.equal(hi, h[i : i + 1])
+    with torch.no_grad():  # step 1 is the arg-max of the forward pass on the first token
+        lb, lh = coarse(b0, h0, cond[:, :1])
+    assert torch.equal(b[:, 1], lb[:, 0].argmax(-1)) and torch.equal(h[:, 1], lh[:, 0].argmax(-1))
+
+
 @pytest.mark.parametrize("level", [1, 2, 3])
 def test_fine_logits_match_reference(fines, ref, level):
     fine = fines[level - 1]
