@@ -797,18 +797,30 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def read_sg_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
-    """SG's ``{"model", "optimizer", "config", "epoch"}`` checkpoint -> (state dict with the DDP
-    ``module.`` prefix removed, config as plain dicts). Loaded with ``weights_only=True`` (the
-    only class allowed besides torch's own is the EasyDict config)."""
+def load_sg_file(path: str | os.PathLike) -> Any:
+    """Any SG ``.pt`` file (``rqvae.pt``, ``gpt0.pt``..): ``torch.load(weights_only=True)`` with
+    SG's pickled ``easydict.EasyDict`` config read as a plain dict (the only class allowed
+    besides torch's own, so loading never runs code from the file)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     try:
         with torch.serialization.safe_globals([_EASYDICT]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return _plain(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as e:  # truncated zip, a pickle that needs other code, ...
-        raise CheckpointError(f"{path}: not a loadable SG checkpoint ({e})") from e
+        # torch's weights-only message advises weights_only=False; keep only its reason
+        why = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0] or str(e)
+        raise CheckpointError(
+            f"{path}: not a loadable SG checkpoint (only tensors and SG's config are read: {why})"
+        ) from e
+
+
+def read_sg_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
+    """SG's ``{"model", "optimizer", "config", "epoch"}`` checkpoint -> (state dict with the DDP
+    ``module.`` prefix removed, config as plain dicts). Loaded with ``weights_only=True`` (the
+    only class allowed besides torch's own is the EasyDict config)."""
+    path = Path(path)
+    obj = load_sg_file(path)
     if not isinstance(obj, dict):
         raise CheckpointError(
             f"{path}: expected a dict with 'model' and 'config', found {type(obj).__name__}"

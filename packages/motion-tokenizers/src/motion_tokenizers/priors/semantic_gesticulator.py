@@ -28,10 +28,7 @@ the heads run on the last step only while sampling; sequences of 15 tokens or fe
 
 from __future__ import annotations
 
-import collections
 import os
-import pickle
-import types
 from pathlib import Path
 
 import torch
@@ -41,6 +38,7 @@ from torch import Tensor, nn
 
 from ..base import LocalPretrained
 from ..errors import CheckpointError, TokenizerInputError
+from ..sg_rvq import load_sg_file
 
 SG_TOP_PROBS = (0.9, 0.05, 0.02, 0.02, 0.01)
 PARTS = ("body", "hands")
@@ -896,42 +894,10 @@ def sg_regenerate_fine(
 # ----- reading SG's checkpoints -------------------------------------------------------------
 
 
-class _EasyDict(dict):
-    """Stands in for ``easydict.EasyDict``, as which SG pickles its config: a plain dict that
-    also takes the attribute state the pickle carries."""
-
-
-class _SGUnpickler(pickle.Unpickler):
-    """Resolves only what an SG checkpoint holds (tensors, ordered dicts, its EasyDict config);
-    any other global is refused, so loading never runs code from the file. ``torch.load``'s
-    ``weights_only`` unpickler cannot be used: it refuses items set on a dict subclass."""
-
-    _TORCH = frozenset({"_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_tensor"})
-
-    def find_class(self, module: str, name: str):
-        if (module, name) == ("easydict", "EasyDict"):
-            return _EasyDict
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if module == "torch._utils" and name in self._TORCH:
-            return getattr(torch._utils, name)
-        if module == "torch" and name.endswith("Storage"):
-            return getattr(torch, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in an SG checkpoint")
-
-
-_SG_PICKLE = types.SimpleNamespace(Unpickler=_SGUnpickler, load=pickle.load, __name__="sg_pickle")
-
-
 def _read_reference(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict, str]:
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_SG_PICKLE)
-    except Exception as e:  # truncated zip, a pickle that needs other code, ...
-        raise CheckpointError(f"{path}: not a loadable SG checkpoint ({e})") from e
+    obj = load_sg_file(path)
     config: dict = {}
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
