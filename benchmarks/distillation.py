@@ -44,17 +44,13 @@ import argparse
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-# keep this folder off the import path (benchmarks/tokenizers.py would shadow `tokenizers`)
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from gesture_apps.systems import demo  # noqa: E402
+from gesture_apps.systems import demo
 
 VARIANTS = {  # row -> (stage1, APT on)
     "endpoint": ("endpoint", False),

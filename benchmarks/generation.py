@@ -59,12 +59,9 @@ import timeit
 from collections import defaultdict
 from pathlib import Path
 
-# keep this folder off the import path (benchmarks/tokenizers.py would shadow `tokenizers`)
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 PARTS = ("audio features", "condition encoder", "denoiser", "tokenizer decode")
 

@@ -27,21 +27,26 @@ same torch encoder as SG, so only the coarse sampler can gain: it runs the last 
 two rows it reads (1.03x-1.3x between runs); exact tokens rule out a KV cache, since the
 sliding context re-positions every token at each step.
 
-More pipeline stages (ASR, retrieval, decode) plug in through :data:`EXTRA_STAGES`: a function
-``(Context) -> list[Row]`` appended there is timed into the same table.
+The rest of our pipeline is timed on real eSpeak speech of the same length (ours only: SG
+computes features in a separate script and transcribes and retrieves with a GPU-served LLM):
+SG's 437-d audio features, Whisper tiny.en word timestamps, embedding retrieval over the
+transcript, the tokenizer's windowed decode, and the whole pipeline. More stages plug in
+through :data:`EXTRA_STAGES`: a function ``(Context) -> list[Row]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
+import json
 import os
 import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -82,6 +87,7 @@ class Context:
     reference: list[torch.nn.Module] | None
     reference_dir: Path | None
     repeats: int = 1
+    done: list = field(default_factory=list)  # the rows timed so far
 
 
 # stage hooks: each returns its rows (ASR, retrieval and decode go here)
@@ -235,6 +241,78 @@ def generation_rows(ctx: Context) -> list[Row]:
     return rows
 
 
+# ----- the rest of the pipeline: audio features, ASR, retrieval, decode ---------------------
+
+# the tokenizer at each size: "small" is 128 wide, "sg" SG's released rqvae (85 M)
+TOKENIZER_SIZES = {
+    "small": dict(emb_width=128, l_bins=512, width=128),
+    "sg": dict(),
+}
+INVENTORY = Path(__file__).parents[1] / "packages/apps/tests/data/sg_retrieval/inventory.json"
+
+
+@functools.cache
+def _speech(seconds: float):
+    """Real eSpeak speech of the synthetic corpus (16 kHz) and its words, ``seconds`` long."""
+    from gesture_data.datasets.synthetic import make_clip
+
+    clip = make_clip(0, seconds=seconds, seed=0)
+    return clip.audio, clip.sample_rate
+
+
+def pipeline_rows(ctx: Context) -> list[Row]:
+    """Ours only, on ``ctx.speech_s`` s of real speech (SG has no CPU path for them: it reads
+    features in a separate pre-processing script, transcribes and retrieves through a
+    vLLM-served Qwen-2.5-7B on GPUs): SG's 437-d audio features, Whisper tiny.en word
+    timestamps, embedding retrieval (all-MiniLM-L6-v2) over the transcript, and the tokenizer's
+    windowed decode of the generated codes (SG's ``decode(stride=1)`` with the savgol filter)."""
+    from gesture_apps.systems.semantic_gesticulator.retrieval import (
+        EmbeddingRetriever,
+        GestureEntry,
+    )
+    from gesture_apps.systems.semantic_gesticulator.transcripts import WordTiming
+    from gesture_data.features import sg_audio_features
+    from gesture_data.features.whisper import Whisper
+    from motion_tokenizers import SGRVQVAE
+
+    audio, sr = _speech(ctx.speech_s)
+    rows = []
+
+    def add(stage, seconds, same="-"):
+        rows.append(
+            Row(ctx.size, stage, "ours", seconds, ctx.speech_s, seconds * 60 / ctx.speech_s, same)
+        )
+
+    sg_audio_features(audio[: 2 * sr], sr)  # warm-up: librosa's numba functions compile once
+    t, feats = _timed(lambda: sg_audio_features(audio, sr))
+    add("audio features", t)
+    whisper = Whisper()
+    whisper.transcribe(audio[: 2 * sr], sr)
+    t, words = _timed(lambda: whisper.transcribe(audio, sr))
+    add("ASR (whisper)", t)
+    inventory = [GestureEntry(**e) for e in json.loads(INVENTORY.read_text())]
+    retriever = EmbeddingRetriever(inventory)
+    timings = [WordTiming(w, s, e) for s, e, w in words]
+    t, found = _timed(lambda: retriever.retrieve(timings))
+    add("retrieval", t)
+    torch.manual_seed(0)
+    tok = SGRVQVAE.sg(**TOKENIZER_SIZES[ctx.size]).eval()
+    n = ctx.cond.shape[1]
+    codes = {p: torch.randint(0, tok.l_bins, (1, n, 4)) for p in tok.parts}
+    t, motion = _timed(lambda: tok.decode(codes, filter="savgol"))
+    add("decode", t)
+    codes_total = next(r.seconds for r in ctx.done if r.impl == "ours" and r.stage == "codes total")
+    add("pipeline total", sum(r.seconds for r in rows) + codes_total)
+    print(
+        f"# {ctx.size}: {feats.shape[0]} feature rows, {len(words)} words, "
+        f"{len(found)} gestures retrieved, motion {tuple(motion.shape)}"
+    )
+    return rows
+
+
+EXTRA_STAGES.append(pipeline_rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", default=os.environ.get("SG_REF"))
@@ -270,6 +348,7 @@ def main() -> None:
             sg_generate_codes(ours[0], ours[1], cond[:, :16])
         rows = generation_rows(ctx)
         for stage_fn in EXTRA_STAGES:
+            ctx.done = rows
             rows.extend(stage_fn(ctx))
         base = {r.stage: r.seconds for r in rows if r.impl == "SG reference"}
         for r in rows:

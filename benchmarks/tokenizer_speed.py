@@ -1,6 +1,6 @@
 """Throughput of the GestureLSM RVQ-VAE tokenizer (upper part, 78-d) on this machine's CPU.
 
-    uv run python benchmarks/tokenizers.py [--threads 2] [--repeats 5] [--quick]
+    uv run python benchmarks/tokenizer_speed.py [--threads 2] [--repeats 5] [--quick]
 
 Prints one table: encode (motion -> indices) and decode (indices -> motion) throughput in motion
 frames per second at batch 1 and 64 x 64 frames, the training step time at batch 256 x 64, each
