@@ -35,13 +35,7 @@ LOGIT_ATOL = 3e-5
 LOSS_ATOL = 3e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # every model here is tiny: a second thread only adds synchronisation on a shared box
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,7 @@ META = json.loads((DATA / "reference_meta.json").read_text())
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these tiny models are all per-op overhead: on the shared 2-core box the 24-step training
-    # fixture took 7.0 s at 1 thread and 101.8 s at 2 (measured); results are the same to 3e-4
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,7 @@ CKPT = DATA / "reference_trans.pth"
 LOGIT_ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # every tensor here is tiny: a second thread only adds synchronisation, which on a shared
-    # 2-core box costs more than the work (150 training steps took 118 s at 2 threads under
-    # load vs 3 s at 1). Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 @pytest.fixture(scope="module")
