@@ -188,7 +188,9 @@ def _load(cls, bundle: Bundle, name: str, device):
     try:
         model = cls.from_pretrained(str(folder))
     except Exception as e:  # missing/corrupt weights or config: one message naming the folder
-        raise GenerationError(f"{folder}: cannot load {cls.__name__} ({one_line(e, 300)})") from None
+        raise GenerationError(
+            f"{folder}: cannot load {cls.__name__} ({one_line(e, 300)})"
+        ) from None
     return model.to(device).eval()
 
 

@@ -76,7 +76,9 @@ def load_clips(cfg: SGDataConfig) -> list[Clip]:
         keep = [c for i, c in enumerate(corpus) if len(corpus) < 5 or split_of(i) == "train"]
         return [clip_of(c) for c in keep]
     if cfg.source != "beat2" and not cfg.source.startswith("beat2:"):
-        raise ConfigError(f"data.source: expected 'synthetic' or 'beat2:PATH', found {cfg.source!r}")
+        raise ConfigError(
+            f"data.source: expected 'synthetic' or 'beat2:PATH', found {cfg.source!r}"
+        )
     from gesture_data.datasets.beat2 import list_clips, load_clip
 
     root = Path(cfg.source.partition(":")[2]).expanduser()
@@ -150,7 +152,9 @@ class CoarseObjective(nn.Module):
         self.coarse = coarse
 
     def forward(self, batch: dict):
-        loss, metrics = self.coarse.loss(batch["body"][..., 0], batch["hands"][..., 0], batch["cond"])
+        loss, metrics = self.coarse.loss(
+            batch["body"][..., 0], batch["hands"][..., 0], batch["cond"]
+        )
         return loss, {k: v for k, v in metrics.items() if _scalar(v)}
 
 
@@ -164,7 +168,9 @@ class FineObjective(nn.Module):
     def forward(self, batch: dict):
         total, out = 0.0, {}
         for k, fine in enumerate(self.fines, start=1):
-            loss, _ = fine.loss(batch["body"][..., : k + 1], batch["hands"][..., : k + 1], batch["cond"])
+            loss, _ = fine.loss(
+                batch["body"][..., : k + 1], batch["hands"][..., : k + 1], batch["cond"]
+            )
             total = total + loss
             out[f"loss_{k}"] = loss.detach()
         return total, out
@@ -190,14 +196,18 @@ def fit_motion_stats(clips: list[Clip], min_std: float) -> tuple[np.ndarray, np.
 
 def fit_audio_scaler(feats: list[np.ndarray]) -> SGScaler:
     x = np.concatenate(feats).astype(np.float64)
-    return SGScaler(mean=x.mean(0).astype(np.float32), scale=np.maximum(x.std(0), 1e-4).astype(np.float32))
+    return SGScaler(
+        mean=x.mean(0).astype(np.float32), scale=np.maximum(x.std(0), 1e-4).astype(np.float32)
+    )
 
 
 def token_rows(codec: MotionCodec, clips: list[Clip], cfg: SGRecipeConfig, scaler: SGScaler | None):
     """Per clip: codes ``(N, 4)`` per part and audio features ``(N, 437)`` (cut to the
     shorter of the two); the scaler is fitted on these clips when not given."""
     raw = [
-        audio_features(c.audio, c.sample_rate, fps=cfg.audio.fps, ds_rate=cfg.audio.ds_rate, scaler=None)
+        audio_features(
+            c.audio, c.sample_rate, fps=cfg.audio.fps, ds_rate=cfg.audio.ds_rate, scaler=None
+        )
         for c in clips
     ]
     if scaler is None:
@@ -239,7 +249,11 @@ def open_previous(cfg: SGRecipeConfig) -> Previous:
     for p in codec.tokenizer.parameters():
         p.requires_grad_(False)
     codec.tokenizer.eval()
-    scaler = read_scaler(bundle) if bundle.has("audio") and (bundle.path("audio") / "scaler.npz").is_file() else None
+    scaler = (
+        read_scaler(bundle)
+        if bundle.has("audio") and (bundle.path("audio") / "scaler.npz").is_file()
+        else None
+    )
     coarse = None
     if cfg.stage == "fine":
         coarse = SGCoarseGPT.from_pretrained(str(bundle.path("coarse")))
@@ -356,7 +370,9 @@ def write_sg_bundle(
 
     def write_audio(sub: Path) -> None:
         if scaler is not None:
-            save_npz(sub / "scaler.npz", mean=np.asarray(scaler.mean), scale=np.asarray(scaler.scale))
+            save_npz(
+                sub / "scaler.npz", mean=np.asarray(scaler.mean), scale=np.asarray(scaler.scale)
+            )
 
     components["audio"] = (audio, write_audio)
     if coarse is not None:
