@@ -62,6 +62,7 @@ def inject(
     not_before: int = 0,
     fines: Sequence | None = None,
     cond: Tensor | None = None,
+    window: int = 15,
 ) -> tuple[dict[str, Tensor], tuple[int, int]]:
     """Insert one gesture; returns the new codes and the token window it occupies.
 
@@ -74,7 +75,8 @@ def inject(
         not_before: first token the window may start at (sentence start, previous gesture
             end + :data:`GAP`).
         fines, cond: the fine GPTs and the audio features ``(1, N, 437)``; when given, levels
-            1..3 in the window are regenerated (``sg_regenerate_fine``).
+            1..3 in the window are regenerated (``sg_regenerate_fine``, with the fine GPTs'
+            ``window``, their block size).
     """
     _check(codes, "codes")
     _check(gesture_codes, "gesture_codes")
@@ -88,7 +90,7 @@ def inject(
     if fines is not None and cond is not None:
         from motion_tokenizers.priors import sg_regenerate_fine
 
-        out = sg_regenerate_fine(list(fines), out, cond, positions=slice(start, end))
+        out = sg_regenerate_fine(list(fines), out, cond, positions=slice(start, end), window=window)
         out = {k: v.clone() for k, v in out.items()}
     _blend(tokenizer, codes, out, start, end, blend)
     return out, (start, end)
@@ -103,6 +105,7 @@ def inject_all(
     not_before: Sequence[int] | None = None,
     fines: Sequence | None = None,
     cond: Tensor | None = None,
+    window: int = 15,
 ) -> tuple[dict[str, Tensor], list[tuple[int, int] | None]]:
     """Insert ``gestures`` (``(gesture codes, word end token)``, in time order) one after the
     other, each at least :data:`GAP` tokens after the previous one (SG's rule for words close
@@ -116,7 +119,15 @@ def inject_all(
         if last is not None:
             floor = max(floor, last + GAP)
         out, (s, e) = inject(
-            tokenizer, out, g, at, blend=blend, not_before=floor, fines=fines, cond=cond
+            tokenizer,
+            out,
+            g,
+            at,
+            blend=blend,
+            not_before=floor,
+            fines=fines,
+            cond=cond,
+            window=window,
         )
         if s == e:
             windows.append(None)

@@ -27,7 +27,7 @@ from gesture_apps.errors import GenerationError, one_line
 from gesture_apps.systems.semantic_gesticulator.config import FPS
 from gesture_apps.systems.semantic_gesticulator.model import MotionCodec, motion_array
 from gesture_apps.systems.semantic_gesticulator.retrieval import GestureEntry
-from gesture_data.datasets.seg import label_to_stem, read_seg_inventory, strip_citation
+from gesture_data.datasets.seg import label_to_stem, read_seg_inventory
 from gesture_data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -91,17 +91,6 @@ def _variant(p: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
-def entry_of(record) -> GestureEntry:
-    """A SeG record as a retrieval entry (citations dropped)."""
-    return GestureEntry(
-        index=record.index,
-        label=strip_citation(record.label),
-        description=strip_citation(record.description),
-        meaning=record.contextual_meaning,
-        example=record.example,
-    )
-
-
 def read_take(path: Path) -> np.ndarray:
     """One take as our layout ``(T, 168)`` at 30 fps (BVH retargeted, npz read)."""
     try:
@@ -135,6 +124,6 @@ def build_inventory(seg_dir: str | Path, codec: MotionCodec) -> Inventory:
             if len(x) < codec.unit:
                 raise GenerationError(f"{p}: {len(x)} frames, shorter than one token")
             takes.append(codec.encode(x))
-        entries.append(entry_of(r))
+        entries.append(GestureEntry.from_seg(r))
         codes[r.index] = takes
     return Inventory(entries, codes, files)

@@ -107,6 +107,7 @@ def generate_semantic(
             todo,
             fines=models.fines if regenerate_fine else None,
             cond=cond.cpu() if regenerate_fine else None,
+            window=fine_window(models),
         )
     else:
         windows = []

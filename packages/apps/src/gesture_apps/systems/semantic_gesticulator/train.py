@@ -276,6 +276,8 @@ def prepare(
     clips: list[Clip] | None = None,
 ) -> tuple[Trainer, callable]:
     """Build the stage's model, data and trainer; returns it with the export writer."""
+    # the previous stage first: a missing --from fails before the data is read
+    prev = open_previous(cfg) if cfg.stage != "rvq" else None
     torch.manual_seed(cfg.train.seed)  # initial weights: a function of the seed alone
     clips = clips if clips is not None else load_clips(cfg.data)
     size = cfg.model.size
@@ -292,7 +294,6 @@ def prepare(
         codec = MotionCodec(tokenizer, mean, std)
         scaler, coarse, fines = None, None, None
     else:
-        prev = open_previous(cfg)
         codec = prev.codec
         rows, scaler = token_rows(codec, clips, cfg, prev.scaler)
         make = SGCoarseGPT.tiny if size == "tiny" else SGCoarseGPT.sg
