@@ -86,7 +86,7 @@ def write_inventory(root: Path, clips, *, per_kind: int = 2) -> Path:
             stem = label_to_stem(KINDS[kind][1])
             m = Motion(poses=c.poses[a:b], trans=c.trans[a:b], fps=30.0)
             write_beat2_npz(root / "npz" / f"{stem}-{count[kind]}.npz", m)
-    for kind, (index, label, meaning, example) in KINDS.items():
+    for index, label, meaning, example in KINDS.values():
         rows.append((index, "[1]", label, f"{label.lower()} gesture", meaning, example))
     _write_xlsx(root / "SeG_list.xlsx", rows)
     assert all(count.values()), count
@@ -220,7 +220,7 @@ def test_overlapping_words_and_empty_retrieval(tokenizer):
     assert windows == [] and all(torch.equal(same[k], codes[k]) for k in codes)
     g1, g2 = _codes(8, 5, v), _codes(8, 6, v)
     out, windows = inject_all(tokenizer, codes, [(g1, 14), (g2, 16), (g1, 80)])
-    (s1, e1), (s2, e2), third = windows
+    (_, e1), (s2, e2), third = windows
     assert s2 >= e1 + GAP  # the second word's gesture waits for the first (SG's rule)
     assert third is None  # past the end: skipped
     assert torch.equal(out["body"][:, s2:e2], g2["body"][:, : e2 - s2])
@@ -250,7 +250,7 @@ def _injection_scores(models, inventory, clips, indices):
     from gesture_apps.systems.semantic_gesticulator.retrieval import Retrieval
     from gesture_apps.systems.semantic_gesticulator.transcripts import WordTiming
 
-    folder, inv = inventory
+    _, inv = inventory
     inside, outside = [], []
     for i in indices:
         c = clips[i]
@@ -279,7 +279,8 @@ def test_injected_gesture_appears_at_its_word(corpus, models, inventory):
     v_in, v_out, v_n = _injection_scores(models, inventory, clips, VAL)
     t_in, t_out, t_n = _injection_scores(models, inventory, clips, TEST)
     print(
-        f"injection corr val in {v_in:.3f} out {v_out:.3f} ({v_n}), test {t_in:.3f} {t_out:.3f} ({t_n})"
+        f"injection corr val in {v_in:.3f} out {v_out:.3f} ({v_n}), "
+        f"test {t_in:.3f} {t_out:.3f} ({t_n})"
     )
     assert v_n > 0 and t_n > 0
     margin = 0.5 * (v_in - v_out)  # half the validation gap
@@ -319,7 +320,7 @@ def _fgd_gap(models, clips, indices):
         ]
     )
     own = np.concatenate([_sync_features(gen[i], clips[i].audio) for i in indices])
-    nxt = list(indices[1:]) + [indices[0]]
+    nxt = [*indices[1:], indices[0]]
     other = np.concatenate(
         [_sync_features(gen[j], clips[i].audio) for i, j in zip(indices, nxt, strict=True)]
     )
