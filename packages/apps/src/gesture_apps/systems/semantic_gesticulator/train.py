@@ -263,8 +263,29 @@ def open_previous(cfg: SGRecipeConfig) -> Previous:
 STAGE_ORDER = {"rvq": 0, "coarse": 1, "fine": 2}
 
 
-def _gpt_kwargs(cfg: SGRecipeConfig, which: str) -> dict:
-    return {"cond_dim": SG_AUDIO_DIM, **getattr(cfg.model, which)}
+def _gpt_kwargs(cfg: SGRecipeConfig, which: str, codec: MotionCodec) -> dict:
+    # the GPTs' vocabulary is the tokenizer's codebook, their condition SG's audio features
+    return {
+        "cond_dim": SG_AUDIO_DIM,
+        "vocab_size": int(codec.tokenizer.l_bins),
+        **getattr(cfg.model, which),
+    }
+
+
+def check_rates(cfg: SGRecipeConfig, tokenizer: SGRVQVAE) -> None:
+    """One audio feature row per token: ``audio.ds_rate`` must be the tokenizer's frames per
+    token and ``audio.fps`` the motion frame rate; SG's first codes must be in the codebook."""
+    if cfg.audio.ds_rate != tokenizer.downsample or cfg.audio.fps != FPS:
+        raise ConfigError(
+            f"audio: fps {cfg.audio.fps:g} / ds_rate {cfg.audio.ds_rate} must be the motion's "
+            f"{FPS:g} fps / the tokenizer's {tokenizer.downsample} frames per token"
+        )
+    for key in ("body0", "hands0"):
+        if not 0 <= getattr(cfg.sample, key) < tokenizer.l_bins:
+            raise ConfigError(
+                f"sample.{key}: {getattr(cfg.sample, key)} is not a code of the tokenizer's "
+                f"{tokenizer.l_bins}-entry codebook"
+            )
 
 
 def prepare(
@@ -283,6 +304,7 @@ def prepare(
     size = cfg.model.size
     if cfg.stage == "rvq":
         tokenizer = build_tokenizer(size, cfg.model.tokenizer)
+        check_rates(cfg, tokenizer)
         mean, std = fit_motion_stats(clips, cfg.data.min_std)
         if cfg.data.pose_length % tokenizer.downsample:
             raise ConfigError(
@@ -295,17 +317,18 @@ def prepare(
         scaler, coarse, fines = None, None, None
     else:
         codec = prev.codec
+        check_rates(cfg, codec.tokenizer)
         rows, scaler = token_rows(codec, clips, cfg, prev.scaler)
         make = SGCoarseGPT.tiny if size == "tiny" else SGCoarseGPT.sg
         if cfg.stage == "coarse":
-            coarse = make(**_gpt_kwargs(cfg, "coarse"))
+            coarse = make(**_gpt_kwargs(cfg, "coarse", codec))
             fines = None
             objective = CoarseObjective(coarse)
             length = block_size(coarse) + 1
         else:
             coarse = prev.coarse
             fmake = SGFineGPT.tiny if size == "tiny" else SGFineGPT.sg
-            fines = [fmake(level=k, **_gpt_kwargs(cfg, "fine")) for k in (1, 2, 3)]
+            fines = [fmake(level=k, **_gpt_kwargs(cfg, "fine", codec)) for k in (1, 2, 3)]
             objective = FineObjective(fines)
             length = block_size(fines[0])
         dataset = TokenWindows(rows, length, cfg.data.token_stride)
