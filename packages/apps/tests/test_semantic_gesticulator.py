@@ -28,9 +28,9 @@ from gesture_apps.systems.semantic_gesticulator.injection import (
 from gesture_apps.systems.semantic_gesticulator.model import build_tokenizer
 
 SEED = 3
-NUM_CLIPS = 15  # split_of: 9 train, 3 val (3, 8, 13), 3 test (4, 9, 14)
-SECONDS = 6.0
-VAL, TEST = (3, 8, 13), (4, 9, 14)
+NUM_CLIPS = 10  # split_of: 6 train, val 3 and 8, test 4 and 9
+SECONDS = 5.0
+VAL, TEST = (3, 8), (4, 9)
 # the synthetic corpus's semantic gesture kinds as inventory rows (index, label, meaning, example)
 KINDS = {
     "self": ("0200", "CHEST POINT", "refers to oneself", "I think I can do it myself."),
@@ -40,7 +40,7 @@ KINDS = {
     "think": ("0102", "TEMPLE TOUCH", "thinking, an idea", "Let me think about that idea."),
 }
 # training steps per stage (the tiny models; see the module fixture for the time they take)
-RVQ_STEPS, COARSE_STEPS, FINE_STEPS = 300, 300, 150
+RVQ_STEPS, COARSE_STEPS, FINE_STEPS = 120, 200, 100
 ARMS = [j * 3 + c for j in (15, 16, 17, 18, 19, 20, 21) for c in range(3)]  # head + arms
 
 
@@ -89,7 +89,7 @@ def write_inventory(root: Path, clips, *, per_kind: int = 2) -> Path:
     for index, label, meaning, example in KINDS.values():
         rows.append((index, "[1]", label, f"{label.lower()} gesture", meaning, example))
     _write_xlsx(root / "SeG_list.xlsx", rows)
-    assert all(count.values()), count
+    assert sum(n > 0 for n in count.values()) >= 3, count  # most kinds have a take
     return root
 
 

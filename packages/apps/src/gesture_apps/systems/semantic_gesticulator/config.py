@@ -31,6 +31,10 @@ TRANS_SLOT = 55
 BODY_JOINTS = (*range(23), TRANS_SLOT)
 HANDS_JOINTS = tuple(range(25, 55))  # the 30 finger joints, left then right
 MOTION_DIM = (JOINT_NUM + 1) * 3  # 168 channels: poses (165) + trans (3)
+# 4x temporal downsampling (2 stride-2 levels, SG has 3 at 60 fps): a token is 4 frames at
+# 30 fps = 0.133 s, SG's token duration (8 frames at 60 fps), so its 15-token windows, GPT
+# block sizes and audio features keep their meaning
+DOWN_T = 2
 
 
 @dataclass
@@ -49,20 +53,24 @@ class SGModelConfig:
 @dataclass
 class SGDataConfig(DataConfig):
     """The ``data:`` section (synthetic corpus or ``beat2:PATH``). ``pose_length``/``stride``
-    cut the ``rvq`` stage's motion windows (SG: 120 frames, stride 4); the GPT stages cut
-    token windows of the GPT's block size with ``token_stride``."""
+    cut the ``rvq`` stage's motion windows (SG: 120 frames at 60 fps, stride 4; the same
+    2 s here is 60 frames at 30 fps); the GPT stages cut token windows of the GPT's block
+    size with ``token_stride``."""
 
-    pose_length: int = 120
-    stride: int = 4
+    pose_length: int = 60
+    stride: int = 2
     token_stride: int = 1
 
 
 @dataclass
 class SGAudioConfig:
-    """SG's 437-d audio features (``gesture_data.features.sg_audio``) at the token rate:
-    ``fps / ds_rate`` rows per second (30 / 8 = 3.75 Hz for BEAT2 motion at 8x down)."""
+    """SG's 437-d audio features (``gesture_data.features.sg_audio``), one row per token:
+    ``fps / ds_rate`` rows per second, which must be the motion's token rate. SG's own values
+    (60, 8: 7.5 Hz, analysed at 3840 Hz) fit our 30 fps motion tokenized 4x down (the
+    default, see :data:`DOWN_T`); 3.75 Hz rows (8x down at 30 fps) would need a 1920 Hz
+    analysis rate, where SG's 5-octave chroma CQT lies above Nyquist."""
 
-    fps: float = FPS
+    fps: float = 60.0
     ds_rate: int = 8
 
 

@@ -25,6 +25,7 @@ from gesture_apps.errors import GenerationError, one_line
 from gesture_apps.runtime.bundle import Bundle, open_bundle
 from gesture_apps.systems.semantic_gesticulator.config import (
     BODY_JOINTS,
+    DOWN_T,
     EXPORT,
     HANDS_JOINTS,
     JOINT_NUM,
@@ -52,9 +53,10 @@ def to_motion(x: np.ndarray, fps: float) -> Motion:
 
 
 def build_tokenizer(size: str, overrides: dict) -> SGRVQVAE:
-    """SGRVQVAE over our layout (joint_channel 3, 55 joints + translation)."""
+    """SGRVQVAE over our layout (joint_channel 3, 55 joints + translation, 4x down)."""
     make = SGRVQVAE.tiny if size == "tiny" else SGRVQVAE.sg
     kw = dict(
+        down_t=DOWN_T,
         joint_channel=3,
         joint_num=JOINT_NUM,
         body_joints=list(BODY_JOINTS),

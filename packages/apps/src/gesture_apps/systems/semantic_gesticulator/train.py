@@ -273,12 +273,13 @@ def _gpt_kwargs(cfg: SGRecipeConfig, which: str, codec: MotionCodec) -> dict:
 
 
 def check_rates(cfg: SGRecipeConfig, tokenizer: SGRVQVAE) -> None:
-    """One audio feature row per token: ``audio.ds_rate`` must be the tokenizer's frames per
-    token and ``audio.fps`` the motion frame rate; SG's first codes must be in the codebook."""
-    if cfg.audio.ds_rate != tokenizer.downsample or cfg.audio.fps != FPS:
+    """One audio feature row per token: ``audio.fps / audio.ds_rate`` must be the token rate
+    (motion fps / the tokenizer's frames per token); SG's first codes must be codes."""
+    rows, tokens = cfg.audio.fps / cfg.audio.ds_rate, FPS / tokenizer.downsample
+    if abs(rows - tokens) > 1e-9:
         raise ConfigError(
-            f"audio: fps {cfg.audio.fps:g} / ds_rate {cfg.audio.ds_rate} must be the motion's "
-            f"{FPS:g} fps / the tokenizer's {tokenizer.downsample} frames per token"
+            f"audio: fps {cfg.audio.fps:g} / ds_rate {cfg.audio.ds_rate} = {rows:g} feature rows "
+            f"per second, but the tokens run at {FPS:g} / {tokenizer.downsample} = {tokens:g} Hz"
         )
     for key in ("body0", "hands0"):
         if not 0 <= getattr(cfg.sample, key) < tokenizer.l_bins:
