@@ -9,6 +9,7 @@ from .losses import acceleration_loss, reconstruction_loss, velocity_loss
 from .multipart import MultiPartTokenizer
 from .quantizers import Quantizer, QuantizerOutput, codebook_perplexity
 from .rvqvae import BEAT2_PART_DIMS, PART_ALIASES, RVQVAE, SEG_PART_DIMS, canonical_part_name
+from .sg_rvq import SGRVQVAE
 from .training import (
     TokenizerLoss,
     TokenizerTrainConfig,
@@ -25,6 +26,7 @@ __all__ = [
     "PART_ALIASES",
     "RVQVAE",
     "SEG_PART_DIMS",
+    "SGRVQVAE",
     "VQVAE",
     "CheckpointError",
     "Conv1dDecoder",

@@ -22,6 +22,7 @@ from torch import Tensor
 from .base import MotionTokenizer
 from .errors import CheckpointError
 from .rvqvae import RVQVAE
+from .sg_rvq import SGRVQVAE, is_sg_rvq_checkpoint
 from .vqvae import VQVAE
 
 _CODEBOOK = re.compile(
@@ -167,12 +168,20 @@ def load_reference_weights(
             model.reference_codebooks.copy_(torch.stack(_codebooks(state, source, raw=True)))
 
 
-def from_reference_checkpoint(path: str | os.PathLike, **overrides) -> MotionTokenizer:
-    """Build an :class:`RVQVAE` (MoMask, GestureLSM) or :class:`VQVAE` (T2M-GPT) from a ``.pth``.
+def from_reference_checkpoint(path: str | os.PathLike, **overrides) -> MotionTokenizer | SGRVQVAE:
+    """Build an :class:`RVQVAE` (MoMask, GestureLSM) or :class:`VQVAE` (T2M-GPT) from a ``.pth``,
+    or an :class:`SGRVQVAE` from Semantic Gesticulator's ``rqvae.pt`` (recognised by its
+    ``vqvae_body.`` / ``vqvae_hands.`` keys; its sizes come from the config it carries).
 
     Sizes are read from the tensors; pass ``activation``/``norm``/``dilation_growth_rate`` etc.
     when they differ from the MoMask defaults.
     """
+    if is_sg_rvq_checkpoint(path):
+        if overrides:
+            raise CheckpointError(
+                f"{path}: an SG rqvae.pt takes no overrides, found {sorted(overrides)}"
+            )
+        return SGRVQVAE.from_reference_checkpoint(path)
     state = read_reference_state_dict(path)
     try:
         cfg = infer_config(state, str(path))
