@@ -1,0 +1,277 @@
+"""Semantic Gesticulator generation: CPU seconds per 60 s of speech on this machine, ours
+(``SGCoarseGPT`` / ``SGFineGPT``) against SG's own classes at the same size and weights.
+
+    uv run python benchmarks/semantic_gesticulator.py [--reference DIR] [--threads 1] [--sg]
+
+``--reference DIR`` (or env ``SG_REF``) is SG's ``SG_code`` folder (a checkout of
+LuMen-ze/Semantic-Gesticulator-Official; the folder holding ``Model/cross_cond_gpt2_2part.py``
+and ``generate_semantic_gestures.py``); without it only our rows are printed. The reference
+path is ``generate()``'s own code (coarse ``sample`` + the fine GPTs over stride-1 windows +
+stitching), read from ``generate_semantic_gestures.py`` and run unchanged with the models on
+CPU (a stand-in for its DDP wrapper); ours is ``sg_generate_codes``. Both start from the same
+torch seed, so the codes must be equal ("same codes"). Times are the process's CPU seconds
+(one thread by default), which a shared, loaded machine does not inflate as it does wall time.
+
+SG's audio features are at 60 fps / 8 = 7.5 Hz, one token each: 60 s of speech = 450 tokens.
+The default size (``small``: width 256, 2 + 2 coarse and 2 fine layers) runs the full 450
+tokens. ``--sg`` adds SG's released size (768 wide, 6 + 6 coarse layers, 6 per fine GPT, 87 M +
+3 x 45 M parameters) over ``--sg-seconds`` of speech (default 8 s = 60 tokens), scaled to 60 s
+(450 tokens): the coarse time by the number of steps (every step after the first 13 costs the
+same, the context being full, so this slightly underestimates) and the fine time by the number
+of 15-token windows (``N - 14``).
+
+More pipeline stages (ASR, retrieval, decode) plug in through :data:`EXTRA_STAGES`: a function
+``(Context) -> list[Row]`` appended there is timed into the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import os
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from motion_tokenizers.priors import SGCoarseGPT, SGFineGPT, sg_generate_codes, sg_regenerate_fine
+
+TOKENS_PER_SECOND = 60 / 8  # SG: 60 fps motion, 8x temporal downsampling (prepare_data.py)
+
+SIZES = {
+    "small": dict(vocab=512, n_embd=256, n_head=8, n_layer=2, cond_dim=437),
+    "sg": dict(vocab=512, n_embd=768, n_head=12, n_layer=6, cond_dim=437),
+}
+
+
+@dataclass
+class Row:
+    """One line of the table: ``seconds`` of compute for ``speech_s`` seconds of speech."""
+
+    size: str
+    stage: str
+    impl: str
+    seconds: float
+    speech_s: float
+    per_minute: float  # seconds scaled to 60 s of speech (see the module docstring)
+    same: str = "-"
+
+
+@dataclass
+class Context:
+    """What a stage function gets: the size name, the audio features ``(1, N, 437)``, the
+    seconds of speech they cover, and both model sets (``reference`` is None without one)."""
+
+    size: str
+    cond: torch.Tensor
+    speech_s: float
+    ours: tuple[SGCoarseGPT, list[SGFineGPT]]
+    reference: list[torch.nn.Module] | None
+    reference_dir: Path | None
+    repeats: int = 1
+
+
+# stage hooks: each returns its rows (ASR, retrieval and decode go here)
+EXTRA_STAGES: list[Callable[[Context], list[Row]]] = []
+
+
+def _load_file(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _DDPStandIn(torch.nn.Module):
+    """What ``generate()`` expects of its DDP-wrapped models: ``.module`` and a forward."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+def _reference_configs(size: dict) -> list[SimpleNamespace]:
+    common = dict(
+        embd_pdrop=0.0,
+        resid_pdrop=0.0,
+        attn_pdrop=0.0,
+        vocab_size_body=size["vocab"],
+        vocab_size_hands=size["vocab"],
+        n_layer=size["n_layer"],
+        n_head=size["n_head"],
+        n_embd=size["n_embd"],
+        n_music=size["cond_dim"],
+        n_modality=3,
+    )
+    part = SimpleNamespace(**common, block_size=14)
+    coarse = SimpleNamespace(base=part, head=part, block_size=14)
+    fines = [SimpleNamespace(**common, block_size=15, layer_no=k) for k in (1, 2, 3)]
+    return [coarse, *fines]
+
+
+def build_models(size_name: str, reference_dir: Path | None):
+    """Our models, and (with ``reference_dir``) SG's at the same size holding the same
+    weights: ours are loaded from the reference's state dicts."""
+    size = SIZES[size_name]
+    torch.manual_seed(0)
+    if reference_dir is None:
+        kw = dict(vocab_size=size["vocab"], n_embd=size["n_embd"], n_head=size["n_head"])
+        kw.update(cond_dim=size["cond_dim"], dropout=0.0)
+        n = size["n_layer"]
+        coarse = SGCoarseGPT(**kw, n_layer_base=n, n_layer_head=n).eval()
+        fines = [SGFineGPT(level=k, n_layer=n, **kw).eval() for k in (1, 2, 3)]
+        return (coarse, fines), None
+    cc = _load_file(reference_dir / "Model" / "cross_cond_gpt2_2part.py", "sg_ref_coarse")
+    fc = _load_file(reference_dir / "Model" / "fine_gpt2_2part.py", "sg_ref_fine")
+    cfgs = _reference_configs(size)
+    ref = [cc.CrossCondGPT2_2part(cfgs[0])] + [fc.Fine_GPT2_2part(c) for c in cfgs[1:]]
+    ref = [_DDPStandIn(m).eval() for m in ref]
+    kw = dict(n_head=size["n_head"], dropout=0.0)
+    coarse = SGCoarseGPT.from_reference_state_dict(ref[0].state_dict(), **kw)
+    fines = [SGFineGPT.from_reference_state_dict(m.state_dict(), **kw) for m in ref[1:]]
+    return (coarse, fines), ref
+
+
+def _generate_excerpt(reference_dir: Path) -> str:
+    """``generate()``'s lines after the coarse ``sample`` call: the fine GPTs over the windows
+    and the stitching (they read ``zs``, ``model_gpt``, ``audio_feats``)."""
+    src = (reference_dir / "generate_semantic_gestures.py").read_text().splitlines()
+    a = next(i for i, s in enumerate(src) if "zs = model_gpt[0].module.sample(" in s)
+    b = next(i for i, s in enumerate(src) if "assert(torch.equal(hands_code_all[0]" in s)
+    return textwrap.dedent("\n".join(src[a + 1 : b + 1]))
+
+
+def _timed(fn) -> tuple[float, object]:
+    # CPU seconds of this process, not wall time: on a shared box the wall clock also counts
+    # the time other jobs hold the cores (up to 3x here at load 6 on 2 cores), the CPU time
+    # does not; with one thread it equals the wall time of an idle machine
+    t0 = time.process_time()
+    with torch.no_grad():
+        out = fn()
+    return time.process_time() - t0, out
+
+
+def generation_rows(ctx: Context) -> list[Row]:
+    """Coarse sampling, then the fine stage (3 levels over the windows + stitching) on its
+    output, each timed on its own."""
+    coarse, fines = ctx.ours
+    cond = ctx.cond
+    b0 = torch.full((1, 1), 40)
+
+    def ours_coarse():
+        return coarse.sample(b0, b0, cond[:, 1:])
+
+    def ours_fine(body, hands):
+        # sg_generate_codes' fine stage: every position recomputed from layer 0
+        codes = {
+            p: torch.zeros(*x.shape, 4, dtype=torch.long)
+            for p, x in (("body", body), ("hands", hands))
+        }
+        codes["body"][..., 0], codes["hands"][..., 0] = body, hands
+        return sg_regenerate_fine(fines, codes, cond, positions=slice(None))
+
+    impls = [("ours", ours_coarse, ours_fine)]
+    if ctx.reference is not None:
+        code = _generate_excerpt(ctx.reference_dir)
+        ref = ctx.reference
+
+        def ref_coarse():
+            zs = ref[0].module.sample((b0, b0), cond[:, 1:])
+            return zs[0][0], zs[1][0]
+
+        def ref_fine(body, hands):
+            ns = dict(torch=torch, model_gpt=ref, audio_feats=cond, zs=([body], [hands]))
+            with contextlib.redirect_stdout(io.StringIO()):  # its progress prints
+                exec(code, ns)
+            # (4, 1, N) per part -> (1, N, 4), our layout
+            return {
+                "body": ns["body_code_all"][:, 0].T[None],
+                "hands": ns["hands_code_all"][:, 0].T[None],
+            }
+
+        impls.append(("SG reference", ref_coarse, ref_fine))
+    results = {}
+    for _ in range(ctx.repeats):  # interleaved, the best of each kept
+        for name, fn_coarse, fn_fine in impls:
+            torch.manual_seed(1)
+            t_coarse, out_coarse = _timed(fn_coarse)
+            t_fine, out_fine = _timed(lambda f=fn_fine, o=out_coarse: f(*o))
+            if name in results:
+                t_coarse = min(t_coarse, results[name][0])
+                t_fine = min(t_fine, results[name][2])
+            results[name] = (t_coarse, out_coarse, t_fine, out_fine)
+    want = results.get("SG reference", results["ours"])
+    rows = []
+    for name, (t_coarse, out_coarse, t_fine, out_all) in results.items():
+        same_c = all(torch.equal(a, b) for a, b in zip(out_coarse, want[1], strict=True))
+        same_a = all(torch.equal(out_all[p], want[3][p]) for p in ("body", "hands"))
+        # to 60 s: coarse cost per step (N - 1 steps), fine cost per window (N - 14 windows)
+        n, n60 = ctx.cond.shape[1], round(60 * TOKENS_PER_SECOND)
+        c60 = t_coarse * (n60 - 1) / (n - 1)
+        f60 = t_fine * (n60 - 14) / max(n - 14, 1)
+        for stage, sec, per_min, same in (
+            ("coarse sampling", t_coarse, c60, same_c),
+            ("fine (3 levels)", t_fine, f60, same_a),
+            ("codes total", t_coarse + t_fine, c60 + f60, same_a),
+        ):
+            same = "yes" if same else "NO"
+            rows.append(Row(ctx.size, stage, name, sec, ctx.speech_s, per_min, same))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", default=os.environ.get("SG_REF"))
+    # one thread: at these sizes a second one mostly waits on a shared box
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=60.0, help="speech length, small size")
+    parser.add_argument("--sg", action="store_true", help="also SG's released size")
+    parser.add_argument("--sg-seconds", type=float, default=8.0)
+    parser.add_argument("--repeats", type=int, default=1, help="best of this many runs")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ref_dir = Path(args.reference) if args.reference else None
+    if ref_dir is not None and not (ref_dir / "Model" / "cross_cond_gpt2_2part.py").is_file():
+        raise SystemExit(f"{ref_dir}: no Model/cross_cond_gpt2_2part.py (expected SG's SG_code)")
+    plan = [("small", args.seconds)] + ([("sg", args.sg_seconds)] if args.sg else [])
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), 7.5 tokens/s of speech; "
+        f"reference: {ref_dir or 'not given'}"
+    )
+    print(
+        f"{'size':<6} {'params':>7} {'speech':>7} {'stage':<16} {'impl':<13} {'CPU s':>8} "
+        f"{'CPU s/60 s':>10} {'speed-up':>8} {'same codes':>10}"
+    )
+    for size, speech_s in plan:
+        ours, ref = build_models(size, ref_dir)
+        params = sum(p.numel() for m in (ours[0], *ours[1]) for p in m.parameters()) / 1e6
+        n = round(speech_s * TOKENS_PER_SECOND)
+        cond = torch.randn(
+            1, n, SIZES[size]["cond_dim"], generator=torch.Generator().manual_seed(2)
+        )
+        ctx = Context(size, cond, speech_s, ours, ref, ref_dir, args.repeats)
+        with torch.no_grad():  # warm-up: oneDNN primitive caches
+            sg_generate_codes(ours[0], ours[1], cond[:, :16])
+        rows = generation_rows(ctx)
+        for stage_fn in EXTRA_STAGES:
+            rows.extend(stage_fn(ctx))
+        base = {r.stage: r.seconds for r in rows if r.impl == "SG reference"}
+        for r in rows:
+            speed = f"{base[r.stage] / r.seconds:.2f}x" if r.stage in base else "-"
+            print(
+                f"{r.size:<6} {params:>6.1f}M {r.speech_s:>6.0f}s {r.stage:<16} {r.impl:<13} "
+                f"{r.seconds:>8.2f} {r.per_minute:>10.2f} {speed:>8} {r.same:>10}"
+            )
+
+
+if __name__ == "__main__":
+    main()
