@@ -225,16 +225,24 @@ def write_smplx_bvh(path: Path, motion: Motion) -> None:
     from gesture_data.skeleton import SMPLX_NAMES, SMPLX_PARENTS, SMPLX_REST
 
     T, J = motion.num_frames, len(SMPLX_NAMES)
-    rest = np.asarray(SMPLX_REST, np.float64) * 100.0
     parents = [int(p) for p in SMPLX_PARENTS]
-    offsets = np.stack([rest[j] - (rest[p] if p >= 0 else 0.0) for j, p in enumerate(parents)])
+    # BVH lists joints depth first (a joint's children right after it), SMPL-X does not
+    children = [[c for c in range(J) if parents[c] == j] for j in range(J)]
+    order, stack = [], [0]
+    while stack:
+        j = stack.pop()
+        order.append(j)
+        stack.extend(reversed(children[j]))
+    where = {j: k for k, j in enumerate(order)}
+    rest = np.asarray(SMPLX_REST, np.float64) * 100.0
+    offsets = np.stack([rest[j] - (rest[parents[j]] if parents[j] >= 0 else 0.0) for j in order])
     rot = Rotation.from_rotvec(motion.poses.reshape(-1, 3).astype(np.float64))
-    euler = rot.as_euler("ZXY", degrees=True).reshape(T, J, 3)
+    euler = rot.as_euler("ZXY", degrees=True).reshape(T, J, 3)[:, order]
     channels = [["Zrotation", "Xrotation", "Yrotation"] for _ in range(J)]
     channels[0] = ["Xposition", "Yposition", "Zposition", *channels[0]]
     bvh = BvhMotion(
-        names=list(SMPLX_NAMES),
-        parents=parents,
+        names=[SMPLX_NAMES[j] for j in order],
+        parents=[where[parents[j]] if parents[j] >= 0 else -1 for j in order],
         offsets=offsets,
         channels=channels,
         frame_time=1.0 / motion.fps,
