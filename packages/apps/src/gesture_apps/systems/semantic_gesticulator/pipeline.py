@@ -215,13 +215,21 @@ def write_outputs(out: str | Path, result: SGResult) -> tuple[Path, Path]:
     return out, js
 
 
+def zxy_degrees(m: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(..., 3, 3)`` -> intrinsic Z, X, Y Euler angles ``(..., 3)`` in
+    degrees (``R = Rz(a) Rx(b) Ry(c)``, BVH's ``Zrotation Xrotation Yrotation``)."""
+    b = np.arcsin(np.clip(m[..., 2, 1], -1.0, 1.0))
+    a = np.arctan2(-m[..., 0, 1], m[..., 1, 1])
+    c = np.arctan2(-m[..., 2, 0], m[..., 2, 2])
+    return np.degrees(np.stack([a, b, c], axis=-1))
+
+
 def write_smplx_bvh(path: Path, motion: Motion) -> None:
     """SMPL-X axis-angle motion as a BVH on an SMPL-X-shaped skeleton (gesture_data has no
     SMPL-X BVH writer): the 55 joints with their rest offsets (centimetres, Y up), the root
     with position channels, every joint rotated in ``Z X Y`` Euler degrees (SeG's order)."""
-    from scipy.spatial.transform import Rotation
-
     from gesture_data.datasets.bvh import BvhMotion, write_bvh
+    from gesture_data.rotations import axis_angle_to_matrix
     from gesture_data.skeleton import SMPLX_NAMES, SMPLX_PARENTS, SMPLX_REST
 
     T, J = motion.num_frames, len(SMPLX_NAMES)
@@ -236,8 +244,8 @@ def write_smplx_bvh(path: Path, motion: Motion) -> None:
     where = {j: k for k, j in enumerate(order)}
     rest = np.asarray(SMPLX_REST, np.float64) * 100.0
     offsets = np.stack([rest[j] - (rest[parents[j]] if parents[j] >= 0 else 0.0) for j in order])
-    rot = Rotation.from_rotvec(motion.poses.reshape(-1, 3).astype(np.float64))
-    euler = rot.as_euler("ZXY", degrees=True).reshape(T, J, 3)[:, order]
+    aa = torch.from_numpy(motion.poses.reshape(T, J, 3).astype(np.float64))
+    euler = zxy_degrees(axis_angle_to_matrix(aa).numpy())[:, order]
     channels = [["Zrotation", "Xrotation", "Yrotation"] for _ in range(J)]
     channels[0] = ["Xposition", "Yposition", "Zposition", *channels[0]]
     bvh = BvhMotion(
