@@ -51,6 +51,16 @@ def add_generate_command(sub) -> None:
     gen.add_argument("--seconds", type=float, help="Omniges: output length for a text condition")
     gen.add_argument("--textgrid", help="word alignment (Praat TextGrid with a 'words' tier)")
     gen.add_argument(
+        "--seg-dir",
+        help="Semantic Gesticulator bundles: gesture folder (SeG_dataset: SeG_list.xlsx + bvh/) "
+        "whose gestures are retrieved for the words and injected",
+    )
+    gen.add_argument(
+        "--llm-url",
+        help="Semantic Gesticulator bundles: OpenAI-compatible endpoint for gesture retrieval "
+        "(sentence embeddings when absent or failing)",
+    )
+    gen.add_argument(
         "--checkpoint",
         "--bundle",
         dest="checkpoint",
@@ -99,6 +109,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
             export, system = bundle.folder, bundle.system
         except ValueError:
             pass
+    if system not in ("omniges", "omnihuman", "semantic_gesticulator"):
+        try:  # a Semantic Gesticulator run holds its bundle in semantic_gesticulator/
+            bundle = open_bundle(args.checkpoint, "semantic_gesticulator")
+            export, system = bundle.folder, bundle.system
+        except ValueError:
+            pass
+    if system == "semantic_gesticulator":
+        return _generate_sg(args, export)
+    for flag in ("seg_dir", "llm_url"):
+        if getattr(args, flag) is not None:
+            raise CLIError(
+                f"--{flag.replace('_', '-')}: only Semantic Gesticulator bundles take it "
+                f"(this is {system!r})"
+            )
     if system not in ("omniges", "omnihuman"):
         try:  # an OmniHuman run or checkpoint folder holds its bundle in omnihuman/
             bundle = open_bundle(args.checkpoint, "omnihuman")
@@ -160,6 +184,55 @@ def cmd_generate(args: argparse.Namespace) -> int:
         shown += f", {args.render}"
     write_beat2_npz(out, motion)
     print(shown)
+    return 0
+
+
+def _generate_sg(args: argparse.Namespace, export: Path) -> int:
+    """``gesture generate`` with a Semantic Gesticulator bundle: ``--audio`` (+ ``--textgrid``,
+    ``--seg-dir``, ``--llm-url``) -> ``--out`` motion (.npz or .bvh) and
+    ``<out>.gestures.json`` (the injected gestures)."""
+    from gesture_apps.runtime.paths import check_output
+    from gesture_apps.systems.semantic_gesticulator.pipeline import gestures_path
+
+    other = ("task", "prompt", "gesture", "seconds", "reference", "pose", "mode", "text", "gt")
+    extra = [f"--{f}" for f in other if getattr(args, f) is not None]
+    extra += [f"--{f}" for f in ("steps", "guidance", "render", "bf16") if getattr(args, f)]
+    if extra:
+        raise CLIError(f"{', '.join(extra)}: Semantic Gesticulator bundles do not take it")
+    if args.audio is None:
+        raise CLIError("--audio: required (the speech to generate gestures for)")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".npz", ".bvh") or out.is_dir():
+        raise CLIError(f"--out {out}: expected a .npz or .bvh file name")
+    if args.seg_dir is not None and not Path(args.seg_dir).is_dir():
+        raise CLIError(f"--seg-dir {args.seg_dir}: folder not found")
+    if args.llm_url is not None and args.seg_dir is None:
+        raise CLIError("--llm-url: needs --seg-dir (the gestures to retrieve from)")
+    inputs = [("--audio", args.audio), ("--textgrid", args.textgrid)]
+    for path in (out, gestures_path(out)):
+        check_output(
+            path,
+            "--out",
+            files=[i for i in inputs if i[1]],
+            folders=[("--checkpoint", export), ("--seg-dir", args.seg_dir)],
+        )
+    from gesture_apps.systems.semantic_gesticulator.pipeline import generate
+
+    motion, gestures = generate(
+        args.audio,
+        checkpoint=export,
+        textgrid=args.textgrid,
+        seg_dir=args.seg_dir,
+        llm_url=args.llm_url,
+        seed=args.seed,
+        device=args.device,
+        out=out,
+    )
+    shown = ", ".join(f"{g['label']} at {g['time']:.2f} s" for g in gestures) or "none"
+    print(
+        f"generate: {motion.num_frames} frames ({motion.num_frames / motion.fps:.2f} s) -> {out}, "
+        f"{gestures_path(out)} (gestures: {shown})"
+    )
     return 0
 
 

@@ -36,6 +36,8 @@ class SystemEntry:
     aliases: tuple[str, ...] = ()
     inputs: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)
     generate: str | None = None  # "module:function" generating from this system's bundles
+    # training stages: `gesture train <name> STAGE` sets the config key `stage`
+    stages: tuple[str, ...] = ()
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -272,5 +274,28 @@ register(
             "OUT/t2m_evaluator/ (the evaluator, its Mean/Std and caption language), which "
             "`gesture eval t2m --evaluator` reads."
         ),
+    )
+)
+register(
+    SystemEntry(
+        name="semantic-gesticulator",
+        module="gesture_apps.systems.semantic_gesticulator.train",
+        config="gesture_apps.systems.semantic_gesticulator.config:SGRecipeConfig",
+        presets="semantic_gesticulator",
+        default_preset="sg",
+        export="semantic_gesticulator",
+        help="Semantic Gesticulator: RVQ-VAE + GPT per RVQ layer, semantic gesture injection",
+        description=(
+            "Train Semantic Gesticulator in three stages, each its own run: `rvq` (the two-part "
+            "body/hands residual VQ-VAE on motion windows), `coarse --from RVQ_RUN` (the GPT of "
+            "RVQ layer 0 on SG's 437-d audio features) and `fine --from COARSE_RUN` (the GPTs of "
+            "layers 1-3), on the synthetic corpus (default) or BEAT2 (--data beat2:PATH). Each "
+            "writes OUT/checkpoints/step_*/ and OUT/semantic_gesticulator/ (the bundle with every "
+            "model trained so far; `gesture generate --checkpoint FINE_RUN --seg-dir SeG_dataset` "
+            "reads the fine stage's)."
+        ),
+        inputs=(("--from", "previous", "the previous stage's run or bundle; sets previous="),),
+        generate="gesture_apps.systems.semantic_gesticulator.pipeline:generate_motion",
+        stages=("rvq", "coarse", "fine"),
     )
 )
