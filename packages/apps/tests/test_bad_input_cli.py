@@ -485,6 +485,8 @@ for _name, _extra, _expect in [
     ("seed_abc", ["--seed", "abc"], "--seed"),
     ("render_suffix", ["--render", "x.avi"], "--render"),
     ("unknown_option", ["--fast"], "--fast"),
+    ("seg_dir_not_sg", ["--seg-dir", "."], "--seg-dir"),
+    ("llm_url_not_sg", ["--llm-url", "http://127.0.0.1:9"], "--llm-url"),
 ]:
     case("generate-options", _name)(_gen_opt(*_extra, expect=_expect))
 
@@ -665,6 +667,25 @@ def _(env, tmp):
 @case("train-options", "unknown_recipe")
 def _(env, tmp):
     return Case(["train", "diffusion"], [tmp], "diffusion")
+
+
+@case("train-options", "sg_unknown_stage")
+def _(env, tmp):
+    argv = ["train", "semantic-gesticulator", "warp", "--out", str(tmp / "out")]
+    return Case(argv, [tmp / "out"], "warp")
+
+
+@case("train-options", "sg_stage_without_from")
+def _(env, tmp):
+    argv = ["train", "semantic-gesticulator", "coarse", "--preset", "semantic_gesticulator/tiny"]
+    return Case([*argv, "--no-progress", "--out", str(tmp / "out")], [tmp / "out"], "--from")
+
+
+@case("train-options", "stage_of_a_single_stage_system")
+def _(env, tmp):
+    return Case(
+        [*_train(env, tmp, "tokenizer")[:2], "rvq", "--out", str(tmp / "out")], [tmp / "out"]
+    )
 
 
 @case("train-options", "no_recipe")

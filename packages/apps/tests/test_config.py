@@ -25,6 +25,7 @@ from gesture_apps.systems.omniges.config import OmnigesRecipeConfig
 from gesture_apps.systems.omniges.text_recipe import TextVAERecipeConfig
 from gesture_apps.systems.omnihuman.config import OmniHumanRecipeConfig
 from gesture_apps.systems.omnihuman.vae_recipe import VideoVAERecipeConfig
+from gesture_apps.systems.semantic_gesticulator.config import SGRecipeConfig
 from gesture_apps.systems.t2m_gpt.config import T2MRecipeConfig
 from gesture_apps.systems.t2m_gpt.evaluator import T2MEvaluatorRecipeConfig
 from gesture_apps.systems.tokenizer.config import TokenizerRecipeConfig
@@ -40,6 +41,7 @@ RECIPES = {
     "omniges_text": TextVAERecipeConfig,
     "omnihuman": OmniHumanRecipeConfig,
     "omnihuman_vae": VideoVAERecipeConfig,
+    "semantic_gesticulator": SGRecipeConfig,
     "t2m_evaluator": T2MEvaluatorRecipeConfig,
     "t2m_gpt": T2MRecipeConfig,
 }
