@@ -40,7 +40,7 @@ KINDS = {
     "think": ("0102", "TEMPLE TOUCH", "thinking, an idea", "Let me think about that idea."),
 }
 # training steps per stage (the tiny models; see the module fixture for the time they take)
-RVQ_STEPS, COARSE_STEPS, FINE_STEPS = 250, 150, 80
+RVQ_STEPS, COARSE_STEPS, FINE_STEPS = 300, 150, 80
 ARMS = [j * 3 + c for j in (15, 16, 17, 18, 19, 20, 21) for c in range(3)]  # head + arms
 
 
@@ -234,6 +234,24 @@ def test_bad_codes_are_refused(tokenizer):
         inject(tokenizer, _codes(5, 0, v), {k: t[0] for k, t in _codes(2, 0, v).items()}, 1)
 
 
+def test_motion_stats_floor_the_std_then_apply_the_gain():
+    from gesture_apps.systems.semantic_gesticulator.config import SGDataConfig
+    from gesture_apps.systems.semantic_gesticulator.train import Clip, fit_motion_stats
+
+    rng = np.random.default_rng(0)
+    x = np.zeros((200, MOTION_DIM), np.float32)
+    x[:, 0] = rng.normal(1.0, 0.5, 200)  # moves: its std is kept
+    x[:, 1] = rng.normal(0.0, 0.01, 200)  # near-static: floored to min_std
+    clip = Clip("c", x, np.zeros(16000, np.float32), 16000)
+    mean, std = fit_motion_stats([clip], 0.1, 10.0)
+    # float32 data, float64 statistics: agreement to float32 rounding (measured < 1e-7)
+    assert std[0] == pytest.approx(x[:, 0].astype(np.float64).std() / 10, rel=1e-5)
+    assert std[1] == pytest.approx(0.01) and std[2] == pytest.approx(0.01)
+    assert mean[0] == pytest.approx(x[:, 0].astype(np.float64).mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="motion_gain"):
+        SGDataConfig(motion_gain=0.0)
+
+
 # ----- the trained system --------------------------------------------------------------------
 
 
@@ -341,10 +359,13 @@ def _fgd_gap(models, clips, indices):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the tiny SGRVQVAE decodes every code to about the mean pose on this corpus (it does "
-    "not fit even one batch of 16 windows in 120 steps: L1 recon stays at 0.127), so generated "
-    "motion does not follow the audio; measured sync FGD val own 8.458 vs mismatched 8.455, "
-    "test 10.502 vs 10.501. Strict: passing means the tokenizer learns, remove this mark.",
+    reason="the tokenizer now reconstructs the beats (right-arm speed corr with the truth "
+    "0.47-0.96 on val/test clips, was ~0) but the coarse GPT does not learn audio -> beats "
+    "from 6 x 5 s clips (generated arm speed corr -0.21..0.10; layer-0 CE 6.52 own audio vs "
+    "6.95 shuffled, above the unigram entropy) and this FGD barely sees synchrony (truth's own "
+    "vs mismatched gap 1.66 val / 0.25 test, the tokenizer's reconstruction 0.04 / 0.10, "
+    "seed-to-seed swing +-0.4); measured sync FGD val own 3.871 vs mismatched 3.870, test "
+    "5.832 vs 6.258. Strict: passing means the generator follows the audio, remove this mark.",
 )
 def test_rhythmic_generation_beats_mismatched_audio_on_fgd(corpus, models):
     clips, _ = corpus

@@ -188,10 +188,15 @@ def block_size(model: nn.Module) -> int:
     return int(size)
 
 
-def fit_motion_stats(clips: list[Clip], min_std: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel z-score statistics of the training motion (SG's ``body_scaler``)."""
+def fit_motion_stats(
+    clips: list[Clip], min_std: float, gain: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel statistics of the training motion: mean ``(168,)`` and the divisor
+    ``max(std, min_std) / gain`` ``(168,)`` (``gain`` 1: SG's ``body_scaler`` z-score). The
+    divisor is what the codec stores as ``std``, so decoding needs no extra setting."""
     x = np.concatenate([c.motion for c in clips]).astype(np.float64)
-    return x.mean(0).astype(np.float32), np.maximum(x.std(0), min_std).astype(np.float32)
+    std = np.maximum(x.std(0), min_std) / gain
+    return x.mean(0).astype(np.float32), std.astype(np.float32)
 
 
 def fit_audio_scaler(feats: list[np.ndarray]) -> SGScaler:
@@ -306,7 +311,7 @@ def prepare(
     if cfg.stage == "rvq":
         tokenizer = build_tokenizer(size, cfg.model.tokenizer)
         check_rates(cfg, tokenizer)
-        mean, std = fit_motion_stats(clips, cfg.data.min_std)
+        mean, std = fit_motion_stats(clips, cfg.data.min_std, cfg.data.motion_gain)
         if cfg.data.pose_length % tokenizer.downsample:
             raise ConfigError(
                 f"data.pose_length: {cfg.data.pose_length} is not a multiple of the tokenizer's "
