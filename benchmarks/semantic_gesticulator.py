@@ -31,7 +31,9 @@ The rest of our pipeline is timed on real eSpeak speech of the same length (ours
 computes features in a separate script and transcribes and retrieves with a GPU-served LLM):
 SG's 437-d audio features, Whisper tiny.en word timestamps, embedding retrieval over the
 transcript, the tokenizer's windowed decode, and the whole pipeline. More stages plug in
-through :data:`EXTRA_STAGES`: a function ``(Context) -> list[Row]``.
+through :data:`EXTRA_STAGES`: a function ``(Context) -> list[Row]``. With ``--reference`` the
+decode is also timed against SG's own ``SepVQVAE_DDP_body_hands.decode`` holding the same
+weights ("decode (vs SG)"; the last column is then the largest difference of the motions).
 """
 
 from __future__ import annotations
@@ -311,6 +313,86 @@ def pipeline_rows(ctx: Context) -> list[Row]:
 
 
 EXTRA_STAGES.append(pipeline_rows)
+
+
+def _sg_rvq_config(size: dict) -> dict:
+    """SG's ``Config/motion_rvq_inference.yaml`` ``structure`` with ``size``'s widths."""
+    width, emb, bins = (size.get(k, 512) for k in ("width", "emb_width", "l_bins"))
+    part = dict(
+        levels=1, downs_t=[3], strides_t=[2], emb_width=emb, l_bins=bins, l_mu=0.95,
+        commit=0.02, hvqvae_multipliers=[1], width=width, depth=3, m_conv=1.0,
+        dilation_growth_rate=3, sample_length=120, use_bottleneck=True,
+        bottleneck_type="rqvae", rq_num_quantizers=4, joint_channel=3, vel=1, acc=1, reg=0,
+        vqvae_reverse_decoder_dilation=True, encoder_transformer=True,
+        decoder_transformer=True, transformer_head=4, transformer_dropout=0,
+        has_after_decoder_transformer=False, after_d_transformer_head=4,
+        after_d_transformer_depth=1, after_d_transformer_dropout=0, norm_bottleneck=False,
+    )  # fmt: skip
+    from motion_tokenizers.sg_rvq import SG_BODY_JOINTS, SG_HANDS_JOINTS
+
+    body = dict(part, joint_indexes=SG_BODY_JOINTS, weight=3, transformer_depth=3)
+    hands = dict(part, joint_indexes=SG_HANDS_JOINTS, weight=2, transformer_depth=2)
+    return dict(body=body, hands=hands, joint_channel=3, joint_num=72, l_bins=bins)
+
+
+def decode_rows(ctx: Context) -> list[Row]:
+    """The tokenizer's windowed decode (savgol on the code vectors, as ``generate()`` decodes
+    the rhythmic codes), ours against SG's ``SepVQVAE_DDP_body_hands.decode`` with the same
+    weights and codebooks: SG's model is built from its own code, given seeded codebooks, saved
+    in its checkpoint layout and loaded by ``SGRVQVAE.from_reference_checkpoint``."""
+    if ctx.reference_dir is None:
+        return []
+    import sys
+    import tempfile
+    from unittest import mock
+
+    from motion_tokenizers import SGRVQVAE
+
+    sys.path.insert(0, str(ctx.reference_dir))
+    try:
+        import Model as sg_models  # SG's package (its Model/__init__.py)
+    finally:
+        sys.path.remove(str(ctx.reference_dir))
+
+    def ns(d):
+        return SimpleNamespace(**{k: ns(v) if isinstance(v, dict) else v for k, v in d.items()})
+
+    # SG's model allocates with .cuda() (codebooks, decode buffers); on this CPU the tensors
+    # stay where they are
+    no_cuda = mock.patch.object(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    cfg = _sg_rvq_config(TOKENIZER_SIZES[ctx.size])
+    torch.manual_seed(0)
+    with no_cuda, contextlib.redirect_stdout(io.StringIO()):  # its constructor prints
+        ref = sg_models.SepVQVAE_DDP_body_hands(ns(cfg)).eval()
+    for name, buf in ref.named_buffers():  # codebooks start as zeros until trained
+        if name.endswith(".k"):
+            buf.copy_(torch.randn_like(buf))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rqvae.pt"
+        state = {"module." + k: v for k, v in ref.state_dict().items()}
+        torch.save({"model": state, "config": {"structure": cfg}, "epoch": 0}, path)
+        ours = SGRVQVAE.from_reference_checkpoint(path).eval()
+    n = ctx.cond.shape[1]
+    gen = torch.Generator().manual_seed(3)
+    codes = {p: torch.randint(0, cfg["l_bins"], (1, n, 4), generator=gen) for p in ours.parts}
+    zs = ([codes["body"].permute(0, 2, 1)], [codes["hands"].permute(0, 2, 1)])  # (1, 4, N)
+
+    def ref_decode():
+        with no_cuda, contextlib.redirect_stdout(io.StringIO()):  # it prints shapes
+            return ref.decode(zs, stride=1, filter_name="savgol", filter_pos="rq_code")
+
+    t_ref, y_ref = _timed(ref_decode)
+    t_ours, y = _timed(lambda: ours.decode(codes, filter="savgol"))
+    diff = float((y - y_ref).abs().max())
+    same = f"{diff:.1e}"
+    per = 60 / ctx.speech_s
+    return [
+        Row(ctx.size, "decode (vs SG)", "ours", t_ours, ctx.speech_s, t_ours * per, same),
+        Row(ctx.size, "decode (vs SG)", "SG reference", t_ref, ctx.speech_s, t_ref * per, "-"),
+    ]
+
+
+EXTRA_STAGES.append(decode_rows)
 
 
 def main() -> None:
