@@ -43,6 +43,7 @@ __all__ = [
     "SGRVQVAE",
     "SG_BODY_JOINTS",
     "SG_HANDS_JOINTS",
+    "clean_sg_state",
     "is_sg_rvq_checkpoint",
     "read_sg_checkpoint",
 ]
@@ -830,19 +831,22 @@ def read_sg_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict
             raise CheckpointError(
                 f"{path}: missing key {key!r} (SG saves model, optimizer, config, epoch)"
             )
-    state = obj["model"]
+    return clean_sg_state(obj["model"], f"{path}: 'model'"), _plain(obj["config"])
+
+
+def clean_sg_state(state: Any, source: str) -> dict[str, Tensor]:
+    """An SG state dict checked (string keys, finite tensors only) with the DDP ``module.``
+    prefix removed; ``source`` names it in errors."""
     if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"{path}: 'model' is not a state dict")
+        raise CheckpointError(f"{source}: expected a non-empty state dict")
     out = {}
     for k, v in state.items():
         if not isinstance(k, str) or not isinstance(v, Tensor):
-            raise CheckpointError(
-                f"{path}: 'model' key {k!r} holds {type(v).__name__}, expected a tensor"
-            )
+            raise CheckpointError(f"{source} key {k!r} holds {type(v).__name__}, expected a tensor")
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise CheckpointError(f"{path}: 'model' key {k!r} holds NaN or infinite values")
+            raise CheckpointError(f"{source} key {k!r} holds NaN or infinite values")
         out[k.removeprefix("module.")] = v
-    return out, _plain(obj["config"])
+    return out
 
 
 def is_sg_rvq_checkpoint(path: str | os.PathLike) -> bool:

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from ..base import LocalPretrained
 from ..errors import CheckpointError, TokenizerInputError
-from ..sg_rvq import load_sg_file
+from ..sg_rvq import clean_sg_state, load_sg_file
 
 SG_TOP_PROBS = (0.9, 0.05, 0.02, 0.02, 0.01)
 PARTS = ("body", "hands")
@@ -157,7 +157,26 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class SGCoarseGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
+class _SGReference:
+    """``from_reference_checkpoint(path)`` for both GPTs: SG's ``gpt0.pt`` (coarse) and
+    ``gpt1.pt``..``gpt3.pt`` (fine), as ``motion_gpt.py`` saves them (``{"model": state_dict
+    with "module." keys, "optimizer", "config": EasyDict, "epoch", "updates"}``; a bare state
+    dict works with ``n_head``). Sizes come from the tensors (a fine GPT's level from its
+    embedding tables: the released ``motion_fine_gpt_rq_level_{1,2}.yaml`` all say ``layer_no:
+    3``), ``n_head`` and dropout from ``config.structure_gpt`` unless given. Returns the model
+    in eval mode."""
+
+    @classmethod
+    def from_reference_checkpoint(
+        cls, path: str | os.PathLike, *, n_head: int | None = None, dropout: float | None = None
+    ):
+        state, config, source = _read_reference(path)
+        return cls.from_reference_state_dict(  # type: ignore[attr-defined]
+            state, config=config, n_head=n_head, dropout=dropout, source=source
+        )
+
+
+class SGCoarseGPT(_SGReference, LocalPretrained, nn.Module, PyTorchModelHubMixin):
     """SG's ``CrossCondGPT2_2part``: RVQ layer-0 tokens of body and hands from audio features.
 
     ``forward(body (B, T), hands (B, T), cond (B, T, cond_dim))`` -> next-token logits
@@ -398,19 +417,6 @@ class SGCoarseGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
         return body, hands
 
     @classmethod
-    def from_reference_checkpoint(
-        cls, path: str | os.PathLike, *, n_head: int | None = None, dropout: float | None = None
-    ) -> SGCoarseGPT:
-        """Load SG's ``gpt0.pt`` (``motion_gpt.py``: ``{"model": state_dict with "module."
-        keys, "optimizer", "config": EasyDict, "epoch", "updates"}``; a bare state dict works
-        with ``n_head``). Sizes come from the tensors, ``n_head`` and dropout from
-        ``config.structure_gpt`` unless given. Returns the model in eval mode."""
-        state, config, source = _read_reference(path)
-        return cls.from_reference_state_dict(
-            state, config=config, n_head=n_head, dropout=dropout, source=source
-        )
-
-    @classmethod
     def from_reference_state_dict(
         cls,
         state: dict[str, Tensor],
@@ -422,7 +428,7 @@ class SGCoarseGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
     ) -> SGCoarseGPT:
         """:meth:`from_reference_checkpoint` for a ``CrossCondGPT2_2part`` state dict (and
         optionally its config dict) already in memory; ``source`` names it in errors."""
-        state = _clean_state(state, source)
+        state = clean_sg_state(state, source)
         gpt = _section(config or {}, "structure_gpt")
         base = _section(gpt, "base")
         tok = _need(state, "gpt_base.tok_emb_body.weight", 2, source)
@@ -484,7 +490,7 @@ def _ce_pair(lb: Tensor, lh: Tensor, tb: Tensor, th: Tensor) -> tuple[Tensor, di
 # ----- fine GPTs ----------------------------------------------------------------------------
 
 
-class SGFineGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
+class SGFineGPT(_SGReference, LocalPretrained, nn.Module, PyTorchModelHubMixin):
     """SG's ``Fine_GPT2_2part`` for RVQ layer ``level`` (1..3): predicts that layer's body and
     hands tokens at every position from the layers below and the audio, without a mask.
 
@@ -643,19 +649,6 @@ class SGFineGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
         return _top1(lb), _top1(lh)
 
     @classmethod
-    def from_reference_checkpoint(
-        cls, path: str | os.PathLike, *, n_head: int | None = None, dropout: float | None = None
-    ) -> SGFineGPT:
-        """Load SG's ``gpt1.pt``..``gpt3.pt`` (the layout of :meth:`SGCoarseGPT.
-        from_reference_checkpoint`). ``level`` is the number of embedding tables in the file:
-        the released ``motion_fine_gpt_rq_level_{1,2}.yaml`` all say ``layer_no: 3``, so the
-        config is not trusted for it. Returns the model in eval mode."""
-        state, config, source = _read_reference(path)
-        return cls.from_reference_state_dict(
-            state, config=config, n_head=n_head, dropout=dropout, source=source
-        )
-
-    @classmethod
     def from_reference_state_dict(
         cls,
         state: dict[str, Tensor],
@@ -667,7 +660,7 @@ class SGFineGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
     ) -> SGFineGPT:
         """:meth:`from_reference_checkpoint` for a ``Fine_GPT2_2part`` state dict (and
         optionally its config dict) already in memory; ``source`` names it in errors."""
-        state = _clean_state(state, source)
+        state = clean_sg_state(state, source)
         gpt = _section(config or {}, "structure_gpt")
         tok = _need(state, "tok_emb_body.weight", 2, source)
         vocab, n_embd = tok.shape
@@ -907,22 +900,6 @@ def _read_reference(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict, s
             f"{path}: expected {{'model': state_dict, 'config': ...}} or a state dict"
         )
     return obj, config, source
-
-
-def _clean_state(obj: dict, source: str) -> dict[str, Tensor]:
-    """Tensors only, finite, the DDP ``module.`` prefix removed."""
-    if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f"{source}: expected a non-empty state dict")
-    state = {}
-    for k, v in obj.items():
-        if not isinstance(k, str) or not isinstance(v, Tensor):
-            raise CheckpointError(
-                f"{source}: key {k!r} holds {type(v).__name__}, expected a tensor"
-            )
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise CheckpointError(f"{source}: key {k!r} holds NaN or infinite values")
-        state[k.removeprefix("module.")] = v
-    return state
 
 
 def _section(config: dict, key: str) -> dict:
