@@ -496,6 +496,88 @@ def _(env, tmp):
     return Case(["generate", "--checkpoint", str(env.lsm), "--out", str(tmp / "o.npz")], [tmp])
 
 
+# stream -------------------------------------------------------------------------------------
+
+
+def _stream(env: Env, tmp: Path, *extra: str, audio=None, checkpoint=None, out=None) -> list:
+    out = out if out is not None else tmp / "out" / "motion.npz"
+    return [
+        "stream",
+        "--audio",
+        str(audio or env.wav),
+        "--checkpoint",
+        str(checkpoint or env.lsm),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def _stream_wav_case(write: Callable[[Path], None], expect: str | None = None) -> Builder:
+    def build(env: Env, tmp: Path) -> Case:
+        path = tmp / "in.wav"
+        write(path)
+        return Case(_stream(env, tmp, audio=path), [tmp / "out"], expect)
+
+    return build
+
+
+# a stream takes any rate (resampled on the fly): only the other audio faults are errors
+for _name, (_write, _expect) in AUDIO_ERRORS.items():
+    if _name not in ("44k1", "8k"):
+        case("stream-audio", _name)(_stream_wav_case(_write, _expect))
+
+
+@case("stream-audio", "44k1_is_resampled")
+def _(env, tmp):
+    from scipy.signal import resample_poly
+
+    path = tmp / "in.wav"
+    _sf(resample_poly(_speech(2.0), 441, 160).astype(np.float32), 44100)(path)
+    out = tmp / "out" / "motion.npz"
+
+    def check():  # 2 s of speech: 60 frames
+        with np.load(out) as f:
+            assert f["poses"].shape == (60, 165) and np.isfinite(f["poses"]).all()
+
+    return Case(_stream(env, tmp, audio=path, out=out), ok=check)
+
+
+@case("stream-checkpoint", "missing")
+def _(env, tmp):
+    return Case(_stream(env, tmp, checkpoint=tmp / "nope"), [tmp / "out"], "not found")
+
+
+@case("stream-checkpoint", "tokenizer_run")
+def _(env, tmp):
+    return Case(_stream(env, tmp, checkpoint=env.tok), [tmp / "out"])
+
+
+@case("stream-output", "not_npz")
+def _(env, tmp):
+    return Case(_stream(env, tmp, out=tmp / "out" / "motion.txt"), [tmp / "out"], "--out")
+
+
+@case("stream-options", "chunk_nan")
+def _(env, tmp):
+    return Case(_stream(env, tmp, "--chunk-s", "nan"), [tmp / "out"], "--chunk-s")
+
+
+@case("stream-options", "chunk_zero")
+def _(env, tmp):
+    return Case(_stream(env, tmp, "--chunk-s", "0"), [tmp / "out"], "--chunk-s")
+
+
+@case("stream-options", "negative_lookahead")
+def _(env, tmp):
+    return Case(_stream(env, tmp, "--lookahead-s", "-1"), [tmp / "out"], "lookahead_s")
+
+
+@case("stream-options", "steps_zero")
+def _(env, tmp):
+    return Case(_stream(env, tmp, "--steps", "0"), [tmp / "out"], "steps")
+
+
 @case("generate-output", "not_npz")
 def _(env, tmp):
     return Case(_gen(env, tmp, out=tmp / "out" / "motion.txt"), [tmp / "out"], "--out")

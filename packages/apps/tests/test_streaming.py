@@ -49,7 +49,7 @@ def _pieces(stream, audio, sizes):
 
 
 def _cat(pieces):
-    return streaming._concat(pieces)
+    return streaming.concat_motion(pieces)
 
 
 def test_any_chunking_gives_the_same_motion(bundle, clips):

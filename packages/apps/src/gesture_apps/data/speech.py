@@ -23,6 +23,15 @@ TEXTGRID_TOLERANCE_S = 2.0  # BEAT2's audio and alignments differ by up to ~0.6 
 def read_audio(path: str | Path) -> np.ndarray:
     """Mono 16 kHz wav (float or PCM) -> float32 ``(N,)``; anything else is a
     :class:`GenerationError` (no resampling or down-mixing behind the user's back)."""
+    audio, sr = read_wav(path)
+    if sr != SAMPLE_RATE:
+        raise GenerationError(f"{path}: expected {SAMPLE_RATE} Hz audio, found {sr} Hz")
+    return audio
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """Mono wav at any rate -> float32 ``(N,)`` and the rate, at least ``MIN_SECONDS`` long
+    and finite, or a :class:`GenerationError` naming the file."""
     import soundfile as sf
 
     path = Path(path)
@@ -34,19 +43,16 @@ def read_audio(path: str | Path) -> np.ndarray:
         raise GenerationError(f"{path}: cannot read audio ({one_line(e)})") from None
     if audio.shape[1] != 1:
         raise GenerationError(f"{path}: expected mono audio, found {audio.shape[1]} channels")
-    if sr != SAMPLE_RATE:
-        raise GenerationError(f"{path}: expected {SAMPLE_RATE} Hz audio, found {sr} Hz")
     audio = np.ascontiguousarray(audio[:, 0])
     if audio.size == 0:
         raise GenerationError(f"{path}: audio is empty")
-    if audio.size < MIN_SECONDS * SAMPLE_RATE:
+    if audio.size < MIN_SECONDS * sr:
         raise GenerationError(
-            f"{path}: audio too short ({audio.size / SAMPLE_RATE:.3f} s; at least "
-            f"{MIN_SECONDS} s needed)"
+            f"{path}: audio too short ({audio.size / sr:.3f} s; at least {MIN_SECONDS} s needed)"
         )
     if not np.isfinite(audio).all():
         raise GenerationError(f"{path}: audio has non-finite samples")
-    return audio
+    return audio, int(sr)
 
 
 def read_words(path: str | Path, seconds: float) -> list[tuple[float, float, str]]:

@@ -209,7 +209,7 @@ class GestureStream:
             if end is None and heard * FPS // SAMPLE_RATE < horizon:  # not heard yet
                 break
             pieces.append(self._step(E, new, heard, end))
-        motion = _concat(pieces)
+        motion = concat_motion(pieces)
         # drop features and latents no later window or decode reads
         E = self._lat_start + self._latents.shape[1]
         keep_lat = max(0, min(E - self.s, self._decoded - self._left))
@@ -308,8 +308,8 @@ def _context_probe(tokenizer, D: int, factor: int) -> tuple[int, int]:
     z = torch.randn(1, M, D, generator=g).to(dev)
     dz = z.clone()
     dz[:, M // 2] += torch.randn(D, generator=g).to(dev)
-    with torch.no_grad():
-        a, b = tokenizer.decode(z), tokenizer.decode(dz)
+    with torch.no_grad():  # the decoder network itself: requantising could absorb the nudge
+        a, b = tokenizer.decode(z, requantize=False), tokenizer.decode(dz, requantize=False)
     moved = torch.zeros(M * factor, dtype=torch.bool)
     for k in a:
         diff = (a[k] - b[k]).abs().amax(dim=-1)[0].cpu()
@@ -343,7 +343,7 @@ def _check_chunk(audio) -> np.ndarray:
     return a
 
 
-def _concat(pieces: list[Motion]) -> Motion:
+def concat_motion(pieces: list[Motion]) -> Motion:
     if not pieces:
         return Motion(np.zeros((0, 165), np.float32))
     if len(pieces) == 1:
@@ -360,7 +360,7 @@ def stream_motion(stream: GestureStream, audio: np.ndarray, chunk: int) -> tuple
     motion and the per-push compute seconds."""
     pieces = [stream.push(audio[i : i + chunk]) for i in range(0, audio.size, chunk)]
     pieces.append(stream.flush())
-    return _concat(pieces), list(stream.latencies)
+    return concat_motion(pieces), list(stream.latencies)
 
 
-__all__ = ["GestureStream", "decoder_context", "stream_motion"]
+__all__ = ["GestureStream", "concat_motion", "decoder_context", "stream_motion"]
