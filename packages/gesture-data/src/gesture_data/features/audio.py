@@ -1,7 +1,8 @@
 """Audio features, numpy/scipy only (no librosa, so import is instant).
 
 - :func:`onset_amplitude`: GestureLSM's 2-channel ``onset+amplitude`` representation at the
-  audio sample rate, ``(N, 2)`` = [amplitude envelope, onset impulses].
+  audio sample rate, ``(N, 2)`` = [amplitude envelope, onset impulses];
+  :class:`OnsetAmplitudeStream` computes it causally, chunk by chunk, for live audio.
 - :func:`log_mel` / :func:`mfcc`: one analysis frame centred on every motion frame
   (``t = i / fps``), so feature frame i lines up with motion frame i exactly, even when
   ``sample_rate / fps`` is not an integer (16000 / 30).
@@ -243,3 +244,158 @@ def onset_amplitude(
     idx = frames if reference_indexing else frames * 512
     out[idx[idx < audio.size], 1] = 1.0
     return out
+
+
+class OnsetAmplitudeStream:
+    """:func:`onset_amplitude` computed causally, chunk by chunk, with a bounded look-ahead.
+
+    ``push(samples)`` returns the ``(M, 2)`` features of the samples that became final (those
+    at least :attr:`lookahead` samples behind the newest one); ``flush()`` returns the rest at
+    the end of the recording. The concatenated output has one row per sample and is the same
+    whatever the chunking (10 ms or 2 s pieces give identical arrays).
+
+    Channel 0 (amplitude envelope) equals the offline function exactly. Channel 1 (onsets) needs
+    two whole-recording quantities that a stream does not have yet; both become running values:
+
+    - the onset envelope is normalised by its maximum *so far* instead of over the recording;
+    - the dB floor (80 dB below the loudest mel bin) uses the loudest bin *so far*.
+
+    Once the loudest part of a recording has been heard the decisions are the offline ones; before
+    it, quieter onsets pass the threshold more easily. Peak picking waits for 3 onset frames of
+    look-ahead (librosa's 100 ms moving average at 16 kHz / 512), which with the 1024-sample
+    envelope bounds :attr:`lookahead` at 3 * 512 samples (96 ms at 16 kHz).
+    """
+
+    HOP, N_FFT, N_MELS, LAG = 512, 2048, 128, 3
+
+    def __init__(self, sample_rate: int = 16000, frame_length: int = 1024) -> None:
+        _check_audio(np.zeros(1, np.float32), sample_rate)
+        self.sample_rate, self.frame_length = int(sample_rate), int(frame_length)
+        hop = self.HOP
+        # librosa's onset_detect windows in frames, as onset_frames() floors them
+        self._pre_avg = int(0.10 * sample_rate // hop)
+        self._post_avg = int(0.10 * sample_rate // hop + 1)
+        # an onset at sample n * hop waits for envelope frame n + post_avg - 1, which needs the
+        # audio up to that frame's sample; the amplitude waits for its frame_length window
+        self.lookahead = max(frame_length - 1, (self._post_avg - 1) * hop)
+        self._fb = mel_filterbank(self.sample_rate, self.N_FFT, self.N_MELS)
+        self._window = np.hanning(self.N_FFT + 1)[:-1].astype(np.float32)
+        self._buf = np.zeros(0, np.float32)  # audio from sample self._buf_start on
+        self._buf_start = 0
+        self.received = 0  # samples pushed
+        self.emitted = 0  # samples whose features were returned
+        self._next_frame = 0  # next spectral frame (centred at frame * HOP) to analyse
+        self._prev_db: np.ndarray | None = None  # the last analysed frame's dB mel bins
+        self._db_max = -np.inf
+        self._env: list[float] = [0.0] * self.LAG  # onset envelope per HOP (offline lag pad)
+        self._env_max = 0.0
+        self._decided = 0  # onset frames decided
+        self._onsets: list[int] = []  # decided onset frames not yet emitted
+        self._done = False
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        """``(n,)`` float samples -> ``(M, 2)`` float32 features of the samples now final."""
+        if self._done:
+            raise DataError(None, "stream already flushed", key="audio")
+        a = _check_audio(audio, self.sample_rate, allow_empty=True)
+        self._buf = np.concatenate([self._buf, a])
+        self.received += a.size
+        self._analyse(end=None)
+        final = min(self.received - (self.frame_length - 1), self._decided * self.HOP)
+        return self._emit(final, end=None)
+
+    def flush(self) -> np.ndarray:
+        """The features of every sample not yet returned (the recording's end: no more audio)."""
+        if self._done:
+            raise DataError(None, "stream already flushed", key="audio")
+        self._done = True
+        if self.received == 0:
+            return np.zeros((0, 2), np.float32)
+        self._analyse(end=self.received)
+        return self._emit(self.received, end=self.received)
+
+    # ----- internals -----
+
+    def _analyse(self, end: int | None) -> None:
+        """New spectral frames -> onset envelope -> onset decisions. ``end``: the recording's
+        length at flush (frames past it see zeros, as the offline STFT's padding), else None."""
+        H, half = self.HOP, self.N_FFT // 2
+        n_frames = 1 + end // H if end is not None else None  # offline frame count
+        # frame j is analysable once audio reaches j * H + half (or at flush); env[k] is the
+        # flux from frame k - LAG to k - LAG + 1, so the offline envelope needs frames up to
+        # n_frames - LAG
+        last = (self.received - half) // H if end is None else n_frames - self.LAG
+        j0, j1 = self._next_frame, max(self._next_frame, last + 1)
+        if j1 > j0:
+            lo = j0 * H - half
+            seg = np.zeros((j1 - 1) * H + half - lo, np.float32)
+            a, b = max(lo, self._buf_start), min((j1 - 1) * H + half, self.received)
+            seg[a - lo : b - lo] = self._buf[a - self._buf_start : b - self._buf_start]
+            idx = (np.arange(j1 - j0) * H)[:, None] + np.arange(self.N_FFT)[None, :]
+            spec = np.fft.rfft(seg[idx] * self._window, axis=-1)
+            p = (spec.real**2 + spec.imag**2).astype(np.float32)
+            db = 10 * np.log10(np.maximum(p @ self._fb.T, 1e-10))
+            # the floor uses the loudest bin so far, frame by frame (chunking-invariant)
+            run_max = np.maximum.accumulate(np.maximum(db.max(axis=1), self._db_max))
+            self._db_max = float(run_max[-1])
+            for i in range(j1 - j0):
+                cur = np.maximum(db[i], run_max[i] - 80.0)
+                if self._prev_db is not None:
+                    prev = np.maximum(self._prev_db, run_max[i] - 80.0)
+                    self._env.append(float(np.maximum(0.0, cur - prev).mean()))
+                self._prev_db = db[i]
+            self._next_frame = j1
+        env = np.asarray(self._env, np.float32)
+        if end is not None:
+            env = env[:n_frames]
+        # a frame is decided once post_avg - 1 later envelope values exist (or at flush)
+        stop = len(env) if end is not None else len(env) - (self._post_avg - 1)
+        pre, post = self._pre_avg, self._post_avg
+        for n in range(self._decided, max(self._decided, stop)):
+            top = float(env[: n + post].max()) if end is None else float(env.max())
+            self._env_max = max(self._env_max, top)
+            if self._env_max <= 0:
+                continue
+            x = (env[max(n - pre, 0) : n + post] / np.float32(self._env_max)).astype(np.float64)
+            xn = float(env[n] / np.float32(self._env_max))
+            if xn > 0 and xn >= x.mean() + 0.07:
+                self._onsets.append(n)
+        self._decided = max(self._decided, stop)
+        # keep the audio that later frames and envelope windows still need
+        keep = max(0, min(self.emitted, self._next_frame * H - half) - self.frame_length)
+        if keep > self._buf_start:
+            self._buf = self._buf[keep - self._buf_start :]
+            self._buf_start = keep
+
+    def _emit(self, final: int, end: int | None) -> np.ndarray:
+        s0 = self.emitted
+        if final <= s0:
+            return np.zeros((0, 2), np.float32)
+        out = np.zeros((final - s0, 2), np.float32)
+        seg = self._buf[s0 - self._buf_start :]
+        if end is None:
+            out[:, 0] = amplitude_envelope(seg, self.frame_length)[: final - s0]
+        else:
+            # the offline end rule (the last full window's max) needs that window in the buffer
+            lo = max(0, min(s0, end - self.frame_length))
+            env = amplitude_envelope(self._buf[lo - self._buf_start :], self.frame_length)
+            out[:, 0] = env[s0 - lo :]
+        keep = []
+        for n in self._onsets:
+            i = n * self.HOP
+            if i < s0:
+                continue
+            if i < final:
+                out[i - s0, 1] = 1.0
+            else:
+                keep.append(n)
+        self._onsets = keep
+        self.emitted = final
+        return out
+
+
+def causal_onset_amplitude(audio: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
+    """``(N, 2)``: what :class:`OnsetAmplitudeStream` gives for a whole recording (the causal
+    counterpart of :func:`onset_amplitude`, for comparing streamed and offline generation)."""
+    stream = OnsetAmplitudeStream(sample_rate)
+    return np.concatenate([stream.push(audio), stream.flush()])
