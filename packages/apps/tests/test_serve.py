@@ -1,0 +1,369 @@
+"""`gesture serve`: the websocket protocol against the streaming model (uneven chunks give the
+offline frames, bad messages get one-line errors, a client that leaves or two at once do not
+disturb the others), the command line, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import uvicorn
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from gesture_apps import main
+from gesture_apps.data.motion import joints_approx
+from gesture_apps.serve import create_app
+from gesture_apps.systems.gesturelsm.export import load_lsm
+from gesture_apps.systems.gesturelsm.streaming import GestureStream
+from gesture_data.datasets.synthetic import make_clip
+from gesture_data.skeleton import SMPLX_PARENTS
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
+SR = 16000
+CHUNK_S = 0.5
+SECONDS = 3.0
+# The server sends joints rounded to 4 decimals (<= 5e-5 off) and computes them in another
+# thread than the offline run; the model's own run-to-run noise on these CPUs measured 0.0
+# (same ops, same order), so 5e-5 plus a float32 ulp at 1 m is the bound.
+JOINT_ATOL = 5e-5 + 1e-6
+# one 10 ms piece, a 2 s piece and odd sizes between (samples at 16 kHz)
+UNEVEN = [160, 32000, 4321, 1600, 977, 12000, 2500]
+
+
+# ---------------------------------------------------------------- model, audio, reference
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A tiny trained GestureLSM bundle (tokenizer 2 steps, lsm 4 steps)."""
+    root = tmp_path_factory.mktemp("serve_bundle")
+    cache = f"data.cache_dir={root / 'cache'}"
+    tok = ["train", "tokenizer", "--preset", "tokenizer/tiny", "--no-progress"]
+    assert main([*tok, "--out", str(root / "tok"), "train.max_steps=2", cache]) == 0
+    lsm = ["train", "lsm", "--preset", "gesturelsm/tiny", "--tokenizer", str(root / "tok")]
+    lsm += ["--no-progress", "--out", str(root / "lsm"), "train.max_steps=4", cache]
+    assert main(lsm) == 0
+    return load_lsm(root / "lsm")
+
+
+@pytest.fixture(scope="module")
+def speech() -> list[np.ndarray]:
+    """Two different 3 s eSpeak utterances from the synthetic corpus, float32 at 16 kHz."""
+    clips = [make_clip(i, SECONDS, seed=5) for i in (0, 1)]
+    assert all(c.sample_rate == SR for c in clips)
+    return [c.audio.astype(np.float32) for c in clips]
+
+
+@pytest.fixture(scope="module")
+def app(bundle):
+    return create_app(lambda sr: GestureStream(bundle, chunk_s=CHUNK_S, sample_rate=sr))
+
+
+def offline_joints(bundle, audio: np.ndarray) -> np.ndarray:
+    """(T, 55, 3) joints of the same stream fed the whole recording at once."""
+    stream = GestureStream(bundle, chunk_s=CHUNK_S, sample_rate=SR)
+    parts = [stream.push(audio), stream.flush()]
+    poses = np.concatenate([m.poses for m in parts])
+    trans = np.concatenate([m.trans for m in parts])
+    return joints_approx(poses, trans)
+
+
+def packet(at: int, samples: np.ndarray) -> bytes:
+    return np.int64(at).astype("<i8").tobytes() + samples.astype("<f4").tobytes()
+
+
+def pieces(n: int, sizes=UNEVEN):
+    """(start, stop) of consecutive pieces of ``n`` samples, cycling through ``sizes``."""
+    start, i = 0, 0
+    while start < n:
+        stop = min(n, start + sizes[i % len(sizes)])
+        yield start, stop
+        start, i = stop, i + 1
+
+
+def collect(ws) -> tuple[np.ndarray, dict]:
+    """Read frames until ``done``: (joints (T, 55, 3), the done message); checks each frames
+    message starts where the previous one ended and is not empty."""
+    frames, done = [], None
+    while done is None:
+        msg = ws.receive_json()
+        assert msg["type"] in ("frames", "done"), msg
+        if msg["type"] == "done":
+            done = msg
+            break
+        assert msg["start"] == sum(len(f) for f in frames) and len(msg["joints"]) > 0
+        assert msg["latency_ms"] >= 0
+        frames.append(np.asarray(msg["joints"], np.float32))
+    joints = np.concatenate(frames) if frames else np.zeros((0, 55, 3), np.float32)
+    assert done["frames"] == len(joints)
+    return joints, done
+
+
+def start(ws, rate: int = SR) -> dict:
+    ws.send_json({"type": "start", "sample_rate": rate})
+    ready = ws.receive_json()
+    assert ready["type"] == "ready", ready
+    return ready
+
+
+# ---------------------------------------------------------------- the websocket protocol
+
+
+def test_uneven_chunks_a_dropped_one_and_an_overlap_give_the_offline_frames(app, bundle, speech):
+    audio = speech[0]
+    spans = list(pieces(audio.size))
+    dropped = spans[3]  # never sent: the server must fill it with silence
+    heard = audio.copy()
+    heard[dropped[0] : dropped[1]] = 0
+    expected = offline_joints(bundle, heard)
+    assert len(expected) == int(SECONDS * 30)  # floor(seconds * fps)
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        ready = start(ws)
+        assert ready["fps"] == 30 and ready["parents"] == list(SMPLX_PARENTS)
+        reference = GestureStream(bundle, chunk_s=CHUNK_S)  # chunk_s is rounded to latents
+        assert ready["chunk_s"] == reference.chunk_s > 0
+        assert ready["lookahead_s"] == reference.lookahead_s > 0
+        for i, (a, b) in enumerate(spans):
+            if (a, b) == dropped:
+                continue
+            if i == 5:  # resend the last 100 samples before this piece: the overlap is dropped
+                a -= 100
+            ws.send_bytes(packet(a, audio[a:b]))
+        ws.send_json({"type": "end"})
+        joints, _ = collect(ws)
+    assert joints.shape == expected.shape
+    np.testing.assert_allclose(joints, expected, rtol=0, atol=JOINT_ATOL)
+    # the model moved (a frozen or zero skeleton would also "match" a broken reference)
+    assert np.ptp(joints[:, 20:22], axis=0).max() > 1e-3
+
+
+BAD = [
+    # (what, messages, expected close code, words the error names)
+    ("bad JSON", ["{not json"], 1003, "JSON"),
+    ("audio before start", [packet(0, np.zeros(160, np.float32))], 1008, "before 'start'"),
+    ("rate as a string", [{"type": "start", "sample_rate": "16000"}], 1003, "sample_rate"),
+    ("rate as a float", [{"type": "start", "sample_rate": 16000.0}], 1003, "sample_rate"),
+    ("unknown type", [{"type": "stop"}], 1008, "unknown message type"),
+    ("end before start", [{"type": "end"}], 1008, "before 'start'"),
+    ("NaN samples", ["START", packet(0, np.full(160, np.nan, np.float32))], 1003, "non-finite"),
+    ("odd byte count", ["START", packet(0, np.zeros(4, np.float32))[:-2]], 1003, "8 + 4k"),
+    ("negative offset", ["START", packet(-5, np.zeros(160, np.float32))], 1003, "negative"),
+    ("start twice", ["START", {"type": "start", "sample_rate": SR}], 1008, "twice"),
+]
+
+
+@pytest.mark.parametrize("what, messages, code, words", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_message_gets_one_error_line_and_the_server_serves_the_next_client(
+    app, speech, what, messages, code, words
+):
+    with TestClient(app) as client:
+        with client.websocket_connect("/ws") as ws:
+            for m in messages:
+                if m == "START":
+                    start(ws)
+                elif isinstance(m, bytes):
+                    ws.send_bytes(m)
+                elif isinstance(m, str):
+                    ws.send_text(m)
+                else:
+                    ws.send_json(m)
+            error = ws.receive_json()
+            assert error["type"] == "error" and words in error["message"], error
+            assert "\n" not in error["message"]
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == code
+        with client.websocket_connect("/ws") as ws:  # the next client: 1 s, 30 frames
+            start(ws)
+            ws.send_bytes(packet(0, speech[1][:SR]))
+            ws.send_json({"type": "end"})
+            joints, _ = collect(ws)
+            assert len(joints) == 30
+
+
+def test_a_client_that_leaves_mid_stream_is_dropped_quietly(app, bundle, speech, caplog):
+    audio = speech[1]
+    with caplog.at_level(logging.DEBUG), TestClient(app) as client:
+        with client.websocket_connect("/ws") as ws:
+            start(ws)
+            ws.send_bytes(packet(0, speech[0][: 2 * SR]))
+            ws.receive_json()  # its first frames are on the way; then it goes
+        with client.websocket_connect("/ws") as ws:
+            start(ws)
+            for a, b in pieces(audio.size, [SR // 2]):
+                ws.send_bytes(packet(a, audio[a:b]))
+            ws.send_json({"type": "end"})
+            joints, _ = collect(ws)
+    np.testing.assert_allclose(joints, offline_joints(bundle, audio), rtol=0, atol=JOINT_ATOL)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not loud, [r.getMessage() for r in loud]
+
+
+def test_two_clients_at_once_both_get_all_their_frames(app, bundle, speech):
+    results: dict[int, np.ndarray] = {}
+    both_started = threading.Barrier(2, timeout=60)
+
+    lengths = {0: 3 * SR, 1: 5 * SR // 2}  # different lengths: each must get its own count
+
+    def client_run(k: int, client: TestClient) -> None:
+        audio = speech[k][: lengths[k]]
+        with client.websocket_connect("/ws") as ws:
+            start(ws)
+            both_started.wait()  # from here on the two streams interleave on the server
+            for a, b in pieces(audio.size, [SR // 5]):
+                ws.send_bytes(packet(a, audio[a:b]))
+            ws.send_json({"type": "end"})
+            results[k] = collect(ws)[0]
+
+    with TestClient(app) as client:
+        threads = [threading.Thread(target=client_run, args=(k, client)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert sorted(results) == [0, 1]
+    # each equals its own stream run alone: a state shared between the two (the noise
+    # generator, the features, the emitted latents) would change both
+    for k in (0, 1):
+        expected = offline_joints(bundle, speech[k][: lengths[k]])
+        assert len(results[k]) == lengths[k] * 30 // SR
+        np.testing.assert_allclose(results[k], expected, rtol=0, atol=JOINT_ATOL)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_bad_input_is_one_line_and_status_2(bundle, tmp_path, capsys):
+    missing = tmp_path / "no_bundle"
+    cases = [
+        (["--checkpoint", str(missing), "--port", "0"], str(missing)),
+        (["--checkpoint", str(bundle.folder), "--chunk-s", "0"], "--chunk-s"),
+        (["--checkpoint", str(bundle.folder), "--port", "70000"], "--port"),
+    ]
+    with socket.socket() as taken:  # a port another program listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases.append((["--checkpoint", str(bundle.folder), "--port", port], f"--port {port}"))
+        for argv, named in cases:
+            assert main(["serve", *argv]) == 2, argv
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and err.startswith("gesture: error:") and named in err
+
+
+def test_serve_command_loads_once_prints_the_url_and_warns_off_loopback(
+    bundle, monkeypatch, capsys
+):
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.append((self, sockets)))
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        argv = ["serve", "--checkpoint", str(bundle.folder), "--host", host, "--port", "0"]
+        assert main(argv) == 0
+        out, err = capsys.readouterr()
+        server, sockets = served.pop()
+        port = sockets[0].getsockname()[1]
+        sockets[0].close()
+        assert out.strip() == f"gesture serve: http://{host}:{port}/ (Ctrl-C to stop)"
+        assert ("not a loopback address" in err) == warned and err.count("\n") == int(warned)
+    with TestClient(server.config.app) as client:  # the app it would serve streams
+        assert client.get("/").status_code == 200
+        with client.websocket_connect("/ws") as ws:
+            assert start(ws)["chunk_s"] == GestureStream(bundle, chunk_s=0.5).chunk_s
+
+
+# ---------------------------------------------------------------- the page in a browser
+
+
+@pytest.fixture
+def live_server(app):
+    """The app on a free loopback port, served by uvicorn in a background thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+# counts canvas pixels in the skeleton's colours: saturated ones (the page draws the figure's
+# left side blue and right side orange on white; the centre line is grey, not counted)
+COLOURED_PIXELS = """() => {
+  const c = document.getElementById("stage");
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 80) n++;
+  }
+  return n;
+}"""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_the_page_streams_a_wav_and_draws_the_skeleton(live_server, speech, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, speech[0], SR)
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 760, "height": 900})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(live_server + "/")
+            assert page.title() == "gesture: live speech to gesture"
+            assert page.evaluate(COLOURED_PIXELS) == 0  # nothing drawn before any frame
+            page.set_input_files("#file", str(wav))
+            page.wait_for_function(
+                "document.getElementById('status').dataset.done === '1'", timeout=30_000
+            )
+            status = page.locator("#status")
+            assert status.get_attribute("data-frames") == str(int(SECONDS * 30))
+            assert float(status.get_attribute("data-latency-ms")) >= 0
+            assert "90 frames" in status.inner_text() and "latency" in status.inner_text()
+            page.wait_for_timeout(300)  # a few animation frames after the last message
+            coloured = page.evaluate(COLOURED_PIXELS)
+            shot = tmp_path / "serve_page.png"
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    if os.environ.get("GESTURE_SCREENSHOT_DIR"):
+        keep = Path(os.environ["GESTURE_SCREENSHOT_DIR"])
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, keep / shot.name)
+    assert not errors, errors
+    # a drawn figure: limbs 5 px wide over ~1 m of arms and legs at ~400 px/m; the page's
+    # skeleton measured ~5000 such pixels, an empty canvas 0
+    assert coloured > 1000, coloured
+    from PIL import Image
+
+    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    saturated = (image.max(-1) - image.min(-1)) > 80
+    assert saturated.sum() > 1000  # the screenshot shows it too
