@@ -4,11 +4,13 @@ disturb the others), the command line, and the page in headless Chromium."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -297,19 +299,42 @@ def test_serve_command_loads_once_prints_the_url_and_warns_off_loopback(
 # ---------------------------------------------------------------- the page in a browser
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def live_server(app):
-    """The app on a free loopback port, served by uvicorn in a background thread."""
+    """The app on a free loopback port, served by uvicorn in a background thread (its log
+    records propagate, so caplog sees them)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    config = uvicorn.Config(app, log_config=None, log_level="info", lifespan="off")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     server.should_exit = True
     thread.join(timeout=10)
     sock.close()
+
+
+def test_a_real_server_survives_a_client_whose_connection_drops(live_server, speech, caplog):
+    from websockets.sync.client import connect
+
+    url = live_server.replace("http", "ws") + "/ws"
+    with caplog.at_level(logging.INFO):
+        with connect(url) as gone:
+            gone.send(json.dumps({"type": "start", "sample_rate": SR}))
+            assert json.loads(gone.recv(timeout=30))["type"] == "ready"
+            gone.send(packet(0, speech[0][: 2 * SR]))
+            gone.close_socket()  # the TCP connection drops: no close handshake
+        with connect(url) as ws:
+            ws.send(json.dumps({"type": "start", "sample_rate": SR}))
+            ws.send(packet(0, speech[1][:SR]))
+            ws.send(json.dumps({"type": "end"}))
+            messages = [json.loads(m) for m in ws]  # until the server closes
+        time.sleep(0.5)  # the dropped stream's push ends and finds its client gone
+    assert messages[0]["type"] == "ready" and messages[-1] == {"type": "done", "frames": 30}
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not loud, [r.getMessage() for r in loud]
 
 
 # counts canvas pixels in the skeleton's colours: saturated ones (the page draws the figure's
