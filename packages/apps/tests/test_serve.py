@@ -37,6 +37,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
     "--autoplay-policy=no-user-gesture-required",
+    # the microphone button: Chromium's fake capture device (a beep) and no permission prompt
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 SR = 16000
 CHUNK_S = 0.5
@@ -337,6 +340,8 @@ def test_a_real_server_survives_a_client_whose_connection_drops(live_server, spe
     assert not loud, [r.getMessage() for r in loud]
 
 
+STATUS = "document.getElementById('status')"
+FRAMES = f"Number({STATUS}.dataset.frames)"
 # counts canvas pixels in the skeleton's colours: saturated ones (the page draws the figure's
 # left side blue and right side orange on white; the centre line is grey, not counted)
 COLOURED_PIXELS = """() => {
@@ -355,28 +360,35 @@ def test_the_page_streams_a_wav_and_draws_the_skeleton(live_server, speech, tmp_
     from playwright.sync_api import sync_playwright
 
     wav = tmp_path / "speech.wav"
-    sf.write(wav, speech[0], SR)
+    sf.write(wav, speech[0][: 2 * SR], SR)  # 2 s: the page plays it in real time
     errors = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 760, "height": 900})
+            context = browser.new_context(
+                viewport={"width": 760, "height": 900}, permissions=["microphone"]
+            )
+            page = context.new_page()
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(live_server + "/")
             assert page.title() == "gesture: live speech to gesture"
             assert page.evaluate(COLOURED_PIXELS) == 0  # nothing drawn before any frame
             page.set_input_files("#file", str(wav))
-            page.wait_for_function(
-                "document.getElementById('status').dataset.done === '1'", timeout=30_000
-            )
+            page.wait_for_function(f"{STATUS}.dataset.done === '1'", timeout=30_000)
             status = page.locator("#status")
-            assert status.get_attribute("data-frames") == str(int(SECONDS * 30))
+            assert status.get_attribute("data-frames") == "60"
             assert float(status.get_attribute("data-latency-ms")) >= 0
-            assert "90 frames" in status.inner_text() and "latency" in status.inner_text()
+            assert "60 frames" in status.inner_text() and "latency" in status.inner_text()
             page.wait_for_timeout(300)  # a few animation frames after the last message
             coloured = page.evaluate(COLOURED_PIXELS)
             shot = tmp_path / "serve_page.png"
             page.screenshot(path=str(shot))
+            # the microphone: live chunks until Stop, then the last frames and done
+            page.click("#mic")
+            page.wait_for_function(f"{FRAMES} >= 15", timeout=30_000)
+            page.click("#stop")
+            page.wait_for_function(f"{STATUS}.dataset.done === '1'", timeout=30_000)
+            assert int(status.get_attribute("data-frames")) >= 15
         finally:
             browser.close()
     if os.environ.get("GESTURE_SCREENSHOT_DIR"):

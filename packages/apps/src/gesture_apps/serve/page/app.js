@@ -4,7 +4,7 @@
 
 const RATE = 16000; // what files are resampled to before sending
 const CHUNK_S = 0.1; // audio per websocket message
-const MARGIN_S = 0.3; // extra head start a file's audio gets over its playback
+const MARGIN_S = 0.15; // extra head start a file's audio gets over its playback
 
 const stage = document.getElementById("stage");
 const pen = stage.getContext("2d");
@@ -51,6 +51,7 @@ class Session {
     this.closed = false;
     this.ended = false; // 'end' sent: no more audio
     this.cleanups = [];
+    this.onFirstFrames = () => {};
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     this.ws = new WebSocket(`${scheme}://${location.host}/ws`);
     this.ws.binaryType = "arraybuffer";
@@ -69,11 +70,13 @@ class Session {
     if (msg.type === "ready") {
       this.parents = msg.parents;
       this.fps = msg.fps;
-      this.lead = msg.chunk_s + msg.lookahead_s + MARGIN_S;
+      this.lead = msg.chunk_s + msg.lookahead_s; // audio the model hears before it moves
       setStatus("Streaming...");
       onReady(this);
     } else if (msg.type === "frames") {
+      const first = this.frames.length === 0;
       msg.joints.forEach((joints, k) => (this.frames[msg.start + k] = joints));
+      if (first) this.onFirstFrames();
       if (!this.view) this.view = fitView(this.frames[0] || msg.joints[0]);
       this.latencies.push(msg.latency_ms);
       this.show();
@@ -181,9 +184,11 @@ function drawSkeleton(joints, parents, view) {
 }
 
 function stopAll() {
+  // synchronously on the click, so #status never shows the previous session's counts
   if (run) run.close();
   run = null;
   stopBtn.disabled = true;
+  Object.assign(statusEl.dataset, { frames: "0", done: "0", latencyMs: "" });
 }
 
 async function playFile(file) {
@@ -209,15 +214,19 @@ async function playFile(file) {
 
   const session = new Session(RATE, async (s) => {
     await audio.resume();
-    // the audio is sent in real time from now but played `lead` seconds later, so each
-    // frame (a chunk plus the look-ahead behind the audio sent) is back before its sound
+    // the audio is sent in real time from now and played once the first frames are back
+    // (a chunk, the look-ahead and the model's time after the start), so that the frames
+    // after them, which lag the audio sent by as much, are back before their sound
     const sendStart = audio.currentTime;
-    const playAt = sendStart + s.lead;
     const player = audio.createBufferSource();
     player.buffer = decoded;
     player.connect(audio.destination);
-    player.start(playAt);
+    let playAt = Infinity;
     s.clock = () => audio.currentTime - playAt;
+    s.onFirstFrames = () => {
+      playAt = Math.max(sendStart + s.lead, audio.currentTime) + MARGIN_S;
+      player.start(playAt);
+    };
     const step = Math.round(CHUNK_S * RATE);
     let sent = 0;
     const pace = setInterval(() => {
