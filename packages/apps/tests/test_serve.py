@@ -165,6 +165,7 @@ BAD = [
     ("audio before start", [packet(0, np.zeros(160, np.float32))], 1008, "before 'start'"),
     ("rate as a string", [{"type": "start", "sample_rate": "16000"}], 1003, "sample_rate"),
     ("rate as a float", [{"type": "start", "sample_rate": 16000.0}], 1003, "sample_rate"),
+    ("rate too low", [{"type": "start", "sample_rate": 100}], 1003, "sample_rate"),
     ("unknown type", [{"type": "stop"}], 1008, "unknown message type"),
     ("end before start", [{"type": "end"}], 1008, "before 'start'"),
     ("NaN samples", ["START", packet(0, np.full(160, np.nan, np.float32))], 1003, "non-finite"),
@@ -201,6 +202,41 @@ def test_a_bad_message_gets_one_error_line_and_the_server_serves_the_next_client
             ws.send_json({"type": "end"})
             joints, _ = collect(ws)
             assert len(joints) == 30
+
+
+def test_audio_at_another_rate_is_resampled(app, speech):
+    import soxr
+
+    audio = soxr.resample(speech[0][: 2 * SR], SR, 48000).astype(np.float32)
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        start(ws, 48000)
+        for a, b in pieces(audio.size, [4800, 96000, 777]):  # 0.1 s, 2 s, odd (at 48 kHz)
+            ws.send_bytes(packet(a, audio[a:b]))
+        ws.send_json({"type": "end"})
+        joints, _ = collect(ws)
+    assert joints.shape == (60, 55, 3) and np.isfinite(joints).all()
+
+
+def test_the_page_and_its_files_are_served_from_the_package_and_fetch_nothing_else():
+    def never(rate):
+        raise AssertionError("no stream is made for a page request")
+
+    with TestClient(create_app(never, page_title="Demo <b>&</b>")) as client:
+        page = client.get("/")
+        assert (
+            page.status_code == 200 and "<title>Demo &lt;b&gt;&amp;&lt;/b&gt;</title>" in page.text
+        )
+        for name, kind in [
+            ("app.js", "javascript"),
+            ("capture.js", "javascript"),
+            ("style.css", "css"),
+        ]:
+            r = client.get(f"/static/{name}")
+            assert r.status_code == 200 and kind in r.headers["content-type"]
+            # no CDN, no font or script from the internet: the page works offline
+            assert "http://" not in r.text and "https://" not in r.text
+        assert "http://" not in page.text and "https://" not in page.text
+        assert client.get("/static/missing.js").status_code == 404
 
 
 def test_a_client_that_leaves_mid_stream_is_dropped_quietly(app, bundle, speech, caplog):
