@@ -112,13 +112,17 @@ def create_app(
         joints = joints_approx(motion.poses, motion.trans) if motion.num_frames else None
         return joints, ms
 
+    def make(sample_rate: int) -> StreamLike:
+        with lock:  # a new stream may run the shared networks too (e.g. cached conditions)
+            return stream_factory(sample_rate)
+
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(page)
 
     async def stream(ws: WebSocket) -> None:
         await ws.accept()
         try:
-            await _Session(ws, stream_factory, compute).run()
+            await _Session(ws, make, compute).run()
         except WebSocketDisconnect:
             log.debug("client left mid-stream; its stream is dropped")
         except _Refused as e:
