@@ -215,6 +215,39 @@ def test_a_bad_message_gets_one_error_line_and_the_server_serves_the_next_client
             assert len(joints) == 30
 
 
+def test_a_model_failure_is_reported_logged_once_and_the_server_goes_on(bundle, speech, caplog):
+    def broken(rate: int) -> GestureStream:
+        stream = GestureStream(bundle, chunk_s=CHUNK_S, sample_rate=rate)
+        if broken.calls == 0:  # the first client's model fails; the next one's works
+
+            def push(audio, *, at=None):
+                raise RuntimeError("out of memory\nwhile decoding")
+
+            stream.push = push
+        broken.calls += 1
+        return stream
+
+    broken.calls = 0
+    with caplog.at_level(logging.INFO), TestClient(create_app(broken)) as client:
+        with client.websocket_connect("/ws") as ws:
+            start(ws)
+            ws.send_bytes(packet(0, speech[0][:SR]))
+            assert ws.receive_json() == {
+                "type": "error",
+                "message": "internal error: out of memory while decoding",
+            }
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1011
+        with client.websocket_connect("/ws") as ws:
+            start(ws)
+            ws.send_bytes(packet(0, speech[0][:SR]))
+            ws.send_json({"type": "end"})
+            assert len(collect(ws)[0]) == 30
+    failures = [r for r in caplog.records if r.exc_info]
+    assert len(failures) == 1 and "out of memory" in str(failures[0].exc_info[1])
+
+
 def test_audio_at_another_rate_is_resampled(app, speech):
     import soxr
 
