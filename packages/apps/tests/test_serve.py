@@ -55,9 +55,15 @@ UNEVEN = [160, 32000, 4321, 1600, 977, 12000, 2500]
 # ---------------------------------------------------------------- model, audio, reference
 
 
+DEMO_STUDENT = Path(__file__).resolve().parent / "data" / "demo_student"
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    """A tiny trained GestureLSM bundle (tokenizer 2 steps, lsm 4 steps)."""
+    """The committed demo student (a trained tiny one-step GestureLSM); until it is there, a
+    tiny bundle trained here (tokenizer 2 steps, lsm 4 steps)."""
+    if DEMO_STUDENT.is_dir():
+        return load_lsm(DEMO_STUDENT)
     root = tmp_path_factory.mktemp("serve_bundle")
     cache = f"data.cache_dir={root / 'cache'}"
     tok = ["train", "tokenizer", "--preset", "tokenizer/tiny", "--no-progress"]
