@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from gesture_apps.data.motion import Motion
@@ -102,18 +103,31 @@ def normalizer_config(normalizer: Normalizer) -> dict:
 
 
 def decode_latents(
-    tokenizer: MultiPartTokenizer, normalizer: Normalizer, latents: Tensor, num_frames: int
+    tokenizer: MultiPartTokenizer,
+    normalizer: Normalizer,
+    latents: Tensor,
+    num_frames: int,
+    *,
+    start: int = 0,
+    init_xz: np.ndarray | None = None,
 ) -> Motion:
-    """Scaled latents ``(1, N, D)`` -> :class:`Motion` cut to ``num_frames``: the tokenizers
-    decode each part, the normaliser restores units, the BEAT2 layout merges the parts."""
+    """Scaled latents ``(1, N, D)`` -> :class:`Motion` of decoded frames ``[start, num_frames)``:
+    the tokenizers decode each part, the normaliser restores units, the BEAT2 layout merges the
+    parts. The root path starts at the origin; with ``init_xz (2,)`` (a stream continuing
+    from earlier frames) it starts there and the first kept frame's step is walked too."""
     parts = tokenizer.decode(latents)
-    parts = {k: v[0, :num_frames].float().cpu() for k, v in parts.items()}
+    parts = {k: v[0, start:num_frames].float().cpu() for k, v in parts.items()}
     parts = normalizer.denormalize(parts)
     merged = BodyPartLayout.beat2().merge(parts)
     poses = rot6d_to_axis_angle(merged.rot.double()).float().numpy()
     T = poses.shape[0]
     if merged.trans_v is not None:
-        trans = velocity_to_trans(merged.trans_v.double()).numpy()
+        trans_v = merged.trans_v.double()
+        if init_xz is None:
+            trans = velocity_to_trans(trans_v).numpy()
+        else:  # velocity_to_trans skips frame 0's step: give it a dummy frame 0
+            padded = torch.cat([trans_v[:1], trans_v])
+            trans = velocity_to_trans(padded, torch.as_tensor(init_xz))[1:].numpy()
     else:
         trans = np.zeros((T, 3))
     face = merged.face.double().numpy() if merged.face is not None else np.zeros((T, 100))

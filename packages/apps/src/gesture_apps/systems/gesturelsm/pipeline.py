@@ -147,18 +147,35 @@ def generate_motion(
             elif s:
                 first = getattr(gen, "first_seed", None)
                 seed_i = noise.new_zeros(1, s, D) if first is None else first[None].to(noise)
-            if guided:  # [conditional | unconditional] in one batch-2 forward
-                kv = [
-                    (torch.cat([k, kn]), torch.cat([v, vn]))
-                    for (k, v), (kn, vn) in zip(kv, kv_null, strict=True)
-                ]
-                seed_i = None if seed_i is None else torch.cat([seed_i, seed_i])
-            fn = _velocity(den, kv, seed_i, guidance if guided else None)
-            z = sample_euler(fn, noise[i : i + 1], steps, t_grid=grid, pass_step_size=True)
+            z = sample_window(den, kv, kv_null, seed_i, noise[i : i + 1], steps, guidance, grid)
             pieces.append(z)
             prev = z
         latents = stitch_windows(pieces, s)  # (1, plan.latent_frames, D)
         return decode_latents(bundle.tokenizer, bundle.normalizer, latents, T)
+
+
+def sample_window(
+    den,
+    kv: list[tuple[Tensor, Tensor]],
+    kv_null: list[tuple[Tensor, Tensor]] | None,
+    seed: Tensor | None,
+    noise: Tensor,
+    steps: int,
+    guidance: float,
+    grid: Tensor | None = None,
+) -> Tensor:
+    """One window's latents ``(1, n, D)`` from its noise ``(1, n, D)``: Euler steps of the
+    denoiser on the window's cached cross-attention ``kv`` and its ``seed`` latents; with
+    ``kv_null`` (the null condition's keys) classifier-free guidance at ``guidance``, the
+    conditional and unconditional rows in one batch-2 forward."""
+    if kv_null is not None:
+        kv = [
+            (torch.cat([k, kn]), torch.cat([v, vn]))
+            for (k, v), (kn, vn) in zip(kv, kv_null, strict=True)
+        ]
+        seed = None if seed is None else torch.cat([seed, seed])
+    fn = _velocity(den, kv, seed, guidance if kv_null is not None else None)
+    return sample_euler(fn, noise, steps, t_grid=grid, pass_step_size=True)
 
 
 def _velocity(den, cross_kv, seed: Tensor | None, guidance: float | None):
