@@ -59,19 +59,9 @@ DEMO_STUDENT = Path(__file__).resolve().parent / "data" / "demo_student"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """The committed demo student (a trained tiny one-step GestureLSM); until it is there, a
-    tiny bundle trained here (tokenizer 2 steps, lsm 4 steps)."""
-    if DEMO_STUDENT.is_dir():
-        return load_lsm(DEMO_STUDENT)
-    root = tmp_path_factory.mktemp("serve_bundle")
-    cache = f"data.cache_dir={root / 'cache'}"
-    tok = ["train", "tokenizer", "--preset", "tokenizer/tiny", "--no-progress"]
-    assert main([*tok, "--out", str(root / "tok"), "train.max_steps=2", cache]) == 0
-    lsm = ["train", "lsm", "--preset", "gesturelsm/tiny", "--tokenizer", str(root / "tok")]
-    lsm += ["--no-progress", "--out", str(root / "lsm"), "train.max_steps=4", cache]
-    assert main(lsm) == 0
-    return load_lsm(root / "lsm")
+def bundle():
+    """The demo's trained one-step student (tiny GestureLSM; data/demo_student/README.md)."""
+    return load_lsm(DEMO_STUDENT)
 
 
 @pytest.fixture(scope="module")
