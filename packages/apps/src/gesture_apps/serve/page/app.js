@@ -153,6 +153,11 @@ function draw() {
     // frame i at sound time i/fps; a frame that comes late is shown when it comes
     const i = Math.min(want, s.frames.length - 1);
     if (i >= 0 && s.frames[i]) drawSkeleton(s.frames[i], s.parents, s.view);
+    if (Number.isFinite(want) && want >= 0 && !(s.done && want >= s.frames.length)) {
+      // how often the sound was ahead of the frames (shown in the data set for the tests)
+      const key = i === want ? "onTime" : "late";
+      stage.dataset[key] = String(Number(stage.dataset[key] || 0) + 1);
+    }
   }
   requestAnimationFrame(draw);
 }
@@ -189,6 +194,7 @@ function stopAll() {
   run = null;
   stopBtn.disabled = true;
   Object.assign(statusEl.dataset, { frames: "0", done: "0", latencyMs: "" });
+  Object.assign(stage.dataset, { onTime: "0", late: "0" });
 }
 
 async function playFile(file) {
