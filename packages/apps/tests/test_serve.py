@@ -367,7 +367,11 @@ def test_serve_command_loads_once_prints_the_url_and_warns_off_loopback(
         server, sockets = served.pop()
         port = sockets[0].getsockname()[1]
         sockets[0].close()
-        assert out.strip() == f"gesture serve: http://{host}:{port}/ (Ctrl-C to stop)"
+        probe = GestureStream(bundle, chunk_s=0.5)
+        assert out.strip() == (
+            f"gesture serve: http://{host}:{port}/ (chunk {probe.chunk_s:.3g} s, look-ahead "
+            f"{probe.lookahead_s:.3g} s; Ctrl-C to stop)"
+        )
         assert ("not a loopback address" in err) == warned and err.count("\n") == int(warned)
     with TestClient(server.config.app) as client:  # the app it would serve streams
         assert client.get("/").status_code == 200

@@ -77,13 +77,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 bundle, chunk_s=args.chunk_s, lookahead_s=args.lookahead_s, sample_rate=sample_rate
             )
 
-        stream_factory(16000)  # bad stream options fail here, before the server starts
+        probe = stream_factory(16000)  # bad stream options fail here, before serving
     except BaseException:
         sock.close()
         raise
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"gesture serve: http://{shown}:{port}/ (Ctrl-C to stop)", flush=True)
+    # the stream rounds chunk and look-ahead to whole latent frames: show what it uses
+    print(
+        f"gesture serve: http://{shown}:{port}/ (chunk {probe.chunk_s:.3g} s, look-ahead "
+        f"{probe.lookahead_s:.3g} s; Ctrl-C to stop)",
+        flush=True,
+    )
     server = uvicorn.Server(uvicorn.Config(create_app(stream_factory), log_level="warning"))
     server.run(sockets=[sock])
     return 0
