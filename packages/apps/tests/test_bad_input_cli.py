@@ -1447,6 +1447,42 @@ for _name, _write, _extra, _expect, _out in [
     case("render", _name)(_render_case(_write, *_extra, expect=_expect, out=_out))
 
 
+# serve --------------------------------------------------------------------------------------
+# (every case must fail before the server starts: a valid one would serve until stopped)
+
+
+def _serve_case(checkpoint: Callable[[Env, Path], Path] | None, *extra, expect=None) -> Builder:
+    def build(env: Env, tmp: Path) -> Case:
+        folder = checkpoint(env, tmp) if checkpoint else _export(env.lsm)
+        argv = ["serve", "--checkpoint", str(folder), "--port", "0", *extra]
+        return Case(argv, [tmp], expect)
+
+    return build
+
+
+def _broken_export(how: str) -> Callable[[Env, Path], Path]:
+    def make(env: Env, tmp: Path) -> Path:
+        folder = _copy(_export(env.lsm), tmp, "bundle")
+        CHECKPOINT_ERRORS[how](folder)
+        return folder
+
+    return make
+
+
+for _name, _checkpoint, _extra, _expect in [
+    ("missing", lambda env, tmp: tmp / "nowhere", [], "nowhere"),
+    ("a_file", _file("b.txt", "x"), [], None),
+    ("tokenizer_bundle", lambda env, tmp: env.tok / "tokenizer", [], None),
+    ("weights_nan", _broken_export("weights_nan"), [], None),
+    ("chunk_zero", None, ["--chunk-s", "0"], "--chunk-s"),
+    ("chunk_nan", None, ["--chunk-s", "nan"], "--chunk-s"),
+    ("lookahead_negative", None, ["--lookahead-s", "-0.5"], "--lookahead-s"),
+    ("port_huge", None, ["--port", "70000"], "--port"),
+    ("port_abc", None, ["--port", "abc"], "--port"),
+]:
+    case("serve", _name)(_serve_case(_checkpoint, *_extra, expect=_expect))
+
+
 # demo and top level -------------------------------------------------------------------------
 
 for _name, _argv, _expect in [

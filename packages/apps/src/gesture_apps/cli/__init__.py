@@ -21,6 +21,7 @@ from gesture_apps.cli.generate import add_generate_command
 from gesture_apps.cli.importer import add_import_command
 from gesture_apps.cli.info import add_info_commands, environment_report
 from gesture_apps.cli.render import add_render_command
+from gesture_apps.cli.serve import add_serve_command
 from gesture_apps.cli.stream import add_stream_command
 from gesture_apps.cli.train import add_train_command
 from gesture_apps.errors import CLIError
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_stream_command(sub)
     add_eval_command(sub)
     add_render_command(sub)
+    add_serve_command(sub)
     add_demo_command(sub)
     add_data_command(sub)
     return parser
