@@ -23,15 +23,12 @@ TEXTGRID_TOLERANCE_S = 2.0  # BEAT2's audio and alignments differ by up to ~0.6 
 def read_audio(path: str | Path) -> np.ndarray:
     """Mono 16 kHz wav (float or PCM) -> float32 ``(N,)``; anything else is a
     :class:`GenerationError` (no resampling or down-mixing behind the user's back)."""
-    audio, sr = read_wav(path)
-    if sr != SAMPLE_RATE:
-        raise GenerationError(f"{path}: expected {SAMPLE_RATE} Hz audio, found {sr} Hz")
-    return audio
+    return read_wav(path, rate=SAMPLE_RATE)[0]
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Mono wav at any rate -> float32 ``(N,)`` and the rate, at least ``MIN_SECONDS`` long
-    and finite, or a :class:`GenerationError` naming the file."""
+def read_wav(path: str | Path, rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Mono wav -> float32 ``(N,)`` and its rate (which must be ``rate`` when given), at least
+    ``MIN_SECONDS`` long and finite, or a :class:`GenerationError` naming the file."""
     import soundfile as sf
 
     path = Path(path)
@@ -43,6 +40,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         raise GenerationError(f"{path}: cannot read audio ({one_line(e)})") from None
     if audio.shape[1] != 1:
         raise GenerationError(f"{path}: expected mono audio, found {audio.shape[1]} channels")
+    if rate is not None and sr != rate:
+        raise GenerationError(f"{path}: expected {rate} Hz audio, found {sr} Hz")
     audio = np.ascontiguousarray(audio[:, 0])
     if audio.size == 0:
         raise GenerationError(f"{path}: audio is empty")
