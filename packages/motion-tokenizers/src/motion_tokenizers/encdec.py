@@ -232,3 +232,73 @@ class Conv1dDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.model(z.transpose(1, 2)).transpose(1, 2)
+
+    def forward_range(self, z: Tensor, lo: int, hi: int) -> Tensor:
+        """Frames ``[lo, hi)`` of ``forward(z)``: ``(B, hi - lo, out_dim)``, computed from only
+        the positions each layer's output in that range depends on (a streaming decoder wants a
+        few frames inside a long context: about 3x fewer multiply-adds at GestureLSM's size).
+        Equal to ``forward(z)[:, lo:hi]`` up to float rounding; modules that mix positions
+        beyond a fixed radius (GroupNorm, BatchNorm in training) fall back to that."""
+        steps = self._local_steps()
+        T = z.shape[1] * self.upsample_factor
+        lo, hi = max(0, lo), min(hi, T)
+        if steps is None or hi <= lo:
+            return self.forward(z)[:, lo:hi]
+        lengths = [z.shape[1]]
+        for *_, up in steps:
+            lengths.append(lengths[-1] * (2 if up else 1))
+        # backwards: the input positions each step needs for the range after it
+        need = [(0, 0)] * len(steps) + [(lo, hi)]
+        for i in range(len(steps) - 1, -1, -1):
+            _, r, up = steps[i]
+            a, b = need[i + 1]
+            a, b = ((a - r) // 2, (b - 1 + r) // 2 + 1) if up else (a - r, b + r)
+            need[i] = (max(0, a), min(lengths[i], b))
+        # forwards on crops: each step's output is exact on the next step's range (a crop's
+        # zero padding only reaches positions that are cut away)
+        a, b = need[0]
+        x, off = z.transpose(1, 2)[:, :, a:b], a
+        for i, (fn, _, up) in enumerate(steps):
+            x = fn(x)
+            off *= 2 if up else 1
+            a, b = need[i + 1]
+            x, off = x[:, :, a - off : b - off], a
+        return x.transpose(1, 2)
+
+    @property
+    def upsample_factor(self) -> int:
+        return 2 ** sum(isinstance(m, UpsampleBlock) for m in self.model)
+
+    def _local_steps(self) -> list[tuple] | None:
+        """The decoder as ``(fn, radius, upsamples)`` steps on ``(B, C, T)`` tensors, each
+        output position reading inputs within ``radius`` (at the step's output rate for an
+        upsampling step); None when a module is not such a step."""
+
+        def local_norm(m: nn.Module) -> bool:
+            return isinstance(m, nn.Identity | ChannelLayerNorm)
+
+        steps: list[tuple] = []
+        for m in self.model:
+            if isinstance(m, nn.Conv1d) and m.stride == (1,) and m.padding != "same":
+                if m.padding[0] != m.dilation[0] * (m.kernel_size[0] - 1) // 2:
+                    return None
+                steps.append((m, m.padding[0], False))
+            elif isinstance(m, tuple(ACTIVATIONS.values())):
+                steps.append((m, 0, False))
+            elif isinstance(m, UpsampleBlock) and m.scale == 2:
+                for blk in m[0].model:
+                    if not (local_norm(blk.norm1) and local_norm(blk.norm2)):
+                        return None
+                    if blk.dropout.p and blk.dropout.training:
+                        return None
+                    steps.append((blk, blk.conv1.dilation[0], False))
+
+                def up(x: Tensor, m: UpsampleBlock = m) -> Tensor:
+                    if m.polyphase:
+                        return upsample_conv1d(x, m[2], weights=m._weights())
+                    return m[2](m[1](x))
+
+                steps.append((up, 1, True))
+            else:
+                return None
+        return steps

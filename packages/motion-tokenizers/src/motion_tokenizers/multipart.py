@@ -84,16 +84,33 @@ class MultiPartTokenizer(nn.Module):
         return {name: c * self.latent_scale for name, c in zip(self.parts, chunks, strict=True)}
 
     def decode(
-        self, latents: Tensor, *, requantize: bool = True, num_layers: int | None = None
+        self,
+        latents: Tensor,
+        *,
+        requantize: bool = True,
+        num_layers: int | None = None,
+        frames: tuple[int, int] | None = None,
     ) -> dict[str, Tensor]:
         """Scaled latents ``(B, N, sum D)`` -> ``{name: (B, N * factor, C)}``.
 
         ``requantize`` (GestureLSM's behaviour) snaps each part to its codebook first.
+        ``frames=(lo, hi)``: only those frames, ``(B, hi - lo, C)``, computed from the decoder
+        positions they depend on (:meth:`Conv1dDecoder.forward_range`), as a stream decoding a
+        few new frames inside their context needs.
         """
         out = {}
         for name, z in self.split_latents(latents).items():
             tok = self.parts[name]
-            out[name] = tok.decode_latent(z, num_layers) if requantize else tok.decode(z)
+            decoder = getattr(tok, "decoder", None)
+            if frames is None or not hasattr(decoder, "forward_range"):
+                x = tok.decode_latent(z, num_layers) if requantize else tok.decode(z)
+                out[name] = x if frames is None else x[:, frames[0] : frames[1]]
+                continue
+            if requantize:
+                z = tok.quantizer.indices_to_latent(tok.quantize(z).indices, num_layers)
+            else:
+                tok._check_latent(z)
+            out[name] = decoder.forward_range(z, *frames)
         return out
 
     def encode(self, x: dict[str, Tensor]) -> dict[str, Tensor]:

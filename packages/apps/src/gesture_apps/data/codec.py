@@ -115,8 +115,8 @@ def decode_latents(
     the tokenizers decode each part, the normaliser restores units, the BEAT2 layout merges the
     parts. The root path starts at the origin; with ``init_xz (2,)`` (a stream continuing
     from earlier frames) it starts there and the first kept frame's step is walked too."""
-    parts = tokenizer.decode(latents)
-    parts = {k: v[0, start:num_frames].float().cpu() for k, v in parts.items()}
+    parts = tokenizer.decode(latents, frames=(start, num_frames))
+    parts = {k: v[0].float().cpu() for k, v in parts.items()}
     parts = normalizer.denormalize(parts)
     merged = BodyPartLayout.beat2().merge(parts)
     poses = rot6d_to_axis_angle(merged.rot.double()).float().numpy()
