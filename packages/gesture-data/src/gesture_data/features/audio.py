@@ -288,7 +288,8 @@ class OnsetAmplitudeStream:
         self._prev_db: np.ndarray | None = None  # the last analysed frame's dB mel bins
         self._db_max = -np.inf
         self._env: list[float] = [0.0] * self.LAG  # onset envelope per HOP (offline lag pad)
-        self._env_max = 0.0
+        self._env_start = 0  # frame index of _env[0]
+        self._env_max, self._max_seen = 0.0, 0  # max of the envelope's first _max_seen frames
         self._decided = 0  # onset frames decided
         self._onsets: list[int] = []  # decided onset frames not yet emitted
         self._done = False
@@ -345,22 +346,34 @@ class OnsetAmplitudeStream:
                     self._env.append(float(np.maximum(0.0, cur - prev).mean()))
                 self._prev_db = db[i]
             self._next_frame = j1
-        env = np.asarray(self._env, np.float32)
+        # the envelope from frame e0 on (older values are dropped once no window reads them)
+        e0, env = self._env_start, np.asarray(self._env, np.float32)
         if end is not None:
-            env = env[:n_frames]
+            env = env[: n_frames - e0]
+        n_env = e0 + len(env)
         # a frame is decided once post_avg - 1 later envelope values exist (or at flush)
-        stop = len(env) if end is not None else len(env) - (self._post_avg - 1)
+        stop = n_env if end is not None else n_env - (self._post_avg - 1)
         pre, post = self._pre_avg, self._post_avg
         for n in range(self._decided, max(self._decided, stop)):
-            top = float(env[: n + post].max()) if end is None else float(env.max())
-            self._env_max = max(self._env_max, top)
+            # the normalising maximum: over everything heard when frame n is decided
+            seen = n_env if end is not None else n + post
+            if seen > self._max_seen:
+                self._env_max = max(
+                    self._env_max, float(env[self._max_seen - e0 : seen - e0].max())
+                )
+                self._max_seen = seen
             if self._env_max <= 0:
                 continue
-            x = (env[max(n - pre, 0) : n + post] / np.float32(self._env_max)).astype(np.float64)
-            xn = float(env[n] / np.float32(self._env_max))
+            m = np.float32(self._env_max)
+            x = (env[max(n - pre, 0) - e0 : n + post - e0] / m).astype(np.float64)
+            xn = float(env[n - e0] / m)
             if xn > 0 and xn >= x.mean() + 0.07:
                 self._onsets.append(n)
         self._decided = max(self._decided, stop)
+        drop = max(0, self._decided - pre) - e0
+        if drop > 0:
+            del self._env[:drop]
+            self._env_start += drop
         # keep the audio that later frames and envelope windows still need
         keep = max(0, min(self.emitted, self._next_frame * H - half) - self.frame_length)
         if keep > self._buf_start:
