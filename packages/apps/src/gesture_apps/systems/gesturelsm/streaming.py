@@ -269,9 +269,6 @@ class GestureStream:
         self._provisional = z[:, E - w0 + new :]
         self._latents = torch.cat([self._latents, keep], dim=1)
 
-        # decode the new latents between their left context (emitted) and right context (the
-        # window's later latents, provisional)
-        c0 = max(self._lat_start, E - self._left)
         # decode the frames of the latents from _decoded to `target` between their left
         # context (emitted) and right context (this window's proposal past them); the last
         # `hold` latents wait for the next window, whose blend may still move them
