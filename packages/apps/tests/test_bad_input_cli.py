@@ -207,10 +207,12 @@ def _corrupt_safetensors(path: Path, how: str) -> None:
 # generate ---------------------------------------------------------------------------------
 
 
-def _gen(env: Env, tmp: Path, *extra: str, audio=None, checkpoint=None, out=None) -> list[str]:
+def _gen(
+    env: Env, tmp: Path, *extra: str, audio=None, checkpoint=None, out=None, command="generate"
+) -> list[str]:
     out = out if out is not None else tmp / "out" / "motion.npz"
     return [
-        "generate",
+        command,
         "--audio",
         str(audio or env.wav),
         "--checkpoint",
@@ -221,11 +223,13 @@ def _gen(env: Env, tmp: Path, *extra: str, audio=None, checkpoint=None, out=None
     ]
 
 
-def _wav_case(write: Callable[[Path], None], expect: str | None = None) -> Builder:
+def _wav_case(
+    write: Callable[[Path], None], expect: str | None = None, command: str = "generate"
+) -> Builder:
     def build(env: Env, tmp: Path) -> Case:
         path = tmp / "in.wav"
         write(path)
-        return Case(_gen(env, tmp, audio=path), [tmp / "out"], expect)
+        return Case(_gen(env, tmp, audio=path, command=command), [tmp / "out"], expect)
 
     return build
 
@@ -499,33 +503,14 @@ def _(env, tmp):
 # stream -------------------------------------------------------------------------------------
 
 
-def _stream(env: Env, tmp: Path, *extra: str, audio=None, checkpoint=None, out=None) -> list:
-    out = out if out is not None else tmp / "out" / "motion.npz"
-    return [
-        "stream",
-        "--audio",
-        str(audio or env.wav),
-        "--checkpoint",
-        str(checkpoint or env.lsm),
-        "--out",
-        str(out),
-        *extra,
-    ]
-
-
-def _stream_wav_case(write: Callable[[Path], None], expect: str | None = None) -> Builder:
-    def build(env: Env, tmp: Path) -> Case:
-        path = tmp / "in.wav"
-        write(path)
-        return Case(_stream(env, tmp, audio=path), [tmp / "out"], expect)
-
-    return build
+def _stream(env: Env, tmp: Path, *extra: str, **kw) -> list[str]:
+    return _gen(env, tmp, *extra, command="stream", **kw)
 
 
 # a stream takes any rate (resampled on the fly): only the other audio faults are errors
 for _name, (_write, _expect) in AUDIO_ERRORS.items():
     if _name not in ("44k1", "8k"):
-        case("stream-audio", _name)(_stream_wav_case(_write, _expect))
+        case("stream-audio", _name)(_wav_case(_write, _expect, "stream"))
 
 
 @case("stream-audio", "44k1_is_resampled")

@@ -70,12 +70,7 @@ def generate_motion(
     ``seed`` (to reproduce another implementation's samples)."""
 
     spec, gen = bundle.spec, bundle.generator
-    steps = int(steps if steps is not None else spec["sample"]["steps"])
-    guidance = float(guidance if guidance is not None else spec["sample"]["guidance"])
-    if not 1 <= steps <= MAX_STEPS:
-        raise GenerationError(f"steps must be between 1 and {MAX_STEPS}, found {steps}")
-    if not math.isfinite(guidance):
-        raise GenerationError(f"guidance must be a finite number, found {guidance}")
+    steps, guidance = sampling_settings(spec, steps, guidance)
     device = next(gen.parameters()).device
     L, f, s = spec["pose_length"], spec["factor"], gen.seed_frames
     T = int(audio.size * FPS // SAMPLE_RATE)
@@ -152,6 +147,17 @@ def generate_motion(
             prev = z
         latents = stitch_windows(pieces, s)  # (1, plan.latent_frames, D)
         return decode_latents(bundle.tokenizer, bundle.normalizer, latents, T)
+
+
+def sampling_settings(spec: dict, steps: int | None, guidance: float | None) -> tuple[int, float]:
+    """``(steps, guidance)``: the given values or the bundle's (``spec["sample"]``), checked."""
+    steps = int(steps if steps is not None else spec["sample"]["steps"])
+    guidance = float(guidance if guidance is not None else spec["sample"]["guidance"])
+    if not 1 <= steps <= MAX_STEPS:
+        raise GenerationError(f"steps must be between 1 and {MAX_STEPS}, found {steps}")
+    if not math.isfinite(guidance):
+        raise GenerationError(f"guidance must be a finite number, found {guidance}")
+    return steps, guidance
 
 
 def sample_window(

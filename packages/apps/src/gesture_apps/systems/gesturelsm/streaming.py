@@ -43,7 +43,7 @@ from gesture_apps.data.speech import FPS, SAMPLE_RATE
 from gesture_apps.errors import GenerationError
 from gesture_apps.runtime.device import resolve_device
 from gesture_apps.systems.gesturelsm.export import LSMBundle, load_lsm
-from gesture_apps.systems.gesturelsm.pipeline import MAX_STEPS, sample_window
+from gesture_apps.systems.gesturelsm.pipeline import sample_window, sampling_settings
 from gesture_data.datasets.beat2 import frame_word_indices
 from gesture_data.features.audio import OnsetAmplitudeStream
 
@@ -67,6 +67,9 @@ class GestureStream:
             a word enters a window only once the audio under it has been heard.
         sample_rate: the rate :meth:`push` takes; other than 16 kHz is resampled on the fly.
         device: where the networks run (default: CUDA when present, else the CPU).
+        feature_stream: the onset/amplitude source (default: a new
+            :class:`OnsetAmplitudeStream`); any object with ``push``/``flush`` returning
+            ``(M, 2)`` rows per 16 kHz sample and a ``lookahead`` in samples.
     """
 
     def __init__(
@@ -92,12 +95,7 @@ class GestureStream:
             )
         self.bundle = bundle
         spec, gen = bundle.spec, bundle.generator
-        self.steps = int(steps if steps is not None else spec["sample"]["steps"])
-        self.guidance = float(guidance if guidance is not None else spec["sample"]["guidance"])
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise GenerationError(f"steps must be between 1 and {MAX_STEPS}, found {self.steps}")
-        if not math.isfinite(self.guidance):
-            raise GenerationError(f"guidance must be a finite number, found {self.guidance}")
+        self.steps, self.guidance = sampling_settings(spec, steps, guidance)
         for name, v in (("chunk_s", chunk_s), ("lookahead_s", lookahead_s)):
             if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise GenerationError(f"{name} must be a number of seconds >= 0, found {v!r}")
@@ -208,7 +206,7 @@ class GestureStream:
             horizon = (E + new + self.la) * self.f  # frames that must have been heard
             if end is None and heard * FPS // SAMPLE_RATE < horizon:  # not heard yet
                 break
-            pieces.append(self._step(E, new, heard, end))
+            pieces.append(self._step(E, new, horizon, heard, end))
         motion = concat_motion(pieces)
         # drop features and latents no later window or decode reads
         E = self._lat_start + self._latents.shape[1]
@@ -222,24 +220,24 @@ class GestureStream:
             self._feat_start = keep
         return motion
 
-    def _step(self, E: int, new: int, heard: int, end: int | None) -> Motion:
-        """One window from latent ``E - seed_frames``; keeps ``new`` latents from ``E`` on."""
+    def _step(self, E: int, new: int, horizon: int, heard: int, end: int | None) -> Motion:
+        """One window from latent ``E - seed_frames``; keeps ``new`` latents from ``E`` on.
+        ``horizon``: the frames the window hears (``heard``: samples with features)."""
         gen, den = self.bundle.generator, self.bundle.generator.denoiser
         w0 = max(0, E - self.s)
         start = w0 * self.f  # first motion frame of the window
         a0, la = round(start * SAMPLES_PER_FRAME), round(self.L * SAMPLES_PER_FRAME)
         # the window hears up to its horizon (the same for any chunking); silence after it
-        stop = min(heard, round((E + new + self.la) * self.f * SAMPLES_PER_FRAME))
+        stop = min(heard, round(horizon * SAMPLES_PER_FRAME))
         window = np.zeros((la, 2), np.float32)
         seg = self._feats[a0 - self._feat_start : stop - self._feat_start]
         window[: max(0, min(la, seg.shape[0]))] = seg[:la]
-        heard_frames = (E + new + self.la) * self.f
         words = np.full(self.L, self.bundle.vocab.PAD, np.int64)
         if self.words:  # on the window's own clock
             t0 = start / FPS
             shifted = [(a - t0, b - t0, w) for a, b, w in self.words if b > t0]
             idx = frame_word_indices(shifted, self.L, FPS, self.bundle.vocab)
-            n_known = max(0, min(self.L, heard_frames - start))
+            n_known = max(0, min(self.L, horizon - start))
             words[:n_known] = idx[:n_known]
 
         dev = self.device
@@ -296,9 +294,10 @@ class GestureStream:
 
 
 @lru_cache(maxsize=8)
-def _context_probe(tokenizer, D: int, factor: int) -> tuple[int, int]:
-    """Latent frames left and right of a latent that change its decoded frames: perturb one
-    latent in the middle of a random sequence and see which frames move."""
+def decoder_context(tokenizer, D: int, factor: int) -> tuple[int, int]:
+    """``(left, right)`` latent frames of context the tokenizer decoder needs for exact frames
+    (its receptive field), measured once per tokenizer: perturb one latent in the middle of a
+    random sequence and see which decoded frames move."""
     M = 64
     g = torch.Generator().manual_seed(0)
     dev = next(tokenizer.parameters()).device
@@ -320,12 +319,6 @@ def _context_probe(tokenizer, D: int, factor: int) -> tuple[int, int]:
             "the tokenizer's decoder sees more than 32 latent frames either side; it cannot stream"
         )
     return math.ceil((M // 2 * factor - lo) / factor), math.ceil((hi + 1) / factor - M // 2 - 1)
-
-
-def decoder_context(tokenizer, D: int, factor: int) -> tuple[int, int]:
-    """``(left, right)`` latent frames of context the tokenizer decoder needs for exact
-    frames (its receptive field), measured once per tokenizer."""
-    return _context_probe(tokenizer, D, factor)
 
 
 def _check_chunk(audio) -> np.ndarray:
