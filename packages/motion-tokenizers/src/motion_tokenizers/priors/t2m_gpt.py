@@ -20,6 +20,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -56,27 +57,14 @@ class CausalSelfAttention(nn.Module):
         self.n_head = n_head
         self.attn_drop = drop_out_rate
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
         heads = (B, T, self.n_head, C // self.n_head)
         q = self.query(x).view(heads).transpose(1, 2)  # (B, nh, T, hs)
         k = self.key(x).view(heads).transpose(1, 2)
         v = self.value(x).view(heads).transpose(1, 2)
-        mask, causal = None, True
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, nh, S, hs), S = cached + T
-            causal = False
-            if T > 1:  # new positions see the whole cache and each other causally
-                S = k.shape[2]
-                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
-            # T == 1: the one new query may look at every cached key, no mask needed
         y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.attn_drop if self.training else 0.0,
-            is_causal=causal,
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, is_causal=True
         )
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y))
@@ -97,8 +85,8 @@ class Block(nn.Module):
             nn.Dropout(drop_out_rate),
         )
 
-    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
-        x = x + self.attn(self.ln1(x), cache, layer)
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln2(x))
 
 
@@ -159,6 +147,18 @@ def corrupt_codes(
         0, num_vq, codes.shape, device=codes.device, generator=generator, dtype=codes.dtype
     )
     return torch.where(keep, codes, random)
+
+
+class _BlockWeights(NamedTuple):
+    """One :class:`Block`'s weights as ``F.layer_norm`` / ``F.linear`` arguments, with q, k and
+    v stacked into one ``(3D, D)`` matrix so that a sampling step reads them in one product."""
+
+    ln1: tuple[Tensor, Tensor, float]
+    qkv: tuple[Tensor, Tensor]
+    proj: tuple[Tensor, Tensor]
+    ln2: tuple[Tensor, Tensor, float]
+    fc1: tuple[Tensor, Tensor]
+    fc2: tuple[Tensor, Tensor]
 
 
 class T2MGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
@@ -381,11 +381,49 @@ class T2MGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
 
     # ----- sampling ---------------------------------------------------------------------
 
-    def _step(self, token_emb: Tensor, cache: KVCache) -> Tensor:
-        """One new position ``(B, 1, D)`` embedded without its position -> logits ``(B, V)``."""
-        x = token_emb + self.pos_table[cache.length : cache.length + 1]
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+    def _decode_weights(self) -> list[_BlockWeights]:
+        """Each block's weights laid out for one-position steps (see :class:`_BlockWeights`)."""
+        out = []
+        for b in self.blocks:
+            a = b.attn
+            out.append(
+                _BlockWeights(
+                    ln1=(b.ln1.weight, b.ln1.bias, b.ln1.eps),
+                    qkv=(
+                        torch.cat([a.query.weight, a.key.weight, a.value.weight]),
+                        torch.cat([a.query.bias, a.key.bias, a.value.bias]),
+                    ),
+                    proj=(a.proj.weight, a.proj.bias),
+                    ln2=(b.ln2.weight, b.ln2.bias, b.ln2.eps),
+                    fc1=(b.mlp[0].weight, b.mlp[0].bias),
+                    fc2=(b.mlp[2].weight, b.mlp[2].bias),
+                )
+            )
+        return out
+
+    def _step(
+        self, token_emb: Tensor, cache: KVCache, weights: list[_BlockWeights] | None = None
+    ) -> Tensor:
+        """One new position ``(B, 1, D)`` embedded without its position -> logits ``(B, V)``.
+
+        The same arithmetic as :meth:`forward` on that position (eval mode), written as plain
+        functional calls over ``weights`` (:meth:`_decode_weights`, built once per
+        :meth:`sample`): at batch 1 a step is ~50 matrix-vector products, and the modules'
+        call overhead and three separate q/k/v reads cost as much again as the products.
+        """
+        if weights is None:
+            weights = self._decode_weights()
+        B, D, nh = token_emb.shape[0], self.embed_dim, self.n_head
+        t = cache.length
+        x = token_emb + self.pos_table[t : t + 1]
+        for i, w in enumerate(weights):
+            h = F.layer_norm(x, (D,), *w.ln1)
+            qkv = F.linear(h, *w.qkv).view(B, 3, nh, 1, D // nh)  # (B, q|k|v, nh, 1, hs)
+            k, v = cache.update(i, qkv[:, 1], qkv[:, 2])
+            y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # one query sees every key
+            x = x + F.linear(y.transpose(1, 2).reshape(B, 1, D), *w.proj)
+            h = F.layer_norm(x, (D,), *w.ln2)
+            x = x + F.linear(F.gelu(F.linear(h, *w.fc1)), *w.fc2)
         cache.advance(1)
         return self.head(self.ln_f(x[:, -1]))
 
@@ -437,6 +475,7 @@ class T2MGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
             cache = KVCache(
                 len(self.blocks), B, self.n_head, limit, dim, device=device, dtype=cond.dtype
             )
+        weights = self._decode_weights() if use_cache else None
         tokens = torch.empty(B, 0, dtype=torch.long, device=device)
         lengths = torch.full((B,), limit, dtype=torch.long, device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
@@ -445,7 +484,7 @@ class T2MGPT(LocalPretrained, nn.Module, PyTorchModelHubMixin):
                 logits = self(tokens, cond)[:, -1]
             else:
                 emb = self.cond_emb(cond) if k == 0 else self.tok_emb(tokens[:, -1])
-                logits = self._step(emb.unsqueeze(1), cache)
+                logits = self._step(emb.unsqueeze(1), cache, weights)
             nxt = next_token(
                 logits, greedy=greedy, temperature=temperature, top_k=top_k, generator=generator
             )
