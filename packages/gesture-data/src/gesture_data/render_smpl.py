@@ -17,6 +17,9 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .fit_smpl import FitResult, fit_smplx_to_joints
+
+__all__ = ["FitResult", "fit_smplx_to_joints", "rasterize", "render_smpl_video", "smplx_vertices"]
 
 _LIGHT = np.array([0.3, 0.5, 1.0]) / np.linalg.norm([0.3, 0.5, 1.0])
 _COLOR = np.array([140.0, 170.0, 215.0])  # light steel blue, scaled by the shading
