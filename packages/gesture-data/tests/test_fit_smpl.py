@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.ndimage import gaussian_filter1d
 
 from gesture_data.datasets.humanml3d import PARENTS, joints_to_features, recover_from_ric
@@ -72,10 +71,10 @@ def fitted_joints(fit: FitResult, model_path):
     return smplx_joints(fit.poses, model_path, betas=fit.betas, trans=fit.trans)[:, :22]
 
 
-@pytest.mark.parametrize("seed, yaw", [(0, None), (2, np.pi)])
-def test_round_trip_reproduces_the_joints(model, seed, yaw):
-    torch.manual_seed(seed)
-    poses, trans = plausible_motion(seed, yaw=yaw)
+def test_round_trip_reproduces_the_joints(model):
+    """Facing away from the rest pose's +Z (heading pi, the hardest start); random headings
+    are in test_humanml3d_features_fit."""
+    poses, trans = plausible_motion(2, yaw=np.pi)
     joints = smplx_joints(poses, model, trans=trans)[:, :22]
     fit = fit_smplx_to_joints(joints, model, iters=ITERS)
     assert fit.poses.shape == (T, 165) and fit.trans.shape == (T, 3)
@@ -121,9 +120,9 @@ def test_humanml3d_fixture_fit(h3d_root, model):
     positions cannot (other bone lengths, and the stand-in has no shape space)."""
     feats = np.load(h3d_root / "new_joint_vecs" / "012314.npy")
     joints = recover_from_ric(feats.astype(np.float64)).astype(np.float32)
-    fit = fit_smplx_to_joints(joints[:60], model)
-    # measured (frames 0-59, 1 thread): 0.91 deg, 2.3 cm mean (3.0 cm worst frame)
-    assert bone_angle_deg(fitted_joints(fit, model), joints[:60]) < 1.5
+    fit = fit_smplx_to_joints(joints[:T], model)
+    # measured (frames 0-39, 1 thread): 0.93 deg, 2.5 cm mean (3.0 cm worst frame)
+    assert bone_angle_deg(fitted_joints(fit, model), joints[:T]) < 1.5
     assert fit.joints_error.mean() < 0.035
 
 
