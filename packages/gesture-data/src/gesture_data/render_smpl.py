@@ -17,6 +17,16 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .fit_smpl import FitResult, fit_smplx_to_joints
+
+__all__ = [
+    "FitResult",
+    "fit_smplx_to_joints",
+    "rasterize",
+    "render_joints_mesh_video",
+    "render_smpl_video",
+    "smplx_vertices",
+]
 
 _LIGHT = np.array([0.3, 0.5, 1.0]) / np.linalg.norm([0.3, 0.5, 1.0])
 _COLOR = np.array([140.0, 170.0, 215.0])  # light steel blue, scaled by the shading
@@ -152,11 +162,13 @@ def render_smpl_video(
     sample_rate: int = 16000,
     size: tuple[int, int] = (320, 320),
     betas: Sequence[np.ndarray | None] | None = None,
+    trans: Sequence[np.ndarray | None] | None = None,
 ) -> Path:
-    """SMPL-X meshes of motions ``[(T_i, 165), ...]`` (axis-angle, root fixed as in KTubeUM's
-    npz) side by side (in list order) as an H.264 mp4, cut to the shortest; ``audio (N,)``
-    at ``sample_rate`` is muxed in. Atomic (:func:`gesture_data.video.write_video`).
-    Returns ``out_path``."""
+    """SMPL-X meshes of motions ``[(T_i, 165), ...]`` (axis-angle; root fixed as in KTubeUM's
+    npz, or moved by ``trans[i] (T_i, 3)``) with shapes ``betas[i] (10,)`` side by side (in
+    list order) as an H.264 mp4, cut to the shortest; ``audio (N,)`` at ``sample_rate`` is
+    muxed in. Each panel keeps one framing: the box of its whole motion. Atomic
+    (:func:`gesture_data.video.write_video`). Returns ``out_path``."""
     from .video import write_video
 
     if isinstance(poses_list, np.ndarray) and poses_list.ndim == 2:
@@ -165,7 +177,12 @@ def render_smpl_video(
         raise DataError(out_path, "no motion to render", key="poses")
     panels = []
     for i, p in enumerate(poses_list):
-        verts, faces = smplx_vertices(p, model_path, betas=None if betas is None else betas[i])
+        verts, faces = smplx_vertices(
+            p,
+            model_path,
+            betas=None if betas is None else betas[i],
+            trans=None if trans is None else trans[i],
+        )
         xy = verts[..., :2].reshape(-1, 2)
         lo, hi = xy.min(0), xy.max(0)
         c, r = (lo + hi) / 2, float(max(hi - lo)) / 2 * 1.1 + 1e-6
@@ -182,3 +199,31 @@ def render_smpl_video(
     return write_video(
         out_path, frames, fps, audio=audio, sample_rate=None if audio is None else sample_rate
     )
+
+
+def render_joints_mesh_video(
+    joints_list: Sequence[np.ndarray],
+    model_path: str | Path,
+    out_path: str | Path,
+    *,
+    fps: float = 20.0,
+    size: tuple[int, int] = (320, 320),
+    iters: int = 150,
+) -> list[FitResult]:
+    """Meshes of joint-only motions ``[(T_i, 22, 3), ...]`` (e.g. generated HumanML3D motion
+    and its ground truth): each is fitted with :func:`fit_smplx_to_joints` and drawn by
+    :func:`render_smpl_video` with its fitted shape and translation, side by side. All fits
+    run before anything is written. Returns the fits, in list order."""
+    if not len(joints_list):
+        raise DataError(out_path, "no motion to render", key="joints")
+    fits = [fit_smplx_to_joints(j, model_path, iters=iters) for j in joints_list]
+    render_smpl_video(
+        [f.poses for f in fits],
+        model_path,
+        out_path,
+        fps=fps,
+        size=size,
+        betas=[f.betas for f in fits],
+        trans=[f.trans for f in fits],
+    )
+    return fits

@@ -48,6 +48,12 @@ def add_generate_command(sub) -> None:
         help="T2M-GPT bundles with --out .mp4: ground truth drawn beside the generated motion, "
         "a .npy of HumanML3D features (T, 263) or joints (T, 22, 3)",
     )
+    gen.add_argument(
+        "--smplx-model",
+        metavar="PATH",
+        help="T2M-GPT bundles with --out .mp4: draw SMPL-X meshes fitted to the joints instead "
+        "of skeletons (SMPLX_NEUTRAL.npz or its folder)",
+    )
     gen.add_argument("--seconds", type=float, help="Omniges: output length for a text condition")
     gen.add_argument("--textgrid", help="word alignment (Praat TextGrid with a 'words' tier)")
     gen.add_argument(
@@ -96,9 +102,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t2m = _t2m_bundle(args.checkpoint)
     if t2m is not None:
         return _generate_t2m(args, t2m)
-    for flag in ("text", "gt"):
+    for flag in ("text", "gt", "smplx_model"):
         if getattr(args, flag) is not None:
-            raise CLIError(f"--{flag}: only T2M-GPT bundles take it")
+            raise CLIError(f"--{flag.replace('_', '-')}: only T2M-GPT bundles take it")
     try:  # the bundle generation reads whole (config, weights, normaliser, tokenizer)
         bundle = open_bundle(args.checkpoint)
         export, system = bundle.folder, bundle.system
@@ -345,7 +351,8 @@ def _t2m_bundle(path: str) -> Path | None:
 def _generate_t2m(args: argparse.Namespace, export: Path) -> int:
     """``gesture generate`` with a T2M-GPT bundle: ``--text`` -> ``--out`` features ``.npy``
     (``(T, 263)``, joints ``(T, 22, 3)`` beside it as ``<name>_joints.npy``) or a skeleton
-    ``.mp4`` (generated | ground truth with ``--gt``)."""
+    ``.mp4`` (generated | ground truth with ``--gt``; SMPL-X meshes fitted to the joints with
+    ``--smplx-model``)."""
     import numpy as np
 
     from gesture_apps.runtime.paths import check_output
@@ -361,8 +368,11 @@ def _generate_t2m(args: argparse.Namespace, export: Path) -> int:
     kind = out.suffix.lower()
     if kind not in (".npy", ".mp4") or out.is_dir():
         raise CLIError(f"--out {out}: expected a .npy (features) or .mp4 (video) file name")
-    if args.gt is not None and kind != ".mp4":
-        raise CLIError("--gt: only drawn into an .mp4 (--out VIDEO.mp4)")
+    for flag in ("gt", "smplx_model"):
+        if getattr(args, flag) is not None and kind != ".mp4":
+            raise CLIError(f"--{flag.replace('_', '-')}: only drawn into an .mp4 (--out VIDEO.mp4)")
+    if args.smplx_model is not None and not Path(args.smplx_model).exists():
+        raise CLIError(f"--smplx-model {args.smplx_model}: no such file or folder")
     gt = _read_gt(Path(args.gt)) if args.gt is not None else None
     joints_out = out.with_name(f"{out.stem}_joints.npy")
     outs = [out] if kind == ".mp4" else [out, joints_out]
@@ -378,12 +388,17 @@ def _generate_t2m(args: argparse.Namespace, export: Path) -> int:
     joints = recover_from_ric(feats.astype(np.float64)).astype(np.float32)
     seconds = len(feats) / pipe.fps
     if kind == ".mp4":
-        from gesture_data.render import render_joints_video
-
         motions, titles = [joints], ["generated"]
         if gt is not None:
             motions, titles = [joints, gt], ["generated", "ground truth"]
-        render_joints_video(motions, out, fps=pipe.fps, titles=titles)
+        if args.smplx_model is not None:  # meshes fitted to the joints (a few s per motion)
+            from gesture_data.render_smpl import render_joints_mesh_video
+
+            render_joints_mesh_video(motions, args.smplx_model, out, fps=pipe.fps)
+        else:
+            from gesture_data.render import render_joints_video
+
+            render_joints_video(motions, out, fps=pipe.fps, titles=titles)
         print(f"generate: {len(feats)} frames ({seconds:.2f} s) -> {out}")
         return 0
 
