@@ -289,6 +289,8 @@ def test_write_video_is_atomic_keeps_umask_and_pads_odd_sizes(tmp_path):
         write_video(tmp_path / "bad.mp4", frames.astype(np.float32), 10.0)
     with pytest.raises(DataError, match="sample_rate"):
         write_video(tmp_path / "bad.mp4", frames, 10.0, audio=np.zeros(100, np.float32))
+    with pytest.raises(DataError, match="not an mp4 file name"):
+        write_video(tmp_path / "bad.gif", frames, 10.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
 
 

@@ -1,9 +1,10 @@
 """Headless skeleton animation to mp4 (with the speech muxed in) or gif.
 
 One or more motions ``(T, J, 3)`` are drawn side by side (e.g. ground truth vs generated)
-as stick figures seen from the front (x right-to-left flipped so the figure faces you,
-y up). Works for SMPL-X joints, SeG BVH joints and HumanML3D joints: pass the matching
-``parents`` (see :func:`parents_for`).
+as stick figures seen from the front (orthographic, x right, y up: the body's left, +x in
+SMPL(-X), BEAT2 and HumanML3D, is on the viewer's right, as in the mesh renderer). Works for
+SMPL-X joints, SeG BVH joints and HumanML3D joints: pass the matching ``parents`` (see
+:func:`parents_for`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _frames(motions, parents, size, titles):
     bones = [(j, p) for j, p in enumerate(parents) if p >= 0]
     cols = []
     for k, (ax, m) in enumerate(zip(axes[0], motions, strict=True)):
-        xy = np.stack([-m[..., 0], m[..., 1]], -1)  # front view: flip x so left is on the right
+        xy = m[..., :2]  # front view: a camera on +z looking down -z sees +x on its right
         lo, hi = xy.reshape(-1, 2).min(0), xy.reshape(-1, 2).max(0)
         c, r = (lo + hi) / 2, max(hi - lo) / 2 * 1.1 + 1e-6
         ax.set_xlim(c[0] - r, c[0] + r)

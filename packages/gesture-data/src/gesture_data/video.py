@@ -672,6 +672,8 @@ def write_video(
     import imageio_ffmpeg
 
     path = Path(path)
+    if path.suffix.lower() != ".mp4":  # an mp4 under a .gif/.avi name would fool its reader
+        raise DataError(path, "not an mp4 file name", expected=".mp4", found=path.suffix or None)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
         raise DataError(
