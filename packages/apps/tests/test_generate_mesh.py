@@ -70,11 +70,15 @@ def test_generate_draws_fitted_meshes_side_by_side(t2m_bundle, model, tmp_path, 
     argv = ["generate", "--bundle", str(t2m_bundle), "--text", "wave", "--out", str(out)]
     assert main([*argv, "--gt", str(gt), "--smplx-model", str(model)]) == 0
     frames = iio.imread(out)
-    # generated | ground truth, each render_smpl_video's default 320 x 320
-    assert frames.shape == (FRAMES, 320, 640, 3)
-    # both panels hold a mesh (pixels that are not the white background) in every frame
-    for half in (frames[:, :, :320], frames[:, :, 320:]):
+    # generated | ground truth, each render_smpl_video's default 320 x 320 under a 28-pixel
+    # caption strip
+    assert frames.shape == (FRAMES, 28 + 320, 640, 3)
+    # both panels hold a mesh (pixels that are not the white background) in every frame,
+    # and both captions some dark text
+    for half in (frames[:, 28:, :320], frames[:, 28:, 320:]):
         assert ((half < 200).any(-1).sum((1, 2)) > 100).all()
+    for cap in (frames[:, :28, :320], frames[:, :28, 320:]):
+        assert ((cap < 100).any(-1).sum((1, 2)) > 20).all()
     assert f"generate: {FRAMES} frames" in capsys.readouterr().out
 
 

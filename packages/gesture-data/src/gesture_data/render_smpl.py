@@ -163,18 +163,23 @@ def render_smpl_video(
     size: tuple[int, int] = (320, 320),
     betas: Sequence[np.ndarray | None] | None = None,
     trans: Sequence[np.ndarray | None] | None = None,
+    titles: Sequence[str] | None = None,
 ) -> Path:
     """SMPL-X meshes of motions ``[(T_i, 165), ...]`` (axis-angle; root fixed as in KTubeUM's
     npz, or moved by ``trans[i] (T_i, 3)``) with shapes ``betas[i] (10,)`` side by side (in
     list order) as an H.264 mp4, cut to the shortest; ``audio (N,)`` at ``sample_rate`` is
-    muxed in. Each panel keeps one framing: the box of its whole motion. Atomic
-    (:func:`gesture_data.video.write_video`). Returns ``out_path``."""
+    muxed in. Each panel keeps one framing: the box of its whole motion; ``titles`` puts a
+    caption above each. Atomic (:func:`gesture_data.video.write_video`). Returns
+    ``out_path``."""
     from .video import write_video
 
     if isinstance(poses_list, np.ndarray) and poses_list.ndim == 2:
         poses_list = [poses_list]
     if not len(poses_list):
         raise DataError(out_path, "no motion to render", key="poses")
+    if titles is not None and len(titles) != len(poses_list):
+        raise DataError(out_path, "one title per motion", key="titles",
+                        expected=len(poses_list), found=len(titles))  # fmt: skip
     panels = []
     for i, p in enumerate(poses_list):
         verts, faces = smplx_vertices(
@@ -196,9 +201,29 @@ def render_smpl_video(
             for t in range(T)
         ]
     )
+    if titles is not None:
+        strip = np.concatenate([_caption(t, size[0]) for t in titles], axis=1)
+        frames = np.concatenate([np.broadcast_to(strip, (T, *strip.shape)), frames], axis=1)
     return write_video(
         out_path, frames, fps, audio=audio, sample_rate=None if audio is None else sample_rate
     )
+
+
+def _caption(text: str, width: int, height: int = 28) -> np.ndarray:
+    """``(height, width, 3)`` uint8: ``text`` centred in black on white (drawn once per video
+    by matplotlib, which the skeleton renderer already uses for its titles)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+    try:
+        fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=11)
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    finally:
+        plt.close(fig)
 
 
 def render_joints_mesh_video(
@@ -209,6 +234,7 @@ def render_joints_mesh_video(
     fps: float = 20.0,
     size: tuple[int, int] = (320, 320),
     iters: int = 150,
+    titles: Sequence[str] | None = None,
 ) -> list[FitResult]:
     """Meshes of joint-only motions ``[(T_i, 22, 3), ...]`` (e.g. generated HumanML3D motion
     and its ground truth): each is fitted with :func:`fit_smplx_to_joints` and drawn by
@@ -225,5 +251,6 @@ def render_joints_mesh_video(
         size=size,
         betas=[f.betas for f in fits],
         trans=[f.trans for f in fits],
+        titles=titles,
     )
     return fits

@@ -394,7 +394,7 @@ def _generate_t2m(args: argparse.Namespace, export: Path) -> int:
         if args.smplx_model is not None:  # meshes fitted to the joints (a few s per motion)
             from gesture_data.render_smpl import render_joints_mesh_video
 
-            render_joints_mesh_video(motions, args.smplx_model, out, fps=pipe.fps)
+            render_joints_mesh_video(motions, args.smplx_model, out, fps=pipe.fps, titles=titles)
         else:
             from gesture_data.render import render_joints_video
 
