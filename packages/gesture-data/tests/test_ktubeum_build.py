@@ -252,3 +252,24 @@ def test_render_smpl_video_with_a_model_file(built, body_model, tmp_path):
     frames, fps, *_ = read_video(path)
     assert frames.shape == (3, 96, 192, 3) and fps == 30
     assert (frames[0].mean(-1) < 240).sum() > 200  # the mesh covers part of each frame
+
+
+def test_render_smpl_video_follow_keeps_a_travelling_body_large(built, body_model, tmp_path):
+    out, report, _ = built
+    poses = np.load(out / "npz" / f"{report.ids()[0]}.npz")["poses"][:4]
+    trans = np.zeros((4, 3), np.float32)
+    trans[:, 0] = np.linspace(0.0, 3.0, 4)  # walks 3 m sideways: 2x the body's height
+    covered, centre = {}, {}
+    for follow in (False, True):
+        path = render_smpl_video([poses], body_model, tmp_path / f"{follow}.mp4", size=(96, 96),
+                                 trans=[trans], follow=follow)  # fmt: skip
+        frames, *_ = read_video(path)
+        ink = frames.mean(-1) < 240  # (T, H, W) mesh pixels
+        covered[follow] = ink.sum((1, 2)).mean()
+        centre[follow] = [np.flatnonzero(m.any(0)).mean() for m in ink]  # columns of ink
+    # a fixed framing spans the whole 3 m walk: the body is a small part of it and crosses
+    # the image; following, it is drawn larger and stays centred. Measured with the
+    # stand-in model: 7.3x the pixels (3605 vs 497 per frame); ink centres at columns
+    # 20-75 fixed vs 47.5 in every frame following, of 96
+    assert covered[True] > 4 * covered[False]
+    assert np.ptp(centre[False]) > 40 and np.ptp(centre[True]) < 8

@@ -164,13 +164,15 @@ def render_smpl_video(
     betas: Sequence[np.ndarray | None] | None = None,
     trans: Sequence[np.ndarray | None] | None = None,
     titles: Sequence[str] | None = None,
+    follow: bool = False,
 ) -> Path:
     """SMPL-X meshes of motions ``[(T_i, 165), ...]`` (axis-angle; root fixed as in KTubeUM's
     npz, or moved by ``trans[i] (T_i, 3)``) with shapes ``betas[i] (10,)`` side by side (in
     list order) as an H.264 mp4, cut to the shortest; ``audio (N,)`` at ``sample_rate`` is
-    muxed in. Each panel keeps one framing: the box of its whole motion; ``titles`` puts a
-    caption above each. Atomic (:func:`gesture_data.video.write_video`). Returns
-    ``out_path``."""
+    muxed in. Each panel keeps one framing, the box of its whole motion, or with ``follow``
+    a box that moves sideways with the body (the body stays as large as its own extent
+    allows, at the cost of not seeing it travel); ``titles`` puts a caption above each.
+    Atomic (:func:`gesture_data.video.write_video`). Returns ``out_path``."""
     from .video import write_video
 
     if isinstance(poses_list, np.ndarray) and poses_list.ndim == 2:
@@ -188,15 +190,19 @@ def render_smpl_video(
             betas=None if betas is None else betas[i],
             trans=None if trans is None else trans[i],
         )
-        xy = verts[..., :2].reshape(-1, 2)
-        lo, hi = xy.min(0), xy.max(0)
-        c, r = (lo + hi) / 2, float(max(hi - lo)) / 2 * 1.1 + 1e-6
+        xy = verts[..., :2]  # (T, V, 2)
+        lo, hi = xy.min((0, 1)), xy.max((0, 1))
+        c = np.broadcast_to((lo + hi) / 2, (len(xy), 2)).copy()  # (T, 2) centre per frame
+        if follow:  # centre each frame on the body's horizontal middle; keep the height
+            c[:, 0] = (xy[..., 0].min(1) + xy[..., 0].max(1)) / 2
+        r = float(np.abs(xy - c[:, None]).max()) * 1.1 + 1e-6
         panels.append((verts, faces, c, r))
     T = min(len(v) for v, *_ in panels)
     frames = np.stack(
         [
             np.concatenate(
-                [rasterize(v[t], f, size, center=c, radius=r) for v, f, c, r in panels], axis=1
+                [rasterize(v[t], f, size, center=c[t], radius=r) for v, f, c, r in panels],
+                axis=1,
             )
             for t in range(T)
         ]
@@ -235,11 +241,14 @@ def render_joints_mesh_video(
     size: tuple[int, int] = (320, 320),
     iters: int = 150,
     titles: Sequence[str] | None = None,
+    follow: bool = True,
 ) -> list[FitResult]:
     """Meshes of joint-only motions ``[(T_i, 22, 3), ...]`` (e.g. generated HumanML3D motion
     and its ground truth): each is fitted with :func:`fit_smplx_to_joints` and drawn by
     :func:`render_smpl_video` with its fitted shape and translation, side by side. All fits
-    run before anything is written. Returns the fits, in list order."""
+    run before anything is written. ``follow`` (default on: generated motion often walks
+    metres, which would shrink a fixed framing's body) is :func:`render_smpl_video`'s.
+    Returns the fits, in list order."""
     if not len(joints_list):
         raise DataError(out_path, "no motion to render", key="joints")
     fits = [fit_smplx_to_joints(j, model_path, iters=iters) for j in joints_list]
@@ -252,5 +261,6 @@ def render_joints_mesh_video(
         betas=[f.betas for f in fits],
         trans=[f.trans for f in fits],
         titles=titles,
+        follow=follow,
     )
     return fits
