@@ -237,7 +237,17 @@ def test_multipart_decode_of_a_frame_range():
     tok = MultiPartTokenizer.tiny(dims).eval()
     z = torch.randn(1, 12, 2 * 16)
     with torch.no_grad():
-        full = tok.decode(z)
-        part = tok.decode(z, frames=(20, 36))
-    for name in dims:
-        torch.testing.assert_close(part[name], full[name][:, 20:36], rtol=0, atol=1e-6)
+        for requantize in (True, False):
+            full = tok.decode(z, requantize=requantize)
+            part = tok.decode(z, requantize=requantize, frames=(20, 36))
+            for name in dims:
+                torch.testing.assert_close(part[name], full[name][:, 20:36], rtol=0, atol=1e-6)
+        # the same through one part's indices, the way a stream of codes would decode them
+        upper = tok.parts["upper"]
+        idx = upper.quantize(tok.split_latents(z)["upper"]).indices
+        torch.testing.assert_close(
+            upper.decode_indices(idx, frames=(20, 36)),
+            upper.decode_indices(idx)[:, 20:36],
+            rtol=0,
+            atol=1e-6,
+        )

@@ -218,22 +218,40 @@ class MotionTokenizer(LocalPretrained, nn.Module):
         """x ``(B, T, C)`` -> code indices ``(B, T / factor, Q)`` (nearest codes, no dropout)."""
         return self.quantize(self.encode_continuous(x)).indices
 
-    def decode(self, zq: Tensor) -> Tensor:
-        """Decode an already quantised latent ``(B, N, code_dim)`` -> ``(B, N * factor, C)``."""
+    def _run_decoder(self, zq: Tensor, frames: tuple[int, int] | None) -> Tensor:
+        """The decoder on ``zq``; with ``frames=(lo, hi)`` only those output frames, computed
+        from the positions they depend on (:meth:`Conv1dDecoder.forward_range`: a stream
+        decodes a few new frames inside their context)."""
+        if frames is None:
+            return self.decoder(zq)
+        return self.decoder.forward_range(zq, *frames)
+
+    def decode(self, zq: Tensor, *, frames: tuple[int, int] | None = None) -> Tensor:
+        """Decode an already quantised latent ``(B, N, code_dim)`` -> ``(B, N * factor, C)``
+        (frames ``[lo, hi)`` only with ``frames``)."""
         self._check_latent(zq)
-        return self.decoder(zq)
+        return self._run_decoder(zq, frames)
 
     def decode_indices(
-        self, indices: Tensor, num_layers: int | None = None, *, reference: bool = False
+        self,
+        indices: Tensor,
+        num_layers: int | None = None,
+        *,
+        reference: bool = False,
+        frames: tuple[int, int] | None = None,
     ) -> Tensor:
         """indices ``(B, N, Q')`` -> motion ``(B, N * factor, C)``; only the first
         ``num_layers`` residual layers when given (coarse decoding). ``reference`` matters only
-        for GestureLSM checkpoints (see :meth:`RVQVAE.decode_indices`)."""
-        return self.decoder(self.quantizer.indices_to_latent(indices, num_layers))
+        for GestureLSM checkpoints (see :meth:`RVQVAE.decode_indices`); ``frames`` as in
+        :meth:`decode`."""
+        return self._run_decoder(self.quantizer.indices_to_latent(indices, num_layers), frames)
 
-    def decode_latent(self, z: Tensor, num_layers: int | None = None) -> Tensor:
+    def decode_latent(
+        self, z: Tensor, num_layers: int | None = None, *, frames: tuple[int, int] | None = None
+    ) -> Tensor:
         """Re-quantise a continuous latent, then decode (GestureLSM's ``latent2origin``).
 
-        Goes through the indices so that it equals ``decode_indices(quantize(z).indices)``.
+        Goes through the indices so that it equals ``decode_indices(quantize(z).indices)``;
+        ``frames`` as in :meth:`decode`.
         """
-        return self.decode_indices(self.quantize(z).indices, num_layers)
+        return self.decode_indices(self.quantize(z).indices, num_layers, frames=frames)

@@ -101,16 +101,10 @@ class MultiPartTokenizer(nn.Module):
         out = {}
         for name, z in self.split_latents(latents).items():
             tok = self.parts[name]
-            decoder = getattr(tok, "decoder", None)
-            if frames is None or not hasattr(decoder, "forward_range"):
-                x = tok.decode_latent(z, num_layers) if requantize else tok.decode(z)
-                out[name] = x if frames is None else x[:, frames[0] : frames[1]]
-                continue
             if requantize:
-                z = tok.quantizer.indices_to_latent(tok.quantize(z).indices, num_layers)
+                out[name] = tok.decode_latent(z, num_layers, frames=frames)
             else:
-                tok._check_latent(z)
-            out[name] = decoder.forward_range(z, *frames)
+                out[name] = tok.decode(z, frames=frames)
         return out
 
     def encode(self, x: dict[str, Tensor]) -> dict[str, Tensor]:

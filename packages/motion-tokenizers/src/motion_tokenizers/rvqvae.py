@@ -109,23 +109,29 @@ class RVQVAE(MotionTokenizer, PyTorchModelHubMixin):
             self.reference_codebooks = None
 
     def decode_indices(
-        self, indices: Tensor, num_layers: int | None = None, *, reference: bool = False
+        self,
+        indices: Tensor,
+        num_layers: int | None = None,
+        *,
+        reference: bool = False,
+        frames: tuple[int, int] | None = None,
     ) -> Tensor:
         """indices ``(B, N, Q')`` -> motion ``(B, N * factor, C)``; only the first
         ``num_layers`` residual layers when given (coarse decoding; -1 entries count as
         absent). ``reference=True`` decodes as GestureLSM's ``forward_decoder`` does, from the
         raw codebooks of an imported checkpoint (without ``embedding_proj``; where a tokenizer
-        has no such codebooks, its codebooks are the raw ones and the default path is used)."""
+        has no such codebooks, its codebooks are the raw ones and the default path is used).
+        ``frames=(lo, hi)``: only those frames (:meth:`MotionTokenizer.decode`)."""
         z = self.quantizer.indices_to_latent(indices, num_layers)  # validates the indices
         if not reference or self.reference_codebooks is None:
-            return self.decoder(z)
+            return self._run_decoder(z, frames)
         idx = indices[..., :num_layers].long()
         z = torch.zeros_like(z)
         for q in range(idx.shape[-1]):
             i = idx[..., q]
             code = self.reference_codebooks[q].to(z.dtype)[i.clamp(min=0)]
             z = z + code * (i >= 0).unsqueeze(-1).to(z.dtype)
-        return self.decoder(z)
+        return self._run_decoder(z, frames)
 
     @classmethod
     def gesturelsm(cls, part: str, **overrides) -> RVQVAE:
