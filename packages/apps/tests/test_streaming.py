@@ -15,7 +15,7 @@ from gesture_apps.data.motion import joints_approx
 from gesture_apps.errors import GenerationError
 from gesture_apps.systems.gesturelsm.export import load_lsm
 from gesture_apps.systems.gesturelsm.pipeline import generate_motion
-from gesture_apps.systems.gesturelsm.streaming import GestureStream, stream_motion
+from gesture_apps.systems.gesturelsm.streaming import GestureStream, concat_motion, stream_motion
 from gesture_data.datasets.synthetic import make_clip
 from gesture_data.features.audio import onset_amplitude
 
@@ -48,10 +48,6 @@ def _pieces(stream, audio, sizes):
     return out
 
 
-def _cat(pieces):
-    return streaming.concat_motion(pieces)
-
-
 def test_any_chunking_gives_the_same_motion(bundle, clips):
     audio = clips[300].audio
     ref, lat = stream_motion(GestureStream(bundle), audio, 8000)
@@ -61,7 +57,7 @@ def test_any_chunking_gives_the_same_motion(bundle, clips):
     rng = np.random.default_rng(0)
     # 10 ms .. 2 s pieces, a single sample and empty pushes
     sizes = [1, 0, 160, *rng.integers(160, 32000, size=40).tolist()]
-    other = _cat(_pieces(GestureStream(bundle), audio, sizes))
+    other = concat_motion(_pieces(GestureStream(bundle), audio, sizes))
     np.testing.assert_array_equal(other.poses, ref.poses)
     np.testing.assert_array_equal(other.trans, ref.trans)
 
@@ -73,7 +69,7 @@ def test_guided_multistep_sampling_and_words_stream_too(bundle, clips):
     words = [(0.5, 1.0, "hello"), (1.2, 2.0, "world"), (3.0, 3.5, "yes")]
     kw = dict(steps=2, guidance=2.0, words=words)
     a, _ = stream_motion(GestureStream(bundle, **kw), audio, 8000)
-    b = _cat(_pieces(GestureStream(bundle, **kw), audio, [3000, 12345, 20000, 777] * 10))
+    b = concat_motion(_pieces(GestureStream(bundle, **kw), audio, [3000, 12345, 20000, 777] * 10))
     np.testing.assert_array_equal(a.poses, b.poses)
     c, _ = stream_motion(GestureStream(bundle, steps=2, guidance=2.0), audio, 8000)
     assert np.abs(a.poses - c.poses).max() > 1e-3
@@ -131,7 +127,7 @@ def _seam_stats(bundle, clip):
     stream = GestureStream(bundle, words=clip.words)
     pieces = _pieces(stream, clip.audio, [8000] * 16)
     cuts = set(np.cumsum([p.poses.shape[0] for p in pieces if p.poses.shape[0]])[:-1].tolist())
-    m = _cat(pieces)
+    m = concat_motion(pieces)
     j = joints_approx(m.poses, m.trans)
     v = np.linalg.norm(np.diff(j, axis=0), axis=-1).mean(-1)
     a = np.linalg.norm(np.diff(j, 2, axis=0), axis=-1).mean(-1)
@@ -191,7 +187,7 @@ def test_silence_a_dropped_chunk_and_another_sample_rate(bundle, clips):
     s = GestureStream(bundle)
     pieces = [s.push(audio[i : i + 8000], at=i) for i in range(0, audio.size, 8000) if i != 16000]
     pieces.append(s.flush())
-    gapped = _cat(pieces)
+    gapped = concat_motion(pieces)
     assert s.gaps == 1 and gapped.poses.shape[0] == int(audio.size * 30 // SR)
     silent = audio.copy()
     silent[16000:24000] = 0
@@ -199,8 +195,8 @@ def test_silence_a_dropped_chunk_and_another_sample_rate(bundle, clips):
     np.testing.assert_array_equal(gapped.poses, same.poses)
     # a repeated chunk is dropped, not played twice
     s = GestureStream(bundle)
-    first = _cat([s.push(audio[:8000], at=0), s.push(audio[:8000], at=0)])
-    rest = _cat([s.push(audio[8000:], at=8000), s.flush()])
+    first = concat_motion([s.push(audio[:8000], at=0), s.push(audio[:8000], at=0)])
+    rest = concat_motion([s.push(audio[8000:], at=8000), s.flush()])
     ref, _ = stream_motion(GestureStream(bundle), audio, 8000)
     np.testing.assert_array_equal(np.concatenate([first.poses, rest.poses]), ref.poses)
 
@@ -211,7 +207,7 @@ def test_silence_a_dropped_chunk_and_another_sample_rate(bundle, clips):
 
     hi = resample_poly(audio, 441, 160).astype(np.float32)
     s = GestureStream(bundle, sample_rate=44100)
-    m44 = _cat(_pieces(s, hi, [22050] * 20))
+    m44 = concat_motion(_pieces(s, hi, [22050] * 20))
     assert m44.poses.shape[0] == ref.poses.shape[0]
     assert _mean_joint_distance(m44, ref) < 0.02
 

@@ -334,6 +334,8 @@ def _check_chunk(audio) -> np.ndarray:
 
 
 def concat_motion(pieces: list[Motion]) -> Motion:
+    """Consecutive pieces of one motion (a stream's pushes) as one :class:`Motion`, with the
+    first piece's ``fps`` and ``betas``; no pieces: 0 frames."""
     if not pieces:
         return Motion(np.zeros((0, 165), np.float32))
     if len(pieces) == 1:
@@ -342,6 +344,8 @@ def concat_motion(pieces: list[Motion]) -> Motion:
         np.concatenate([m.poses for m in pieces]),
         np.concatenate([m.trans for m in pieces]),
         np.concatenate([m.expressions for m in pieces]),
+        fps=pieces[0].fps,
+        betas=pieces[0].betas,
     )
 
 
