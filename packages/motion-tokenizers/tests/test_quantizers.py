@@ -137,3 +137,37 @@ def test_eval_fast_path_matches_the_library(kind):
     assert fast.loss > 0
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(q(z.bfloat16()).indices, q(z.bfloat16().float()).indices)
+
+
+@pytest.mark.parametrize("kind", ["vq", "rvq"])
+def test_eval_search_follows_codebook_updates(kind):
+    """The eval search keeps its stacked codebooks between calls. After EMA training steps
+    (which write the codebooks through ``.data``, unseen by version counters) and after
+    ``load_state_dict`` its codes equal a search on freshly stacked codebooks."""
+    torch.manual_seed(0)
+    q = Quantizer(kind, 16, codebook_size=64, num_quantizers=4)
+    z = torch.randn(3, 20, 16)
+
+    def fresh_codes():
+        cached = q.__dict__.pop("_tables", None)
+        out = q(z).indices
+        if cached is not None:
+            q.__dict__["_tables"] = cached
+        return out
+
+    q(torch.randn(4, 32, 16))  # k-means init
+    seen = []
+    for _ in range(3):
+        q.eval()
+        seen.append(q(z).indices)
+        assert torch.equal(seen[-1], fresh_codes())
+        q.train()
+        q(3 * torch.randn(4, 32, 16) + 1)  # EMA update moves every used code
+    q.eval()
+    assert torch.equal(q(z).indices, fresh_codes())
+    assert not torch.equal(q(z).indices, seen[0])  # the updates changed the codes
+    other = Quantizer(kind, 16, codebook_size=64, num_quantizers=4)
+    other(torch.randn(4, 32, 16))
+    q.load_state_dict(other.state_dict())
+    other.eval()
+    assert torch.equal(q(z).indices, other(z).indices)

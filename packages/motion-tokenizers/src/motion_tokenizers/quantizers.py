@@ -214,6 +214,8 @@ class Quantizer(nn.Module):
             )
         if not self.training and self.kind in ("vq", "rvq"):
             return self._nearest_codes(z)
+        # the library moves its EMA codebooks through .data, which no version counter sees
+        self.__dict__.pop("_tables", None)
         # codebooks, EMA statistics and distances stay at least fp32 under autocast: bf16
         # distances flip codes and bf16 EMA sums drift; a float64 model stays float64
         with torch.autocast(z.device.type, enabled=False):
@@ -286,6 +288,19 @@ class Quantizer(nn.Module):
         """The EMA codebooks as ``(Q, K, D)``."""
         return self.q.codebook.unsqueeze(0) if self.kind == "vq" else self.q.codebooks
 
+    def _search_tables(self) -> tuple[Tensor, Tensor]:
+        """fp32 codebooks ``(Q, K, D)`` and their negated squared norms ``(Q, K)``, kept between
+        eval calls (stacking them every call cost more than a batch-1 search) and rebuilt after
+        a training forward or when a codebook tensor is replaced or written in place."""
+        embeds = [cb.embed for cb in self._library_codebooks()]
+        key = tuple((e.data_ptr(), e._version, e.device) for e in embeds)
+        cache = self.__dict__.get("_tables")
+        if cache is None or cache[0] != key:
+            codebooks = self._codebooks().detach().float()
+            cache = (key, codebooks, codebooks.pow(2).sum(-1).neg())
+            self.__dict__["_tables"] = cache
+        return cache[1], cache[2]
+
     def _nearest_codes(self, z: Tensor) -> QuantizerOutput:
         """Eval path: residual nearest-code search on the library's codebooks.
 
@@ -299,9 +314,10 @@ class Quantizer(nn.Module):
             residual = z.reshape(-1, D).float()
             quantized = torch.zeros_like(residual)
             indices, losses = [], []
-            for codebook in self._codebooks().float():
+            codebooks, neg_norms = self._search_tables()
+            for codebook, neg_norm in zip(codebooks, neg_norms, strict=True):
                 # argmin |r - c|^2 = argmax (2 r.c - |c|^2); |r|^2 is the same for every code
-                scores = torch.addmm(codebook.pow(2).sum(-1).neg(), residual, codebook.t(), alpha=2)
+                scores = torch.addmm(neg_norm, residual, codebook.t(), alpha=2)
                 idx = scores.argmax(-1)
                 code = codebook[idx]
                 losses.append((residual - code).pow(2).mean())
