@@ -42,6 +42,7 @@ from gesture_apps.data.motion import Motion
 from gesture_apps.data.speech import FPS, SAMPLE_RATE
 from gesture_apps.errors import GenerationError
 from gesture_apps.runtime.device import resolve_device
+from gesture_apps.runtime.threads import single_thread_blas
 from gesture_apps.systems.gesturelsm.export import LSMBundle, load_lsm
 from gesture_apps.systems.gesturelsm.pipeline import sample_window, sampling_settings
 from gesture_data.datasets.beat2 import frame_word_indices
@@ -174,7 +175,8 @@ class GestureStream:
         self.received += a.size
         if self._resampler is not None:
             a = self._resampler.resample_chunk(a)
-        out = self._advance(self.features.push(a), end=None)
+        with single_thread_blas():  # see gesture_apps.runtime.threads
+            out = self._advance(self.features.push(a), end=None)
         self.latencies.append(time.perf_counter() - t0)
         return out
 
@@ -190,7 +192,8 @@ class GestureStream:
         feats = np.concatenate([feats, self.features.flush()])
         self._done = True
         total = self._feat_start + self._feats.shape[0] + feats.shape[0]
-        return self._advance(feats, end=int(total * FPS // SAMPLE_RATE))
+        with single_thread_blas():
+            return self._advance(feats, end=int(total * FPS // SAMPLE_RATE))
 
     # ----- internals -----
 
