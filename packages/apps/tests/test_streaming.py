@@ -226,3 +226,32 @@ def test_bad_input_is_refused(bundle):
     for kw in ({"chunk_s": float("nan")}, {"lookahead_s": -1}, {"sample_rate": 0}):
         with pytest.raises(GenerationError):
             GestureStream(bundle, **kw)
+
+
+def test_numpy_blas_runs_on_one_thread_inside_a_push(bundle, clips):
+    """numpy's spinning OpenBLAS workers took the cores of torch's threads (a 2-thread stream
+    ran 1.3-2x slower); push and flush keep numpy's BLAS on one thread and give it back after."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    outside = blas_threads()
+    seen = []
+
+    class Recording:
+        lookahead = 0
+
+        def push(self, x):
+            seen.append(blas_threads())
+            return onset_amplitude(x) if x.size else np.zeros((0, 2), np.float32)
+
+        def flush(self):
+            seen.append(blas_threads())
+            return np.zeros((0, 2), np.float32)
+
+    stream = GestureStream(bundle, feature_stream=Recording())
+    stream.push(np.zeros(8000, np.float32))
+    stream.flush()
+    assert seen and all(n and set(n) == {1} for n in seen)
+    assert blas_threads() == outside
