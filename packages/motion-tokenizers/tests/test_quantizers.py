@@ -171,3 +171,28 @@ def test_eval_search_follows_codebook_updates(kind):
     q.load_state_dict(other.state_dict())
     other.eval()
     assert torch.equal(q(z).indices, other(z).indices)
+
+
+@pytest.mark.parametrize("kind", ["vq", "rvq"])
+def test_indices_to_latent_equals_the_library(kind):
+    """The gather from the cached codebooks is the library's ``get_output_from_indices``
+    exactly: all layers, the first few, and -1 (absent) entries."""
+    torch.manual_seed(0)
+    q = Quantizer(kind, 16, codebook_size=64, num_quantizers=4)
+    q(torch.randn(4, 32, 16))
+    q.eval()
+    Q = 1 if kind == "vq" else 4
+    idx = torch.randint(0, 64, (3, 20, Q))
+    cases = [(idx, None)]
+    if kind == "rvq":
+        holes = idx.clone()
+        holes[0, :5, 2:] = -1
+        cases += [(idx, 2), (holes, None)]
+    for i, n in cases:
+        lib_i = i[..., :n] if n else i
+        if kind == "vq":
+            want = q.q.get_output_from_indices(lib_i[..., 0])
+        else:
+            pad = torch.nn.functional.pad(lib_i, (0, 4 - lib_i.shape[-1]), value=-1)
+            want = q.q.get_output_from_indices(pad)
+        assert torch.equal(q.indices_to_latent(i, n), want)
