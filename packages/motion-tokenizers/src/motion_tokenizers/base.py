@@ -37,6 +37,10 @@ class TokenizerOutput:
 @contextlib.contextmanager
 def eval_mode(module: nn.Module) -> Iterator[None]:
     """Temporarily put ``module`` in eval mode (no EMA update, no dropout, nearest codes)."""
+    if not any(m.training for m in module.modules()):
+        # already there: toggling walks every submodule twice (~0.6 ms per part in a stream)
+        yield
+        return
     was_training = module.training
     module.eval()
     try:
