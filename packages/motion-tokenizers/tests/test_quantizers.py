@@ -134,6 +134,7 @@ def test_eval_fast_path_matches_the_library(kind):
     assert torch.equal(fast.indices, lib_idx)
     torch.testing.assert_close(fast.quantized, lib_q, rtol=1e-5, atol=1e-5)
     assert torch.equal(fast.quantized, q.indices_to_latent(fast.indices))
+    assert torch.equal(q.nearest_indices(z), fast.indices)  # the lean search for decoding
     assert fast.loss > 0
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(q(z.bfloat16()).indices, q(z.bfloat16().float()).indices)

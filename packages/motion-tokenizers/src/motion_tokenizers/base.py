@@ -258,4 +258,9 @@ class MotionTokenizer(LocalPretrained, nn.Module):
         Goes through the indices so that it equals ``decode_indices(quantize(z).indices)``;
         ``frames`` as in :meth:`decode`.
         """
-        return self.decode_indices(self.quantize(z).indices, num_layers, frames=frames)
+        if self.quantizer.kind in ("vq", "rvq"):  # the same codes, without training statistics
+            self._check_latent(z)
+            indices = self.quantizer.nearest_indices(z)
+        else:
+            indices = self.quantize(z).indices
+        return self.decode_indices(indices, num_layers, frames=frames)

@@ -310,8 +310,28 @@ class Quantizer(nn.Module):
         ``mean over layers of mse(residual, code)`` so validation can report it.
         """
         B, N, D = z.shape
+        quantized, indices, losses = self._search(z, with_loss=True)
+        indices_t = indices.reshape(B, N, -1)
+        loss = torch.stack(losses).mean()
+        return QuantizerOutput(
+            quantized.reshape(B, N, D).to(z.dtype), indices_t, loss, self._perplexity(indices_t)
+        )
+
+    def nearest_indices(self, z: Tensor) -> Tensor:
+        """z ``(B, N, D)`` -> the eval forward's code indices ``(B, N, Q)``, without its loss
+        and perplexity (what re-quantising before a decode needs; vq and rvq only)."""
+        if self.kind not in ("vq", "rvq"):
+            raise ValueError(f"nearest_indices: a vq or rvq quantizer, found {self.kind!r}")
+        if z.ndim != 3 or z.shape[-1] != self.dim:
+            raise TokenizerInputError(
+                f"quantizer input: expected (B, N, {self.dim}), found {tuple(z.shape)}"
+            )
+        return self._search(z, with_loss=False)[1].reshape(*z.shape[:2], -1)
+
+    def _search(self, z: Tensor, with_loss: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """(sum of codes ``(B*N, D)`` fp32, indices ``(B*N, Q)``, per-layer losses or [])."""
         with torch.autocast(z.device.type, enabled=False):
-            residual = z.reshape(-1, D).float()
+            residual = z.reshape(-1, z.shape[-1]).float()
             quantized = torch.zeros_like(residual)
             indices, losses = [], []
             codebooks, neg_norms = self._search_tables()
@@ -320,15 +340,12 @@ class Quantizer(nn.Module):
                 scores = torch.addmm(neg_norm, residual, codebook.t(), alpha=2)
                 idx = scores.argmax(-1)
                 code = codebook[idx]
-                losses.append((residual - code).pow(2).mean())
+                if with_loss:
+                    losses.append((residual - code).pow(2).mean())
                 residual = residual - code
                 quantized = quantized + code
                 indices.append(idx)
-        indices_t = torch.stack(indices, -1).reshape(B, N, -1)
-        loss = torch.stack(losses).mean()
-        return QuantizerOutput(
-            quantized.reshape(B, N, D).to(z.dtype), indices_t, loss, self._perplexity(indices_t)
-        )
+        return quantized, torch.stack(indices, -1), losses
 
     def _coin(self) -> bool:
         p = self.quantize_dropout_prob
