@@ -48,6 +48,8 @@ def instrument(bundle) -> Timers:
     den = gen.denoiser
     for key, obj, name in (
         (PARTS[0], gen.encoder, "forward"),
+        (PARTS[0], gen.encoder, "encode_audio"),  # a stream runs these two, not forward
+        (PARTS[0], gen.encoder, "combine"),
         (PARTS[1], den, "cross_kv"),
         (PARTS[2], den, "forward"),
         (PARTS[3], bundle.tokenizer, "decode"),

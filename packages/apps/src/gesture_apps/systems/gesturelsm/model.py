@@ -48,8 +48,26 @@ class AudioWordEncoder(nn.Module):
         self.fuse = nn.Linear(2 * audio_dim, cond_dim)
 
     def forward(self, audio: Tensor, words: Tensor) -> Tensor:
+        return self.combine(self.encode_audio(audio), words)
+
+    def encode_audio(self, audio: Tensor) -> Tensor:
+        """``audio (B, L_a, 2)`` -> the convolution stack's steps ``(B, ~L, audio_dim)``."""
+        return self.audio(audio.transpose(1, 2)).transpose(1, 2)
+
+    def audio_span(self, step: int) -> tuple[int, int]:
+        """The audio samples ``[lo, hi]`` (padding included) that step ``step`` of
+        :meth:`encode_audio` reads."""
+        lo = hi = step
+        for m in reversed(self.audio):
+            if isinstance(m, nn.Conv1d):
+                s, p, k = m.stride[0], m.padding[0], m.kernel_size[0]
+                lo, hi = s * lo - p, s * hi - p + k - 1
+        return lo, hi
+
+    def combine(self, a: Tensor, words: Tensor) -> Tensor:
+        """Audio steps ``(B, ~L, audio_dim)`` + ``words (B, L)`` -> ``(B, L / factor,
+        cond_dim)``."""
         L = words.shape[1]
-        a = self.audio(audio.transpose(1, 2)).transpose(1, 2)  # (B, ~L, audio_dim)
         if a.shape[1] >= L:
             a = a[:, :L]
         else:
