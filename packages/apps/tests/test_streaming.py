@@ -260,7 +260,8 @@ def test_numpy_blas_runs_on_one_thread_inside_a_push(bundle, clips):
 def test_the_encoder_runs_only_on_heard_audio(bundle):
     """A stream's window is silent after the audio heard so far; the encoder steps that read
     only silence are a silent window's, so only the rest run. Equal to the whole encoder for
-    any heard length (measured up to 1.3e-7 of the features' scale at the paper size; bound 1e-5)."""
+    any heard length (measured up to 1.3e-7 of the features' scale at the paper size; bound
+    1e-5)."""
     stream = GestureStream(bundle)
     enc = bundle.generator.encoder
     la = round(stream.L * streaming.SAMPLES_PER_FRAME)

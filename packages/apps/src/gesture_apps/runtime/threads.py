@@ -25,7 +25,8 @@ def _controller() -> ThreadpoolController:
 
 @contextmanager
 def single_thread_blas() -> Iterator[None]:
-    """Inside the block, BLAS libraries loaded in this process (numpy's OpenBLAS) use one
-    thread; torch's own threads are untouched. Entering costs about 20 us."""
+    """Inside the block, the BLAS libraries this process had loaded at its first call
+    (numpy's and scipy's OpenBLAS) use one thread; torch's own threads are untouched. Entering
+    costs about 20 us."""
     with _controller().limit(limits=1, user_api="blas"):
         yield
