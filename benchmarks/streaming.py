@@ -84,13 +84,14 @@ def denoiser_bound(bundle, repeats: int = 5) -> list:
     from torch.utils.flop_counter import FlopCounterMode
 
     from gesture_apps.systems.gesturelsm.pipeline import sample_window
+    from gesture_apps.systems.gesturelsm.streaming import SAMPLES_PER_FRAME
 
     gen = bundle.generator
     den = gen.denoiser
     n, D = bundle.spec["pose_length"] // bundle.spec["factor"], den.num_parts * den.part_dim
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        samples = round(bundle.spec["pose_length"] * 16000 / 30)
+        samples = round(bundle.spec["pose_length"] * SAMPLES_PER_FRAME)
         feats = gen.encoder(
             torch.zeros(1, samples, 2), torch.zeros(1, n * bundle.spec["factor"], dtype=torch.long)
         )

@@ -197,3 +197,29 @@ def test_indices_to_latent_equals_the_library(kind):
             pad = torch.nn.functional.pad(lib_i, (0, 4 - lib_i.shape[-1]), value=-1)
             want = q.q.get_output_from_indices(pad)
         assert torch.equal(q.indices_to_latent(i, n), want)
+
+
+@pytest.mark.parametrize(
+    "kind, kw",
+    [
+        ("vq", {"codebook_size": 64}),
+        ("rvq", {"codebook_size": 64, "num_quantizers": 4}),
+        ("fsq", {"levels": [8, 5, 5, 5]}),
+        ("rfsq", {"levels": [8, 5, 5, 5], "num_quantizers": 2}),
+        ("lfq", {"codebook_size": 256}),
+    ],
+)
+def test_nearest_indices_are_the_eval_codes_in_any_mode(kind, kw):
+    """``nearest_indices`` (what a decode re-quantises with) gives the eval forward's codes
+    for every kind, from train mode too, and leaves the mode as it found it."""
+    torch.manual_seed(0)
+    q = Quantizer(kind, 12 if "levels" in kw else 8, **kw)
+    z = torch.randn(3, 10, q.dim)
+    q(torch.randn(4, 16, q.dim))  # codebook init where there is one
+    q.eval()
+    want = q(z).indices
+    q.train()
+    assert torch.equal(q.nearest_indices(z), want)
+    assert q.training
+    with pytest.raises(ValueError, match="expected"):
+        q.nearest_indices(torch.randn(3, 10, q.dim + 1))

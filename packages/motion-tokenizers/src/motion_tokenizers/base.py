@@ -6,9 +6,7 @@ A tokenizer is ``Conv1dEncoder -> Quantizer -> Conv1dDecoder``; the concrete cla
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from ._strict import HUB_ARGS, build, check_config, load_weights
 from .encdec import Conv1dDecoder, Conv1dEncoder
 from .errors import CheckpointError, TokenizerInputError
 from .io import atomic_directory
-from .quantizers import Quantizer, QuantizerOutput
+from .quantizers import Quantizer, QuantizerOutput, eval_mode
 
 
 @dataclass(frozen=True)
@@ -32,21 +30,6 @@ class TokenizerOutput:
     indices: Tensor
     commit_loss: Tensor
     perplexity: Tensor
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Temporarily put ``module`` in eval mode (no EMA update, no dropout, nearest codes)."""
-    if not any(m.training for m in module.modules()):
-        # already there: toggling walks every submodule twice (~0.6 ms per part in a stream)
-        yield
-        return
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int]:
@@ -258,9 +241,5 @@ class MotionTokenizer(LocalPretrained, nn.Module):
         Goes through the indices so that it equals ``decode_indices(quantize(z).indices)``;
         ``frames`` as in :meth:`decode`.
         """
-        if self.quantizer.kind in ("vq", "rvq"):  # the same codes, without training statistics
-            self._check_latent(z)
-            indices = self.quantizer.nearest_indices(z)
-        else:
-            indices = self.quantize(z).indices
-        return self.decode_indices(indices, num_layers, frames=frames)
+        self._check_latent(z)
+        return self.decode_indices(self.quantizer.nearest_indices(z), num_layers, frames=frames)

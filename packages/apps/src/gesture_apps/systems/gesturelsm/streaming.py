@@ -148,6 +148,7 @@ class GestureStream:
         self.frames_out = 0
         self._xz: np.ndarray | None = None  # root x/z of the last emitted frame
         self._silent: torch.Tensor | None = None  # the encoder's audio steps on a silent window
+        self._spans: np.ndarray | None = None  # the audio samples each of those steps reads
         self.received = 0  # input samples pushed (at sample_rate, gaps included)
         self.gaps = 0  # dropped-chunk gaps filled with silence
         self.latencies: list[float] = []  # compute seconds of each push
@@ -304,9 +305,11 @@ class GestureStream:
         w = torch.from_numpy(words)[None].to(dev)
         if self._silent is None:
             self._silent = enc.encode_audio(torch.zeros(1, *window.shape, device=dev))
+            spans = [enc.audio_span(j) for j in range(self._silent.shape[1])]
+            self._spans = np.asarray(spans)  # (J, 2) first and last sample each step reads
         J = self._silent.shape[1]
-        first = next((j for j in range(J) if enc.audio_span(j)[0] >= heard), J)
-        cut = enc.audio_span(first - 1)[1] + 1 if first else 0
+        first = int(np.searchsorted(self._spans[:, 0], heard))  # the first step on silence only
+        cut = int(self._spans[first - 1, 1]) + 1 if first else 0
         if first == J or cut >= window.shape[0]:
             return enc(torch.from_numpy(window)[None].to(dev), w)
         if first == 0:
